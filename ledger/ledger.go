@@ -1,0 +1,188 @@
+// Package ledger records which zfs send streams are stored in the bucket and
+// holds the one safety rule: every stored snapshot stays restorable, that is
+// reachable from a full stream through stored edges.
+//
+// Each stored stream is an Edge base -> target of a DAG whose vertices are
+// snapshot GUIDs; a full stream is an edge from the virtual origin. Names are
+// kept for people, GUIDs decide identity, so a snapshot re-created under an
+// old name is a different vertex.
+package ledger
+
+import (
+	"fmt"
+	"time"
+)
+
+// FormatVersion is the ledger file format this code reads and writes.
+const FormatVersion = 1
+
+// Snapshot identifies a snapshot by GUID; Name is what it was called when stored.
+type Snapshot struct {
+	Name string `yaml:"name"`
+	GUID uint64 `yaml:"guid"`
+}
+
+func (s Snapshot) String() string { return s.Name }
+
+// Edge is one stored stream.
+type Edge struct {
+	Target       Snapshot  `yaml:"target"`
+	Base         *Snapshot `yaml:"base,omitempty"` // nil for a full stream
+	Key          string    `yaml:"key"`
+	StreamBytes  int64     `yaml:"stream_bytes"`
+	StoredBytes  int64     `yaml:"stored_bytes"`
+	SHA256       string    `yaml:"sha256"` // of the stored object
+	Uploaded     time.Time `yaml:"uploaded"`
+	StorageClass string    `yaml:"storage_class"`
+	// Removing is set before the object is deleted, so that an interrupted
+	// remove is finished, not forgotten. The rule treats such an edge as gone.
+	Removing bool `yaml:"removing,omitempty"`
+}
+
+// ID identifies an edge by the GUIDs of its ends; BaseGUID is 0 for a full stream.
+type ID struct{ BaseGUID, TargetGUID uint64 }
+
+// ID returns the edge's identity.
+func (e Edge) ID() ID {
+	if e.Base == nil {
+		return ID{TargetGUID: e.Target.GUID}
+	}
+	return ID{BaseGUID: e.Base.GUID, TargetGUID: e.Target.GUID}
+}
+
+// IsFull reports whether the edge is a full stream.
+func (e Edge) IsFull() bool { return e.Base == nil }
+
+// String names the edge the way users type it.
+func (e Edge) String() string {
+	if e.Base == nil {
+		return e.Target.Name + " (full)"
+	}
+	return e.Base.Name + " -> " + e.Target.Name
+}
+
+// Ledger is the set of stored edges for one bucket and prefix.
+type Ledger struct {
+	Version int    `yaml:"version"`
+	Bucket  string `yaml:"bucket"`
+	Prefix  string `yaml:"prefix"`
+	Edges   []Edge `yaml:"edges"`
+}
+
+// New returns an empty ledger for bucket and prefix.
+func New(bucket, prefix string) *Ledger {
+	return &Ledger{Version: FormatVersion, Bucket: bucket, Prefix: prefix, Edges: []Edge{}}
+}
+
+// Get returns the edge with id.
+func (l *Ledger) Get(id ID) (Edge, bool) {
+	for _, e := range l.Edges {
+		if e.ID() == id {
+			return e, true
+		}
+	}
+	return Edge{}, false
+}
+
+// Find returns the edge to target from base (empty base: the full stream),
+// matched by name. GUIDs, when non-zero, narrow the match; an ambiguous
+// match is an error that lists the candidates' GUIDs.
+func (l *Ledger) Find(target, base string, targetGUID, baseGUID uint64) (Edge, error) {
+	var found []Edge
+	for _, e := range l.Edges {
+		if e.Target.Name != target || (targetGUID != 0 && e.Target.GUID != targetGUID) {
+			continue
+		}
+		switch {
+		case base == "" && e.Base == nil:
+		case base != "" && e.Base != nil && e.Base.Name == base && (baseGUID == 0 || e.Base.GUID == baseGUID):
+		default:
+			continue
+		}
+		found = append(found, e)
+	}
+	want := target + " (full)"
+	if base != "" {
+		want = base + " -> " + target
+	}
+	switch len(found) {
+	case 0:
+		return Edge{}, &NotFoundError{Edge: want, Stored: l.edgesTo(target)}
+	case 1:
+		return found[0], nil
+	}
+	msg := fmt.Sprintf("%d stored edges match %s (snapshots re-created under the same name); pick one with --guid/--base-guid:", len(found), want)
+	for _, e := range found {
+		msg += fmt.Sprintf(" [%s guid %d", e.Target.Name, e.Target.GUID)
+		if e.Base != nil {
+			msg += fmt.Sprintf(" from guid %d", e.Base.GUID)
+		}
+		msg += "]"
+	}
+	return Edge{}, fmt.Errorf("%s", msg)
+}
+
+// edgesTo lists the stored edges into snapshots named target, for hints.
+func (l *Ledger) edgesTo(target string) []string {
+	var s []string
+	for _, e := range l.Edges {
+		if e.Target.Name == target {
+			s = append(s, e.String())
+		}
+	}
+	return s
+}
+
+// NotFoundError says an edge is not in the ledger and what is stored instead.
+type NotFoundError struct {
+	Edge   string
+	Stored []string
+}
+
+func (e *NotFoundError) Error() string {
+	msg := e.Edge + " is not in the ledger"
+	if len(e.Stored) > 0 {
+		msg += fmt.Sprintf("; stored edges to that snapshot: %v", e.Stored)
+	}
+	return msg
+}
+
+// Add records a stored edge after checking it against the rule.
+func (l *Ledger) Add(e Edge) error {
+	if err := l.CheckAdd(e); err != nil {
+		return err
+	}
+	l.Edges = append(l.Edges, e)
+	return nil
+}
+
+// MarkRemoving flags an edge whose object is about to be deleted.
+func (l *Ledger) MarkRemoving(id ID) {
+	for i := range l.Edges {
+		if l.Edges[i].ID() == id {
+			l.Edges[i].Removing = true
+		}
+	}
+}
+
+// Drop deletes an edge from the ledger.
+func (l *Ledger) Drop(id ID) {
+	kept := l.Edges[:0]
+	for _, e := range l.Edges {
+		if e.ID() != id {
+			kept = append(kept, e)
+		}
+	}
+	l.Edges = kept
+}
+
+// Removing lists edges whose removal was started and must be finished.
+func (l *Ledger) Removing() []Edge {
+	var r []Edge
+	for _, e := range l.Edges {
+		if e.Removing {
+			r = append(r, e)
+		}
+	}
+	return r
+}

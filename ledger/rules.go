@@ -1,0 +1,127 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dominikbraun/graph"
+)
+
+// ErrRefused marks every refusal by the safety rule. Use errors.Is.
+var ErrRefused = errors.New("refused by the ledger")
+
+// RefusedError says which edge was refused, why, and which edges stand in the way.
+type RefusedError struct {
+	Edge    string
+	Reason  string
+	Blocked []string // edges that would lose their restorable chain
+}
+
+func (e *RefusedError) Error() string {
+	msg := fmt.Sprintf("refused: %s: %s", e.Edge, e.Reason)
+	if len(e.Blocked) > 0 {
+		msg += ": " + strings.Join(e.Blocked, ", ")
+	}
+	return msg
+}
+
+func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+
+// origin is the virtual vertex full streams start from. No snapshot has GUID 0.
+const origin uint64 = 0
+
+// restorable returns the GUIDs reachable from a full stream through edges,
+// skipping edges being removed and the edge skip (zero ID: none).
+func restorable(edges []Edge, skip *ID) map[uint64]bool {
+	g := graph.New(func(v uint64) uint64 { return v }, graph.Directed())
+	_ = g.AddVertex(origin)
+	for _, e := range edges {
+		if e.Removing || (skip != nil && e.ID() == *skip) {
+			continue
+		}
+		id := e.ID()
+		_ = g.AddVertex(id.BaseGUID)
+		_ = g.AddVertex(id.TargetGUID)
+		_ = g.AddEdge(id.BaseGUID, id.TargetGUID) // duplicates cannot exist: CheckAdd refuses them
+	}
+	seen := map[uint64]bool{}
+	_ = graph.BFS(g, origin, func(v uint64) bool {
+		seen[v] = true
+		return false
+	})
+	return seen
+}
+
+// CheckAdd reports whether e may be recorded: it must not be stored already,
+// and an incremental's base must be stored and restorable.
+func (l *Ledger) CheckAdd(e Edge) error {
+	if e.Target.GUID == origin || (e.Base != nil && e.Base.GUID == origin) {
+		return fmt.Errorf("edge %s has a zero GUID", e)
+	}
+	if e.Base != nil && e.Base.GUID == e.Target.GUID {
+		return &RefusedError{Edge: e.String(), Reason: "base and target are the same snapshot"}
+	}
+	if old, ok := l.Get(e.ID()); ok {
+		reason := "already stored (as " + old.Key + ")"
+		if old.Removing {
+			reason = "its removal is still unfinished; run zfs2s3 remove again first"
+		}
+		return &RefusedError{Edge: e.String(), Reason: reason}
+	}
+	if e.Base == nil {
+		return nil
+	}
+	if !restorable(l.Edges, nil)[e.Base.GUID] {
+		return &RefusedError{Edge: e.String(),
+			Reason: fmt.Sprintf("its base %s (guid %d) is not stored and restorable; upload a full stream or an incremental to it first", e.Base.Name, e.Base.GUID)}
+	}
+	return nil
+}
+
+// CheckRemove reports whether the edge id may be removed: every remaining
+// edge, and every pending upload, that is restorable now must stay
+// restorable without it. The error names the edges that stand in the way.
+func (l *Ledger) CheckRemove(id ID, pending []Edge) error {
+	e, ok := l.Get(id)
+	if !ok {
+		return fmt.Errorf("edge %v is not in the ledger", id)
+	}
+	before := restorable(l.Edges, nil)
+	after := restorable(l.Edges, &id)
+	var blocked []string
+	check := func(d Edge, what string) {
+		if d.ID() == id || d.Removing {
+			return
+		}
+		b := d.ID().BaseGUID
+		if before[b] && !after[b] {
+			blocked = append(blocked, what+d.String())
+		}
+	}
+	for _, d := range l.Edges {
+		check(d, "")
+	}
+	for _, d := range pending {
+		check(d, "pending upload ")
+	}
+	if len(blocked) > 0 {
+		return &RefusedError{Edge: "remove " + e.String(),
+			Reason:  fmt.Sprintf("%d stored edge(s) depend on it; upload a bypass edge or remove them first", len(blocked)),
+			Blocked: blocked}
+	}
+	return nil
+}
+
+// Unrestorable lists edges whose base cannot be reached from a full stream,
+// which only a hand-edited or damaged ledger contains.
+func (l *Ledger) Unrestorable() []Edge {
+	ok := restorable(l.Edges, nil)
+	var bad []Edge
+	for _, e := range l.Edges {
+		if !e.Removing && !ok[e.ID().BaseGUID] {
+			bad = append(bad, e)
+		}
+	}
+	return bad
+}
