@@ -1,0 +1,118 @@
+// Package backup carries out zfs2s3's commands. It is the only place that
+// combines the zfs wrapper, the ledger and the S3 uploader, in the order
+// that keeps ledger, state files and bucket consistent across crashes:
+// intent is saved before any S3 call, the ledger is changed only under its
+// lock, and an object is deleted only after the ledger marks it as going.
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/statefile"
+	"github.com/zfs2s3/zfs2s3/zfs"
+)
+
+// ErrUsage marks errors in what the user asked for (exit code 2).
+var ErrUsage = errors.New("bad usage")
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == ErrUsage }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Options are the settings every command shares.
+type Options struct {
+	StateDir     string
+	Prefix       string
+	StorageClass string
+	PartSize     int64 // 0: planned from the stream's size estimate
+	Concurrency  int
+}
+
+// Backup runs commands against one bucket and prefix.
+type Backup struct {
+	ZFS   zfs.Runner
+	S3    *s3up.Client
+	Opt   Options
+	store ledger.Store
+	// Out receives results, one line each (stdout in the CLI).
+	Out func(format string, args ...any)
+	// Progress, when set, receives upload progress.
+	Progress func(edge string, done, estimate int64)
+}
+
+// New returns a Backup; out prints results.
+func New(z zfs.Runner, c *s3up.Client, opt Options, out func(string, ...any)) *Backup {
+	opt.Prefix = s3up.NormalizePrefix(opt.Prefix)
+	return &Backup{ZFS: z, S3: c, Opt: opt, Out: out,
+		store: ledger.OpenStore(opt.StateDir, c.Bucket(), opt.Prefix)}
+}
+
+// withLedger runs fn on the ledger under its lock and saves the ledger if fn
+// returns save=true. Removals left unfinished by an earlier crash are
+// completed first.
+func (b *Backup) withLedger(ctx context.Context, fn func(l *ledger.Ledger) (save bool, err error)) error {
+	lock, err := b.store.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	l, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
+	if err != nil {
+		return err
+	}
+	if err := b.finishRemovals(ctx, l); err != nil {
+		return err
+	}
+	save, err := fn(l)
+	if err != nil || !save {
+		return err
+	}
+	return b.store.Save(l)
+}
+
+// finishRemovals deletes the objects of edges marked as being removed and
+// drops them, saving after each.
+func (b *Backup) finishRemovals(ctx context.Context, l *ledger.Ledger) error {
+	for _, e := range l.Removing() {
+		if err := b.deleteObjects(ctx, e.Key); err != nil {
+			return fmt.Errorf("finish the interrupted removal of %s: %w", e, err)
+		}
+		l.Drop(e.ID())
+		if err := b.store.Save(l); err != nil {
+			return err
+		}
+		b.Out("removed %s (finished an interrupted removal)", e)
+	}
+	return nil
+}
+
+// deleteObjects deletes an edge's manifest, then its object. The manifest
+// goes first so the bucket never holds a manifest without its object.
+func (b *Backup) deleteObjects(ctx context.Context, key string) error {
+	if err := b.S3.Delete(ctx, s3up.ManifestKey(key)); err != nil {
+		return err
+	}
+	return b.S3.Delete(ctx, key)
+}
+
+// lockedHint turns a held lock into the one-line error users see.
+func lockedHint(err error, what string) error {
+	var le *statefile.LockedError
+	if errors.As(err, &le) {
+		pid := "another zfs2s3 process"
+		if le.PID > 0 {
+			pid = fmt.Sprintf("zfs2s3 process %d", le.PID)
+		}
+		return fmt.Errorf("%s is already running in %s: %w", what, pid, statefile.ErrLocked)
+	}
+	return err
+}

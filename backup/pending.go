@@ -1,0 +1,112 @@
+package backup
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/statefile"
+)
+
+// pendingVersion is the format of upload state files.
+const pendingVersion = 1
+
+// pending is an upload that was started and not yet recorded in the ledger:
+// the edge it will become and the multipart upload's progress.
+type pending struct {
+	Version int         `yaml:"version"`
+	Edge    ledger.Edge `yaml:"edge"` // Key, StorageClass set; sizes and hash at the end
+	Started time.Time   `yaml:"started"`
+	Upload  s3up.Upload `yaml:"upload"`
+
+	path string
+	lock *statefile.Lock
+}
+
+func (b *Backup) pendingPath(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return filepath.Join(b.store.UploadsDir(), hex.EncodeToString(h[:8])+".yaml")
+}
+
+// save writes the state file atomically.
+func (p *pending) save() error {
+	out, err := yaml.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return statefile.WriteFile(p.path, out)
+}
+
+// lockPending takes the per-upload lock, so one edge is uploaded by one
+// process at a time while other edges proceed in parallel.
+func lockPending(path string) (*statefile.Lock, error) {
+	return statefile.TryLock(strings.TrimSuffix(path, ".yaml") + ".lock")
+}
+
+// release drops the state file and its lock once the edge is recorded or
+// the upload aborted.
+func (p *pending) release() error {
+	err := statefile.Remove(p.path)
+	os.Remove(strings.TrimSuffix(p.path, ".yaml") + ".lock")
+	p.lock.Unlock()
+	return err
+}
+
+// loadPending reads all upload state files, oldest first. A damaged state
+// file is an error: it may describe an upload that must not be forgotten.
+func (b *Backup) loadPending() ([]*pending, error) {
+	names, err := filepath.Glob(filepath.Join(b.store.UploadsDir(), "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var ps []*pending
+	for _, name := range names {
+		data, err := os.ReadFile(name)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // finished meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		p := &pending{path: name}
+		if err := yaml.Unmarshal(data, p); err != nil || p.Version != pendingVersion || p.Edge.Key == "" {
+			return nil, fmt.Errorf("upload state file %s is damaged or from another zfs2s3 version (%v); move it away after checking the bucket for its multipart upload", name, err)
+		}
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Started.Before(ps[j].Started) })
+	return ps, nil
+}
+
+// pendingEdges lists the edges of all pending uploads, for the remove rule.
+func pendingEdges(ps []*pending) []ledger.Edge {
+	var es []ledger.Edge
+	for _, p := range ps {
+		es = append(es, p.Edge)
+	}
+	return es
+}
+
+// selectPending keeps the uploads whose target is named target (all when empty).
+func selectPending(ps []*pending, target string) []*pending {
+	if target == "" {
+		return ps
+	}
+	var sel []*pending
+	for _, p := range ps {
+		if p.Edge.Target.Name == target {
+			sel = append(sel, p)
+		}
+	}
+	return sel
+}

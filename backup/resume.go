@@ -1,0 +1,97 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+)
+
+// Resume continues the pending uploads to target (all when empty).
+// Each is attempted; the first failure is returned after the others ran.
+func (b *Backup) Resume(ctx context.Context, target string) error {
+	sel, err := b.pendingFor(target)
+	if err != nil || len(sel) == 0 {
+		return err
+	}
+	var errs []error
+	for _, p := range sel {
+		lock, err := lockPending(p.path)
+		if err != nil {
+			errs = append(errs, lockedHint(err, "the upload of "+p.Edge.String()))
+			continue
+		}
+		p.lock = lock
+		if err := b.run(ctx, p); err != nil {
+			lock.Unlock()
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Abort discards the pending uploads to target (all when empty): their
+// multipart uploads, any object a completed-but-unrecorded upload left, and
+// their state files.
+func (b *Backup) Abort(ctx context.Context, target string) error {
+	sel, err := b.pendingFor(target)
+	if err != nil {
+		return err
+	}
+	for _, p := range sel {
+		lock, err := lockPending(p.path)
+		if err != nil {
+			return lockedHint(err, "the upload of "+p.Edge.String())
+		}
+		p.lock = lock
+		if err := b.abort(ctx, p); err != nil {
+			lock.Unlock()
+			return fmt.Errorf("abort upload of %s: %w", p.Edge, err)
+		}
+		b.Out("aborted upload of %s", p.Edge)
+	}
+	return nil
+}
+
+func (b *Backup) abort(ctx context.Context, p *pending) error {
+	if p.Upload.UploadID != "" {
+		if err := b.S3.Abort(ctx, p.Edge.Key, p.Upload.UploadID); err != nil {
+			return err
+		}
+	}
+	if _, err := b.S3.AbortAll(ctx, p.Edge.Key); err != nil {
+		return err
+	}
+	if p.Upload.Completing {
+		// The object may exist without a ledger edge: delete it, unless a
+		// run that crashed before cleaning up had recorded it already.
+		err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
+			if old, ok := l.Get(p.Edge.ID()); ok && old.Key == p.Edge.Key {
+				return false, nil
+			}
+			return false, b.deleteObjects(ctx, p.Edge.Key)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return p.release()
+}
+
+// pendingFor lists pending uploads to target, or all; naming a target with
+// none pending is an error.
+func (b *Backup) pendingFor(target string) ([]*pending, error) {
+	ps, err := b.loadPending()
+	if err != nil {
+		return nil, err
+	}
+	sel := selectPending(ps, target)
+	if len(sel) == 0 {
+		if target != "" {
+			return nil, usagef("no pending upload of %s", target)
+		}
+		b.Out("no pending uploads")
+	}
+	return sel, nil
+}

@@ -1,0 +1,239 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/zfs"
+)
+
+// Upload stores "zfs send [-i base] target" as a new edge.
+func (b *Backup) Upload(ctx context.Context, target, base string) error {
+	edge, err := b.liveEdge(ctx, target, base)
+	if err != nil {
+		return err
+	}
+	p, err := b.begin(ctx, edge)
+	if err != nil {
+		return err
+	}
+	return b.run(ctx, p)
+}
+
+// liveEdge checks the arguments against the live snapshots and returns the
+// edge an upload would record.
+func (b *Backup) liveEdge(ctx context.Context, target, base string) (ledger.Edge, error) {
+	if err := zfs.CheckSnapshotName(target); err != nil {
+		return ledger.Edge{}, usagef("%v", err)
+	}
+	t, err := b.snapshot(ctx, target)
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	edge := ledger.Edge{Target: ledger.Snapshot{Name: t.Name, GUID: t.GUID}, StorageClass: b.Opt.StorageClass}
+	if base != "" {
+		if err := zfs.CheckSnapshotName(base); err != nil {
+			return ledger.Edge{}, usagef("-i: %v", err)
+		}
+		bs, err := b.snapshot(ctx, base)
+		if err != nil {
+			return ledger.Edge{}, err
+		}
+		if bs.Dataset() != t.Dataset() {
+			return ledger.Edge{}, usagef("base %s is on dataset %s, target %s on %s: an incremental needs a base from the same dataset", base, bs.Dataset(), target, t.Dataset())
+		}
+		if bs.CreateTXG >= t.CreateTXG {
+			return ledger.Edge{}, usagef("base %s is not older than target %s: swap them, an incremental goes from an older base to a newer target", base, target)
+		}
+		edge.Base = &ledger.Snapshot{Name: bs.Name, GUID: bs.GUID}
+	}
+	edge.Key = s3up.ObjectKey(b.Opt.Prefix, edge.Target, edge.Base)
+	return edge, nil
+}
+
+// snapshot reads a live snapshot, turning "does not exist" into a usage error.
+func (b *Backup) snapshot(ctx context.Context, name string) (zfs.Snapshot, error) {
+	s, err := b.ZFS.Snapshot(ctx, name)
+	if errors.Is(err, zfs.ErrNotExist) {
+		return s, usagef("snapshot %s does not exist (check the name with: zfs list -t snapshot)", name)
+	}
+	return s, err
+}
+
+// begin checks the edge against the ledger and records the intent to upload
+// it, all under the ledger lock, so that a concurrent remove sees the
+// pending upload before any byte reaches S3.
+func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) {
+	partSize, err := b.planPartSize(ctx, edge)
+	if err != nil {
+		return nil, err
+	}
+	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key),
+		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge)}}
+	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
+		if err := l.CheckAdd(edge); err != nil {
+			return false, err
+		}
+		lock, err := lockPending(p.path)
+		if err != nil {
+			return false, lockedHint(err, "an upload of "+edge.String())
+		}
+		if ps, _ := b.loadPending(); len(selectKey(ps, edge.Key)) > 0 {
+			lock.Unlock()
+			return false, fmt.Errorf("an upload of %s was interrupted earlier; run zfs2s3 resume_upload %s, or abort_upload %s to start over", edge, edge.Target.Name, edge.Target.Name)
+		}
+		p.lock = lock
+		return false, p.save()
+	})
+	return p, err
+}
+
+func selectKey(ps []*pending, key string) []*pending {
+	var sel []*pending
+	for _, p := range ps {
+		if p.Edge.Key == key {
+			sel = append(sel, p)
+		}
+	}
+	return sel
+}
+
+// planPartSize picks a part size that fits the estimated stream into S3's
+// part limit with room to spare; it is fixed for the upload's lifetime
+// (Cloudflare R2 requires equal parts).
+func (b *Backup) planPartSize(ctx context.Context, e ledger.Edge) (int64, error) {
+	if b.Opt.PartSize > 0 {
+		return b.Opt.PartSize, nil
+	}
+	base := ""
+	if e.Base != nil {
+		base = e.Base.Name
+	}
+	est, ok := b.ZFS.Estimate(ctx, e.Target.Name, base)
+	if !ok {
+		// zfs-fuse cannot estimate; what the snapshot refers to bounds a full
+		// stream and, in practice, an incremental to it.
+		ref, err := b.ZFS.Referenced(ctx, e.Target.Name)
+		if err != nil {
+			return 0, err
+		}
+		est = ref
+	}
+	return PlanPartSize(est), nil
+}
+
+// DefaultPartSize is the smallest part size planned: big enough for good
+// throughput, small enough that (concurrency+2) buffers stay modest.
+const DefaultPartSize = 16 << 20
+
+// PlanPartSize returns the part size for a stream of about est bytes: the
+// default, or larger so the stream plus half again fits in 9,000 parts,
+// rounded up to a MiB.
+func PlanPartSize(est int64) int64 {
+	need := (est + est/2) / 9000
+	size := max(int64(DefaultPartSize), (need+(1<<20)-1)&^((1<<20)-1))
+	return min(size, s3up.MaxPartSize)
+}
+
+// objectMetadata is stored with the object, enough to rebuild the edge
+// from the bucket alone; the stream's size and hash follow in the manifest.
+// Names are percent-encoded because S3 metadata must be ASCII.
+func objectMetadata(e ledger.Edge) map[string]string {
+	m := map[string]string{
+		"zfs2s3-format":      strconv.Itoa(ledger.FormatVersion),
+		"zfs2s3-target":      url.PathEscape(e.Target.Name),
+		"zfs2s3-target-guid": strconv.FormatUint(e.Target.GUID, 10),
+	}
+	if e.Base != nil {
+		m["zfs2s3-base"] = url.PathEscape(e.Base.Name)
+		m["zfs2s3-base-guid"] = strconv.FormatUint(e.Base.GUID, 10)
+	}
+	return m
+}
+
+// run uploads a pending edge, then records it.
+func (b *Backup) run(ctx context.Context, p *pending) error {
+	up := &s3up.Uploader{Client: b.S3, Concurrency: b.Opt.Concurrency,
+		Save: func(u *s3up.Upload) error { p.Upload = *u; return p.save() }}
+	if b.Progress != nil {
+		up.Progress = func(done int64) { b.Progress(p.Edge.String(), done, 0) }
+	}
+	u := p.Upload
+	res, err := up.Run(ctx, &u, func() (s3up.Source, error) { return b.send(ctx, p.Edge) })
+	if err != nil {
+		hint := "run zfs2s3 resume_upload to continue, or abort_upload to discard it"
+		if errors.Is(err, s3up.ErrStreamChanged) {
+			hint = "the snapshot is not what was uploaded; run zfs2s3 abort_upload " + p.Edge.Target.Name + " and upload again"
+		}
+		return fmt.Errorf("upload of %s interrupted: %w; %s", p.Edge, err, hint)
+	}
+	return b.record(ctx, p, res)
+}
+
+// send starts zfs send after checking that the live snapshots still have
+// the GUIDs the upload was started with.
+func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
+	ends := []ledger.Snapshot{e.Target}
+	if e.Base != nil {
+		ends = append(ends, *e.Base)
+	}
+	for _, want := range ends {
+		live, err := b.snapshot(ctx, want.Name)
+		if err != nil {
+			return nil, err
+		}
+		if live.GUID != want.GUID {
+			return nil, fmt.Errorf("snapshot %s has GUID %d, the upload was started for GUID %d (re-created?); run zfs2s3 abort_upload %s", want.Name, live.GUID, want.GUID, e.Target.Name)
+		}
+	}
+	base := ""
+	if e.Base != nil {
+		base = e.Base.Name
+	}
+	return b.ZFS.Send(ctx, e.Target.Name, base)
+}
+
+// manifest is the small object that completes an edge in the bucket.
+type manifest struct {
+	Format int         `yaml:"format"`
+	Edge   ledger.Edge `yaml:"edge"`
+}
+
+// record writes the manifest and adds the edge to the ledger, then drops the
+// upload state. A crash in between is finished by resume_upload.
+func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error {
+	e := p.Edge
+	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
+	if e.Uploaded.IsZero() {
+		e.Uploaded = time.Now().UTC().Truncate(time.Second)
+	}
+	data, err := yaml.Marshal(manifest{Format: ledger.FormatVersion, Edge: e})
+	if err != nil {
+		return err
+	}
+	if err := b.S3.Put(ctx, s3up.ManifestKey(e.Key), data, nil); err != nil {
+		return fmt.Errorf("upload of %s: write manifest: %w; run zfs2s3 resume_upload to finish", e, err)
+	}
+	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
+		if old, ok := l.Get(e.ID()); ok && old.Key == e.Key {
+			return false, nil // recorded by a run that crashed before cleaning up
+		}
+		return true, l.Add(e)
+	})
+	if err != nil {
+		return fmt.Errorf("upload of %s completed but not recorded: %w", e, err)
+	}
+	if err := p.release(); err != nil {
+		return err
+	}
+	b.Out("stored %s as s3://%s/%s (%d bytes, sha256 %s)", e, b.S3.Bucket(), e.Key, e.StoredBytes, e.SHA256)
+	return nil
+}

@@ -1,0 +1,275 @@
+// Command zfs2s3 backs ZFS snapshots up to S3 and S3-compatible stores,
+// guarded by a ledger that never lets a stored snapshot become unrestorable.
+//
+// Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 refused by
+// the ledger's safety rule.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/zfs"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitRefused = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args))
+}
+
+func run(ctx context.Context, args []string) int {
+	app := newApp()
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && args[1] != "help" && app.Command(args[1]) == nil {
+		fmt.Fprintf(os.Stderr, "zfs2s3: unknown command %q; run zfs2s3 --help for the list\n", args[1])
+		return exitUsage
+	}
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(os.Stderr, "zfs2s3: "+oneLine(err.Error()))
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var ue usageErr
+	switch {
+	case errors.Is(err, ledger.ErrRefused):
+		return exitRefused
+	case errors.Is(err, backup.ErrUsage), errors.As(err, &ue):
+		return exitUsage
+	}
+	return exitFailed
+}
+
+// usageErr is a command-line mistake caught before any work starts.
+type usageErr struct{ error }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func commonFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "bucket", EnvVars: []string{"ZFS2S3_BUCKET"}, Usage: "S3 bucket (required)"},
+		&cli.StringFlag{Name: "prefix", EnvVars: []string{"ZFS2S3_PREFIX"}, Usage: "key prefix inside the bucket"},
+		&cli.StringFlag{Name: "endpoint", EnvVars: []string{"ZFS2S3_ENDPOINT"}, Usage: "S3-compatible endpoint URL (path-style addressing)"},
+		&cli.StringFlag{Name: "region", EnvVars: []string{"AWS_REGION"}, Usage: "AWS region"},
+		&cli.StringFlag{Name: "profile", EnvVars: []string{"AWS_PROFILE"}, Usage: "AWS shared-config profile"},
+		&cli.StringFlag{Name: "storage-class", EnvVars: []string{"ZFS2S3_STORAGE_CLASS"}, Value: "STANDARD", Usage: "S3 storage class of new objects"},
+		&cli.StringFlag{Name: "state-dir", EnvVars: []string{"ZFS2S3_STATE_DIR"}, Usage: "where the ledger and upload state live (default $XDG_DATA_HOME/zfs2s3 or ~/.local/share/zfs2s3)"},
+		&cli.StringFlag{Name: "zfs", EnvVars: []string{"ZFS2S3_ZFS"}, Value: "zfs", Usage: "the zfs command"},
+		&cli.StringFlag{Name: "part-size", EnvVars: []string{"ZFS2S3_PART_SIZE"}, Usage: "multipart part size, e.g. 16MiB or 64M (default: planned from the stream's size)"},
+		&cli.IntFlag{Name: "concurrency", EnvVars: []string{"ZFS2S3_CONCURRENCY"}, Value: 4, Usage: "parts uploaded in parallel"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
+	}
+}
+
+func newApp() *cli.App {
+	guidFlags := []cli.Flag{
+		&cli.Uint64Flag{Name: "guid", Usage: "GUID of the target snapshot, when several stored edges share its name"},
+		&cli.Uint64Flag{Name: "base-guid", Usage: "GUID of the base snapshot, when several stored edges share its name"},
+	}
+	baseFlag := &cli.StringFlag{Name: "i", Usage: "incremental from base `DATASET@BASE`"}
+	app := &cli.App{
+		Name:            "zfs2s3",
+		Usage:           "back ZFS snapshots up to S3, guarded by a ledger",
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // run() prints and exits
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageErr{err}
+		},
+		Commands: []*cli.Command{
+			{
+				Name: "upload", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",
+				Usage: "store a full or incremental zfs send stream",
+				Flags: append(commonFlags(), baseFlag),
+				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					return b.Upload(ctx, c.Args().First(), c.String("i"))
+				}),
+			},
+			{
+				Name: "resume_upload", ArgsUsage: "[DATASET@SNAP]",
+				Usage:  "continue interrupted uploads (all of them, or those of one snapshot)",
+				Flags:  commonFlags(),
+				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error { return b.Resume(ctx, c.Args().First()) }),
+			},
+			{
+				Name: "abort_upload", ArgsUsage: "[DATASET@SNAP]",
+				Usage:  "discard interrupted uploads and their multipart uploads in the bucket",
+				Flags:  commonFlags(),
+				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error { return b.Abort(ctx, c.Args().First()) }),
+			},
+			{
+				Name: "remove", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",
+				Usage: "delete a stored edge, if no stored edge still needs it",
+				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
+				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					return b.Remove(ctx, backup.EdgeRef{Target: c.Args().First(), Base: c.String("i"),
+						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")})
+				}),
+			},
+		},
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = app.OnUsageError // one line and exit 2, not a page of help
+	}
+	return app
+}
+
+// withBackup checks the argument count (-1: zero or one), builds a Backup
+// from the flags and runs fn.
+func withBackup(nargs int, fn func(context.Context, *cli.Context, *backup.Backup) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if n := c.NArg(); (nargs >= 0 && n != nargs) || (nargs < 0 && n > 1) {
+			return usageErr{fmt.Errorf("%s takes %s, got %d argument(s); see zfs2s3 %s --help", c.Command.Name, c.Command.ArgsUsage, n, c.Command.Name)}
+		}
+		b, err := newBackup(c)
+		if err != nil {
+			return err
+		}
+		return fn(c.Context, c, b)
+	}
+}
+
+func newBackup(c *cli.Context) (*backup.Backup, error) {
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	bucket := c.String("bucket")
+	if bucket == "" {
+		return nil, usageErr{errors.New("no bucket: set --bucket or ZFS2S3_BUCKET")}
+	}
+	partSize, err := parsePartSize(c.String("part-size"))
+	if err != nil {
+		return nil, usageErr{err}
+	}
+	if c.Int("concurrency") < 1 {
+		return nil, usageErr{fmt.Errorf("--concurrency %d: want at least 1", c.Int("concurrency"))}
+	}
+	stateDir, err := defaultStateDir(c.String("state-dir"))
+	if err != nil {
+		return nil, err
+	}
+	client, err := s3up.NewClient(c.Context, s3up.Config{Bucket: bucket, Endpoint: c.String("endpoint"),
+		Region: c.String("region"), Profile: c.String("profile")})
+	if err != nil {
+		return nil, err
+	}
+	opt := backup.Options{StateDir: stateDir, Prefix: c.String("prefix"), StorageClass: c.String("storage-class"),
+		PartSize: partSize, Concurrency: c.Int("concurrency")}
+	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
+		fmt.Fprintf(c.App.Writer, format+"\n", args...)
+	})
+	if isTerminal(os.Stderr) {
+		b.Progress = func(edge string, done, _ int64) {
+			fmt.Fprintf(os.Stderr, "\r%s: %d MiB uploaded ", edge, done>>20)
+		}
+	}
+	return b, nil
+}
+
+func defaultStateDir(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "zfs2s3"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", usageErr{fmt.Errorf("no home directory for the state dir: set --state-dir or ZFS2S3_STATE_DIR")}
+	}
+	return filepath.Join(home, ".local", "share", "zfs2s3"), nil
+}
+
+// parsePartSize reads sizes like 8MiB, 64M, 1G or a byte count. K, M and G
+// are binary (1024-based), as part sizes are; "" means plan automatically.
+func parsePartSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	num := strings.TrimRight(s, "KMGiBkmgib")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "iB"))
+	unit = strings.TrimSuffix(unit, "I")
+	shift, ok := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30}[unit]
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if !ok || err != nil || n <= 0 {
+		return 0, fmt.Errorf("--part-size %q: want a size like 16MiB, 64M or 1G", s)
+	}
+	size := n << shift
+	if size < s3up.MinPartSize || size > s3up.MaxPartSize {
+		return 0, fmt.Errorf("--part-size %s: S3 parts must be between 5MiB and 5GiB", s)
+	}
+	return size, nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// reorderArgs moves a command's positional arguments behind its flags, so
+// that "upload tank/data@b -i tank/data@a" parses as users type it.
+func reorderArgs(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, name := range f.Names() {
+			takesValue[name] = !isBool
+		}
+	}
+	var flags, pos []string
+	rest := args[2:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "--":
+			pos = append(pos, rest[i+1:]...)
+			i = len(rest)
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue[name] && i+1 < len(rest) {
+				i++
+				flags = append(flags, rest[i])
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	out := append([]string{args[0], args[1]}, flags...)
+	if len(pos) > 0 {
+		out = append(append(out, "--"), pos...)
+	}
+	return out
+}
