@@ -110,15 +110,19 @@ func newApp() *cli.App {
 			},
 			{
 				Name: "resume_upload", ArgsUsage: "[DATASET@SNAP]",
-				Usage:  "continue interrupted uploads (all of them, or those of one snapshot)",
-				Flags:  commonFlags(),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error { return b.Resume(ctx, c.Args().First()) }),
+				Usage: "continue interrupted uploads (all of them, or those of one snapshot)",
+				Flags: commonFlags(),
+				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					return b.Resume(ctx, c.Args().First())
+				}),
 			},
 			{
 				Name: "abort_upload", ArgsUsage: "[DATASET@SNAP]",
-				Usage:  "discard interrupted uploads and their multipart uploads in the bucket",
-				Flags:  commonFlags(),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error { return b.Abort(ctx, c.Args().First()) }),
+				Usage: "discard interrupted uploads and their multipart uploads in the bucket",
+				Flags: commonFlags(),
+				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					return b.Abort(ctx, c.Args().First())
+				}),
 			},
 			{
 				Name: "remove", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",

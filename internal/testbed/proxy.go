@@ -13,7 +13,7 @@ import (
 // Fault is what the proxy does to one request.
 type Fault struct {
 	Delay  time.Duration // wait before forwarding
-	Status int          // answer with this status instead of forwarding (0: forward)
+	Status int           // answer with this status instead of forwarding (0: forward)
 	// Hang forwards the request, then never answers: the server has acted,
 	// the client never learns it. Use it to kill a client at that moment.
 	Hang bool
