@@ -15,7 +15,7 @@ import (
 // GUIDs (hex) make keys unique per edge even when a snapshot is re-created
 // under an old name. Dataset path components stay '/'-separated so keys read
 // like the pool; snapshot names cannot hold '/' or '@', so the keys of
-// different datasets never collide. Bytes outside [A-Za-z0-9._:-] are
+// different datasets never collide. Bytes outside [A-Za-z0-9._-] are
 // percent-encoded, so spaces and unicode are safe for every S3 tool.
 func ObjectKey(prefix string, target ledger.Snapshot, base *ledger.Snapshot) string {
 	ds, snap, _ := strings.Cut(target.Name, "@")
@@ -54,7 +54,7 @@ func escape(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:-", c) >= 0 {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-", c) >= 0 {
 			b.WriteByte(c)
 		} else {
 			fmt.Fprintf(&b, "%%%02X", c)
