@@ -216,8 +216,7 @@ func parsePartSize(s string) (int64, error) {
 		return 0, nil
 	}
 	num := strings.TrimRight(s, "KMGiBkmgib")
-	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "iB"))
-	unit = strings.TrimSuffix(unit, "I")
+	unit := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s[len(num):]), "B"), "I")
 	shift, ok := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30}[unit]
 	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
 	if !ok || err != nil || n <= 0 {

@@ -1,6 +1,8 @@
 package testbed
 
 import (
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,6 +40,7 @@ func NewProxy(target string) (*Proxy, error) {
 	}
 	p := &Proxy{Hung: make(chan *http.Request, 16), stop: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // cut connections are the point
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := p.fault(r)
 		if f.Delay > 0 {

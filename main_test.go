@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/ledger"
+)
+
+func TestParsePartSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"": 0, "8MiB": 8 << 20, "64M": 64 << 20, "64MB": 64 << 20, "1G": 1 << 30, "1GiB": 1 << 30,
+		"16mib": 16 << 20, "5242880": 5 << 20, "5120K": 5 << 20,
+	} {
+		if got, err := parsePartSize(in); err != nil || got != want {
+			t.Errorf("parsePartSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"lots", "4MiB", "6GiB", "-8M", "8T", "M"} {
+		if _, err := parsePartSize(in); err == nil {
+			t.Errorf("parsePartSize(%q) accepted", in)
+		}
+	}
+}
+
+func TestReorderArgsPutsFlagsFirst(t *testing.T) {
+	app := newApp()
+	tests := []struct{ in, want []string }{
+		{[]string{"zfs2s3", "upload", "tank/data@b", "-i", "tank/data@a"},
+			[]string{"zfs2s3", "upload", "-i", "tank/data@a", "--", "tank/data@b"}},
+		{[]string{"zfs2s3", "upload", "--verbose", "tank/my data@b", "--part-size=8M"},
+			[]string{"zfs2s3", "upload", "--verbose", "--part-size=8M", "--", "tank/my data@b"}},
+		{[]string{"zfs2s3", "remove", "t@x", "--guid", "42"},
+			[]string{"zfs2s3", "remove", "--guid", "42", "--", "t@x"}},
+		{[]string{"zfs2s3", "--help"}, []string{"zfs2s3", "--help"}},
+	}
+	for _, tt := range tests {
+		if d := cmp.Diff(tt.want, reorderArgs(app, tt.in)); d != "" {
+			t.Errorf("reorderArgs(%q) (-want +got):\n%s", tt.in, d)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	for err, want := range map[error]int{
+		&ledger.RefusedError{Edge: "x"}:            exitRefused,
+		fmt.Errorf("wrapped: %w", backup.ErrUsage): exitUsage,
+		usageErr{fmt.Errorf("no bucket")}:          exitUsage,
+		fmt.Errorf("network down"):                 exitFailed,
+	} {
+		if got := exitCode(err); got != want {
+			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
+		}
+	}
+}

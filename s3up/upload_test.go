@@ -1,0 +1,221 @@
+package s3up
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
+)
+
+var minio struct {
+	*testbed.MinIO
+	err error
+	n   atomic.Int32
+}
+
+func TestMain(m *testing.M) {
+	minio.MinIO, minio.err = testbed.StartMinIO()
+	code := m.Run()
+	if minio.MinIO != nil {
+		minio.Stop()
+	}
+	os.Exit(code)
+}
+
+// newBucket returns a client for a fresh bucket, optionally through a proxy.
+func newBucket(t *testing.T, proxy *testbed.Proxy) *Client {
+	t.Helper()
+	testbed.Require(t, "MinIO", minio.err)
+	bucket := fmt.Sprintf("s3up-%d", minio.n.Add(1))
+	if err := minio.CreateBucket(context.Background(), bucket); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range [][2]string{{"AWS_ACCESS_KEY_ID", minio.User}, {"AWS_SECRET_ACCESS_KEY", minio.Password}, {"AWS_EC2_METADATA_DISABLED", "true"}} {
+		t.Setenv(kv[0], kv[1])
+	}
+	endpoint := minio.Endpoint
+	if proxy != nil {
+		endpoint = proxy.URL
+	}
+	c, err := NewClient(context.Background(), Config{Bucket: bucket, Endpoint: endpoint, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// source is a stream with a chosen outcome for Wait.
+type source struct {
+	io.Reader
+	err error
+}
+
+func (s source) Wait() error { return s.err }
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func shaHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// run uploads data into a new Upload and returns what Save saw last.
+func run(t *testing.T, c *Client, u *Upload, src Source) (Result, error) {
+	t.Helper()
+	up := &Uploader{Client: c, Concurrency: 3, Save: func(s *Upload) error { *u = *s; return nil }}
+	cp := *u
+	return up.Run(context.Background(), &cp, func() (Source, error) { return src, nil })
+}
+
+func (c *Client) bytesOf(t *testing.T, key string) []byte {
+	t.Helper()
+	r, err := c.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, _ := io.ReadAll(r)
+	return b
+}
+
+func TestUploadStoresExactBytes(t *testing.T) {
+	c := newBucket(t, nil)
+	for _, size := range []int{0, 1, MinPartSize, 3*MinPartSize + 17} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			data := randomBytes(t, size)
+			u := &Upload{Key: fmt.Sprintf("obj-%d", size), PartSize: MinPartSize, Metadata: map[string]string{"zfs2s3-format": "1"}}
+			res, err := run(t, c, u, source{Reader: bytes.NewReader(data)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Bytes != int64(size) || res.SHA256 != shaHex(data) {
+				t.Errorf("result %+v, want %d bytes sha %s", res, size, shaHex(data))
+			}
+			if got := c.bytesOf(t, u.Key); !bytes.Equal(got, data) {
+				t.Errorf("object has %d bytes, differs from the %d sent", len(got), size)
+			}
+			obj, err := c.Head(context.Background(), u.Key)
+			if err != nil || obj.ETag != MultipartETag(u.Parts) || obj.Metadata["zfs2s3-format"] != "1" {
+				t.Errorf("head = %+v, %v; want ETag %s and metadata", obj, err, MultipartETag(u.Parts))
+			}
+		})
+	}
+}
+
+func TestFailedSourceNeverCompletes(t *testing.T) {
+	c := newBucket(t, nil)
+	data := randomBytes(t, 2*MinPartSize+5)
+	u := &Upload{Key: "cut", PartSize: MinPartSize}
+	_, err := run(t, c, u, source{Reader: bytes.NewReader(data), err: errors.New("zfs send: signal: killed")})
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("signal: killed")) {
+		t.Fatalf("Run with a failed zfs send = %v, want its error", err)
+	}
+	if _, err := c.Head(context.Background(), "cut"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("object exists after a failed zfs send (head: %v)", err)
+	}
+	if ids, _ := c.MultipartUploads(context.Background(), "cut"); len(ids) != 1 || ids[0] != u.UploadID {
+		t.Errorf("multipart uploads %v, want the saved one %s kept for resume", ids, u.UploadID)
+	}
+}
+
+// failAfter reads n bytes of data, then fails as a cut network or pipe would.
+func failAfter(data []byte, n int) io.Reader {
+	return io.MultiReader(bytes.NewReader(data[:n]), errReader{})
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+func TestResumeUploadsOnlyMissingPartsAndVerifiesTheRest(t *testing.T) {
+	proxy, err := testbed.NewProxy(minio.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	var puts atomic.Int32
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if testbed.IsUploadPart(r) {
+			puts.Add(1)
+		}
+		return testbed.Fault{}
+	})
+	c := newBucket(t, proxy)
+	data := randomBytes(t, 5*MinPartSize+3)
+	u := &Upload{Key: "resume", PartSize: MinPartSize}
+	if _, err := run(t, c, u, source{Reader: failAfter(data, 2*MinPartSize+10)}); err == nil {
+		t.Fatal("Run over a failing reader succeeded")
+	}
+	if len(u.Parts) != 2 {
+		t.Fatalf("saved %d parts, want 2", len(u.Parts))
+	}
+	// A different stream is refused before anything is completed.
+	changed := bytes.Clone(data)
+	changed[MinPartSize+7] ^= 1
+	saved := *u
+	if _, err := run(t, c, u, source{Reader: bytes.NewReader(changed)}); !errors.Is(err, ErrStreamChanged) {
+		t.Fatalf("resume with a changed stream = %v, want ErrStreamChanged", err)
+	}
+	if _, err := c.Head(context.Background(), "resume"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a changed stream completed the object")
+	}
+	*u = saved
+	puts.Store(0)
+	res, err := run(t, c, u, source{Reader: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := puts.Load(); n > 4 {
+		t.Errorf("resume sent %d parts, want at most the 4 missing", n)
+	}
+	if got := c.bytesOf(t, "resume"); !bytes.Equal(got, data) || res.SHA256 != shaHex(data) {
+		t.Errorf("resumed object differs from the stream")
+	}
+}
+
+func TestResumeRestartsAnUploadTheServerLost(t *testing.T) {
+	c := newBucket(t, nil)
+	data := randomBytes(t, 2*MinPartSize+1)
+	u := &Upload{Key: "lost", PartSize: MinPartSize}
+	run(t, c, u, source{Reader: failAfter(data, MinPartSize+1)})
+	if err := c.Abort(context.Background(), "lost", u.UploadID); err != nil { // as a lifecycle rule would
+		t.Fatal(err)
+	}
+	if _, err := run(t, c, u, source{Reader: bytes.NewReader(data)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.bytesOf(t, "lost"); !bytes.Equal(got, data) {
+		t.Error("object differs from the stream")
+	}
+}
+
+func TestUntrackedUploadIsAbortedBeforeCreating(t *testing.T) {
+	c := newBucket(t, nil)
+	// A crash right after CreateMultipartUpload leaves an upload whose id was never saved.
+	_, err := c.s3.CreateMultipartUpload(context.Background(), &s3.CreateMultipartUploadInput{Bucket: &c.bucket, Key: ptr("orphan")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &Upload{Key: "orphan", PartSize: MinPartSize}
+	if _, err := run(t, c, u, source{Reader: bytes.NewReader([]byte("x"))}); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := c.MultipartUploads(context.Background(), "orphan"); len(ids) != 0 {
+		t.Errorf("untracked multipart uploads left: %v", ids)
+	}
+}
+
+func ptr(s string) *string { return &s }
