@@ -619,3 +619,44 @@ func TestKeysOfNestedDatasetsDoNotCollide(t *testing.T) {
 		t.Errorf("keys collide or nest: %q %q", k1, k2)
 	}
 }
+
+func TestInterruptedRemoveFinishesOnNextRun(t *testing.T) {
+	e := newEnv(t, "interrupted remove")
+	a := e.snap("a", 1)
+	b := e.snap("b", 1)
+	e.ok("upload", a)
+	e.ok("upload", b, "-i", a)
+	key := e.edgeKey(b, a)
+	p, err := testbed.NewProxy(bed.minio.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	p.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodDelete && strings.HasSuffix(r.URL.Path, ".zfs") {
+			return testbed.Fault{Status: http.StatusForbidden} // not retried: the run stops here
+		}
+		return testbed.Fault{}
+	})
+	e.endpoint = p.URL
+	e.fails(1, "run the command again", "remove", b, "-i", a)
+	ed, err := e.ledger().Find(b, a, 0, 0)
+	if err != nil || !ed.Removing {
+		t.Fatalf("after the failed delete the edge is %+v (%v), want it marked as being removed", ed, err)
+	}
+	// Its base may not be built on meanwhile: the removal was already approved.
+	e.endpoint = bed.minio.Endpoint
+	c := e.snap("c", 1)
+	r := e.fails(3, "not stored", "upload", c, "-i", b)
+	if !strings.Contains(r.stdout, "finished an interrupted removal") {
+		t.Errorf("the next run did not finish the removal: stdout %q", r.stdout)
+	}
+	if got := e.edges(); len(got) != 1 {
+		t.Errorf("edges = %v, want only the full stream", got)
+	}
+	for _, k := range e.keys() {
+		if strings.HasPrefix(k, key) {
+			t.Errorf("object %s of the removed edge is still in the bucket", k)
+		}
+	}
+}
