@@ -1,6 +1,6 @@
 module github.com/zfs2s3/zfs2s3
 
-go 1.26.8
+go 1.24
 
 require (
 	github.com/aws/aws-sdk-go-v2 v1.47.7
