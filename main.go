@@ -7,8 +7,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -133,12 +135,81 @@ func newApp() *cli.App {
 						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")})
 				}),
 			},
+			{
+				Name: "restore", ArgsUsage: "DATASET@SNAP",
+				Usage: "receive a stored snapshot by the cheapest chain of stored streams",
+				Flags: append(commonFlags(),
+					&cli.StringFlag{Name: "into", Usage: "receive into `DATASET` instead of the original dataset"},
+					&cli.BoolFlag{Name: "force", Aliases: []string{"F"}, Usage: "zfs receive -F: roll the destination back first"},
+					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the chain and the commands, run nothing"},
+					guidFlags[0]),
+				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					return b.Restore(ctx, backup.RestoreOptions{Target: c.Args().First(), GUID: c.Uint64("guid"),
+						Into: c.String("into"), Force: c.Bool("force"), DryRun: c.Bool("dry-run")})
+				}),
+			},
+			{
+				Name: "save", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE] FILE|-",
+				Usage: "write one stored stream, verified, to a file or stdout (for zfs receive elsewhere)",
+				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
+				Action: withBackup(2, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					return b.Save(ctx, backup.EdgeRef{Target: c.Args().Get(0), Base: c.String("i"),
+						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")}, c.Args().Get(1), c.App.Writer)
+				}),
+			},
+			{
+				Name: "verify", ArgsUsage: "[DATASET]",
+				Usage: "check every stored edge against the bucket; exit 0 only when all is intact",
+				Flags: append(commonFlags(),
+					&cli.BoolFlag{Name: "read-data", Usage: "download every object and check its SHA-256"},
+					&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
+				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					rep, err := b.Verify(ctx, c.Args().First(), c.Bool("read-data"))
+					if err != nil {
+						return err
+					}
+					return printVerify(c.App.Writer, rep, c.Bool("json"))
+				}),
+			},
 		},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError // one line and exit 2, not a page of help
 	}
 	return app
+}
+
+// printVerify prints a verify report and fails when it found problems.
+func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		for _, c := range rep.Edges {
+			if len(c.Problems) == 0 {
+				fmt.Fprintf(w, "ok   %s\n", c.Edge)
+			}
+			for _, p := range c.Problems {
+				fmt.Fprintf(w, "BAD  %s: %s\n", c.Edge, p)
+			}
+		}
+		for _, k := range rep.Unknown {
+			fmt.Fprintf(w, "BAD  unknown object %s: no ledger edge references it\n", k)
+		}
+	}
+	if rep.OK {
+		return nil
+	}
+	bad := len(rep.Unknown)
+	for _, c := range rep.Edges {
+		if len(c.Problems) > 0 {
+			bad++
+		}
+	}
+	return fmt.Errorf("verify found %d problem(s), listed on stdout", bad)
 }
 
 // withBackup checks the argument count (-1: zero or one), builds a Backup

@@ -197,3 +197,25 @@ func (c *Client) listParts(ctx context.Context, key, id string) (map[int32]types
 	}
 	return parts, nil
 }
+
+// ObjectInfo is one entry of a listing.
+type ObjectInfo struct {
+	Key  string
+	Size int64
+}
+
+// List returns every object under prefix.
+func (c *Client) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+	var objs []ObjectInfo
+	p := s3.NewListObjectsV2Paginator(c.s3, &s3.ListObjectsV2Input{Bucket: &c.bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, wrap("list", prefix, err)
+		}
+		for _, o := range page.Contents {
+			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
+		}
+	}
+	return objs, nil
+}

@@ -1,0 +1,144 @@
+package zfs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Snapshots lists the snapshots of one dataset (not of its children),
+// oldest first. A dataset that does not exist is ErrNotExist.
+func (r Runner) Snapshots(ctx context.Context, dataset string) ([]Snapshot, error) {
+	if _, err := r.get(ctx, dataset, "type"); err != nil {
+		return nil, err
+	}
+	out, err := r.output(ctx, "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, n := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasPrefix(n, dataset+"@") {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	args := append([]string{"get", "-H", "-p", "-o", "name,property,value", "guid,createtxg"}, names...)
+	out, err = r.output(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*Snapshot{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			continue
+		}
+		s := byName[f[0]]
+		if s == nil {
+			s = &Snapshot{Name: f[0]}
+			byName[f[0]] = s
+		}
+		n, _ := strconv.ParseUint(f[2], 10, 64)
+		switch f[1] {
+		case "guid":
+			s.GUID = n
+		case "createtxg":
+			s.CreateTXG = n
+		}
+	}
+	snaps := make([]Snapshot, 0, len(byName))
+	for _, s := range byName {
+		snaps = append(snaps, *s)
+	}
+	sort.Slice(snaps, func(i, j int) bool { return snaps[i].CreateTXG < snaps[j].CreateTXG })
+	return snaps, nil
+}
+
+// Exists reports whether a dataset exists.
+func (r Runner) Exists(ctx context.Context, dataset string) (bool, error) {
+	_, err := r.get(ctx, dataset, "type")
+	if errors.Is(err, ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Receiver is a running "zfs receive". Write the stream, then Close to wait
+// for the result; Abort kills it so that nothing of the stream is kept.
+type Receiver struct {
+	io.WriteCloser
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	args   []string
+}
+
+// ReceiveArgs is the argument vector of Receive, for --dry-run output.
+func ReceiveArgs(dataset string, force bool) []string {
+	if force {
+		return []string{"receive", "-F", dataset}
+	}
+	return []string{"receive", dataset}
+}
+
+// Receive starts "zfs receive [-F] dataset".
+func (r Runner) Receive(ctx context.Context, dataset string, force bool) (*Receiver, error) {
+	args := ReceiveArgs(dataset, force)
+	c := exec.CommandContext(ctx, r.cmd(), args...)
+	rc := &Receiver{cmd: c, args: args}
+	c.Stderr = &rc.stderr
+	in, err := c.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, &Error{Args: args, Err: err}
+	}
+	rc.WriteCloser = in
+	return rc, nil
+}
+
+// Close ends the stream and waits for zfs receive to finish.
+func (rc *Receiver) Close() error {
+	rc.WriteCloser.Close()
+	if err := rc.cmd.Wait(); err != nil {
+		return &Error{Args: rc.args, Stderr: rc.stderr.String(), Err: classify(rc.stderr.String(), err)}
+	}
+	return nil
+}
+
+// Abort kills zfs receive before it has the whole stream; ZFS then keeps
+// nothing of it.
+func (rc *Receiver) Abort() {
+	rc.cmd.Process.Kill()
+	rc.WriteCloser.Close()
+	rc.cmd.Wait()
+}
+
+// Destroy destroys a dataset (recursively) or a snapshot. zfs-fuse reports
+// "busy" right after writes, so it unmounts and retries a few times.
+func (r Runner) Destroy(ctx context.Context, name string, recursive bool) error {
+	args := []string{"destroy", name}
+	if recursive {
+		args = []string{"destroy", "-r", name}
+	}
+	var err error
+	for i := 0; i < 5; i++ {
+		if _, err = r.output(ctx, args...); err == nil || errors.Is(err, ErrNotExist) {
+			return nil
+		}
+		if !strings.Contains(name, "@") {
+			r.output(ctx, "unmount", "-f", name)
+		}
+		time.Sleep(time.Second)
+	}
+	return err
+}
