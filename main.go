@@ -171,10 +171,25 @@ func newApp() *cli.App {
 					return printVerify(c.App.Writer, rep, c.Bool("json"))
 				}),
 			},
+			{
+				Name:  "ledger",
+				Usage: "manage the ledger",
+				Subcommands: []*cli.Command{{
+					Name:  "rebuild",
+					Usage: "reconstruct the ledger from the manifests in the bucket alone",
+					Flags: commonFlags(),
+					Action: withBackup(0, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+						return b.Rebuild(ctx)
+					}),
+				}},
+			},
 		},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError // one line and exit 2, not a page of help
+		for _, sc := range c.Subcommands {
+			sc.OnUsageError = app.OnUsageError
+		}
 	}
 	return app
 }
@@ -217,7 +232,11 @@ func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
 func withBackup(nargs int, fn func(context.Context, *cli.Context, *backup.Backup) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if n := c.NArg(); (nargs >= 0 && n != nargs) || (nargs < 0 && n > 1) {
-			return usageErr{fmt.Errorf("%s takes %s, got %d argument(s); see zfs2s3 %s --help", c.Command.Name, c.Command.ArgsUsage, n, c.Command.Name)}
+			want := c.Command.ArgsUsage
+			if want == "" {
+				want = "no arguments"
+			}
+			return usageErr{fmt.Errorf("%s takes %s, got %d argument(s); see zfs2s3 %s --help", c.Command.FullName(), want, n, c.Command.FullName())}
 		}
 		b, err := newBackup(c)
 		if err != nil {
@@ -314,6 +333,11 @@ func reorderArgs(app *cli.App, args []string) []string {
 	cmd := app.Command(args[1])
 	if cmd == nil {
 		return args
+	}
+	if len(cmd.Subcommands) > 0 && len(args) > 2 {
+		if sub := cmd.Command(args[2]); sub != nil {
+			return append(args[:2:2], reorderArgs(&cli.App{Commands: []*cli.Command{sub}}, append([]string{args[0]}, args[2:]...))[1:]...)
+		}
 	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {

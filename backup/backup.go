@@ -65,7 +65,7 @@ func (b *Backup) withLedger(ctx context.Context, fn func(l *ledger.Ledger) (save
 		return err
 	}
 	defer lock.Unlock()
-	l, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
+	l, err := b.loadLedger(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,18 @@ func (b *Backup) withLedger(ctx context.Context, fn func(l *ledger.Ledger) (save
 	if err != nil || !save {
 		return err
 	}
-	return b.store.Save(l)
+	return b.saveLedger(ctx, l)
+}
+
+// readLedger loads the ledger for commands that only read it, under the
+// lock for a consistent read. It uses the bucket's copy when that is newer.
+func (b *Backup) readLedger(ctx context.Context) (*ledger.Ledger, error) {
+	lock, err := b.store.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	return b.loadLedger(ctx, false)
 }
 
 // finishRemovals deletes the objects of edges marked as being removed and
@@ -87,7 +98,7 @@ func (b *Backup) finishRemovals(ctx context.Context, l *ledger.Ledger) error {
 			return fmt.Errorf("finish the interrupted removal of %s: %w", e, err)
 		}
 		l.Drop(e.ID())
-		if err := b.store.Save(l); err != nil {
+		if err := b.saveLedger(ctx, l); err != nil {
 			return err
 		}
 		b.Out("removed %s (finished an interrupted removal)", e)

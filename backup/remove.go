@@ -32,7 +32,7 @@ func (b *Backup) Remove(ctx context.Context, ref EdgeRef) error {
 			return false, err
 		}
 		l.MarkRemoving(e.ID())
-		if err := b.store.Save(l); err != nil {
+		if err := b.saveLedger(ctx, l); err != nil {
 			return false, err
 		}
 		if err := b.deleteObjects(ctx, e.Key); err != nil {

@@ -201,10 +201,3 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	b.Out("saved %s to %s (%d bytes)", e, path, e.StoredBytes)
 	return nil
 }
-
-// readLedger loads the ledger under its lock for a consistent read.
-func (b *Backup) readLedger(ctx context.Context) (*ledger.Ledger, error) {
-	var l *ledger.Ledger
-	err := b.withLedger(ctx, func(led *ledger.Ledger) (bool, error) { l = led; return false, nil })
-	return l, err
-}

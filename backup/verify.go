@@ -40,7 +40,7 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 	if err != nil {
 		return VerifyReport{}, err
 	}
-	known := map[string]bool{}
+	known := map[string]bool{LedgerKey(b.Opt.Prefix): true}
 	rep := VerifyReport{OK: true}
 	for _, e := range l.Edges {
 		known[e.Key], known[s3up.ManifestKey(e.Key)] = true, true

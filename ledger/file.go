@@ -93,9 +93,18 @@ func Parse(b []byte) (*Ledger, error) {
 
 // Save writes the ledger atomically. Hold the lock.
 func (s Store) Save(l *Ledger) error {
-	b, err := yaml.Marshal(l)
+	b, err := Marshal(l)
 	if err != nil {
 		return err
 	}
 	return statefile.WriteFile(s.Path(), b)
 }
+
+// Exists reports whether the ledger file exists.
+func (s Store) Exists() bool {
+	_, err := os.Stat(s.Path())
+	return err == nil
+}
+
+// Marshal encodes a ledger as its file does.
+func Marshal(l *Ledger) ([]byte, error) { return yaml.Marshal(l) }

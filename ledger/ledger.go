@@ -66,7 +66,10 @@ type Ledger struct {
 	Version int    `yaml:"version"`
 	Bucket  string `yaml:"bucket"`
 	Prefix  string `yaml:"prefix"`
-	Edges   []Edge `yaml:"edges"`
+	// Generation counts saves; the bucket's copy carries it too, so a
+	// machine can tell that another one changed the ledger since.
+	Generation uint64 `yaml:"generation"`
+	Edges      []Edge `yaml:"edges"`
 }
 
 // New returns an empty ledger for bucket and prefix.

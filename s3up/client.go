@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 )
 
 // Config says where the bucket is. Credentials come from the SDK's chain.
@@ -39,6 +40,7 @@ type Client struct {
 // NewClient builds a client from cfg and the SDK's standard configuration.
 func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	opts := []func(*config.LoadOptions) error{
+		config.WithLogger(logging.Nop{}), // errors reach the user as one line, with context
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 8 })
 		}),

@@ -73,6 +73,9 @@ func (z *ZFS) Pool(name string, size int64) error {
 // Stop destroys the pools and stops zfs-fuse if it was started here.
 func (z *ZFS) Stop() {
 	for _, p := range z.pools {
+		if exec.Command("zpool", "list", p).Run() != nil {
+			continue // destroyed by the test itself
+		}
 		for i := 0; i < 5; i++ { // zfs-fuse reports "busy" right after writes
 			if exec.Command("zpool", "destroy", "-f", p).Run() == nil {
 				break

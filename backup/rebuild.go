@@ -1,0 +1,102 @@
+package backup
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+)
+
+// Rebuild reconstructs the ledger from the manifests in the bucket alone,
+// for when the bucket's copy and the local one are lost or damaged. Objects
+// without a manifest were never recorded (an upload interrupted after
+// completing) and are reported, not added.
+func (b *Backup) Rebuild(ctx context.Context) error {
+	lock, err := b.store.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	objs, err := b.S3.List(ctx, b.Opt.Prefix)
+	if err != nil {
+		return err
+	}
+	sizes := map[string]int64{}
+	for _, o := range objs {
+		sizes[o.Key] = o.Size
+	}
+	l := ledger.New(b.S3.Bucket(), b.Opt.Prefix)
+	l.Generation = b.lastGeneration(ctx)
+	seen := map[string]bool{}
+	for _, o := range objs {
+		if !strings.HasSuffix(o.Key, ".manifest.yaml") {
+			continue
+		}
+		e, err := b.readManifest(ctx, o.Key)
+		if err != nil {
+			return err
+		}
+		size, ok := sizes[e.Key]
+		switch {
+		case !ok:
+			b.Out("skipped %s: its object %s is missing", e, e.Key)
+			continue
+		case size != e.StoredBytes:
+			b.Out("skipped %s: its object has %d bytes, the manifest says %d", e, size, e.StoredBytes)
+			continue
+		}
+		seen[e.Key] = true
+		l.Edges = append(l.Edges, e)
+	}
+	for _, o := range objs {
+		if strings.HasSuffix(o.Key, ".zfs") && !seen[o.Key] {
+			b.Out("skipped object %s: it has no manifest (an upload that was never recorded); delete it or abort that upload", o.Key)
+		}
+	}
+	sort.Slice(l.Edges, func(i, j int) bool { return l.Edges[i].Uploaded.Before(l.Edges[j].Uploaded) })
+	for _, e := range l.Unrestorable() {
+		b.Out("warning: %s has no restorable chain in the bucket", e)
+	}
+	if err := b.saveLedger(ctx, l); err != nil {
+		return err
+	}
+	b.Out("rebuilt the ledger from the bucket: %d edges, generation %d", len(l.Edges), l.Generation)
+	return nil
+}
+
+// readManifest reads the edge a manifest object records.
+func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, error) {
+	r, err := b.S3.Get(ctx, key)
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return ledger.Edge{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	var m manifest
+	if err := yaml.Unmarshal(data, &m); err != nil || m.Format != ledger.FormatVersion || m.Edge.Key != strings.TrimSuffix(key, ".manifest.yaml") {
+		return ledger.Edge{}, fmt.Errorf("manifest s3://%s/%s is damaged or of another format (%v); move it away and run ledger rebuild again", b.S3.Bucket(), key, err)
+	}
+	m.Edge.Removing = false
+	return m.Edge, nil
+}
+
+// lastGeneration is the highest generation either ledger copy reached, so
+// that a rebuilt ledger counts as newer than both.
+func (b *Backup) lastGeneration(ctx context.Context) uint64 {
+	var g uint64
+	if l, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix); err == nil {
+		g = l.Generation
+	}
+	if l, err := b.bucketLedger(ctx); err == nil && l != nil {
+		g = max(g, l.Generation)
+	}
+	return g
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
+)
+
+// TestDisasterRestoreFromTheBucketAlone loses the machine: state dir gone,
+// source pool destroyed. A new machine restores from the bucket's ledger
+// copy, and, once that is deleted too, from a ledger rebuilt from manifests.
+func TestDisasterRestoreFromTheBucketAlone(t *testing.T) {
+	e := newEnv(t, "disaster")
+	srcPool := fmt.Sprintf("z2s3src%d", bed.n.Add(1))
+	if err := bed.zfs.Pool(srcPool, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.ds = srcPool + "/data"
+	e.zfs("create", e.ds)
+	s := bypassChain(t, e)
+	mnt, _ := testbed.Mountpoint(e.ds)
+	want := map[string][]byte{}
+	for _, f := range []string{"A.bin", "D.bin"} {
+		want[f], _ = os.ReadFile(filepath.Join(mnt, f))
+	}
+	if _, err := testbed.Run("zpool", "destroy", "-f", srcPool); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(e.stateDir)
+
+	check := func(into string) {
+		t.Helper()
+		dst, _ := testbed.Mountpoint(into)
+		for f, data := range want {
+			got, err := os.ReadFile(filepath.Join(dst, f))
+			if err != nil || string(got) != string(data) {
+				t.Errorf("%s/%s differs from the lost source (%v)", into, f, err)
+			}
+		}
+	}
+	e.stateDir = t.TempDir() // the new machine
+	into := pool + "/" + filepath.Base(t.Name()) + "-1"
+	e.ok("restore", s["D"], "--into", into)
+	check(into)
+
+	// Without the bucket's ledger copy the tool says what to do...
+	key := backup.LedgerKey("")
+	if _, err := bed.minio.Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
+		t.Fatal(err)
+	}
+	e.stateDir = t.TempDir()
+	e.fails(2, "not in the ledger", "restore", s["D"], "--into", into+"x")
+	// ...and the manifests alone rebuild it.
+	r := e.ok("ledger", "rebuild")
+	if !strings.Contains(r.stdout, "rebuilt the ledger from the bucket: 5 edges") {
+		t.Errorf("ledger rebuild stdout = %q", r.stdout)
+	}
+	e.stateDir = t.TempDir() // and it reached the bucket again
+	into2 := pool + "/" + filepath.Base(t.Name()) + "-2"
+	e.ok("restore", s["D"], "--into", into2)
+	check(into2)
+	e.ok("verify", "--read-data")
+}
+
+// TestNewerBucketLedgerBlocksStaleMachine has two machines share a bucket:
+// the one whose ledger is older may read but not change the ledger.
+func TestNewerBucketLedgerBlocksStaleMachine(t *testing.T) {
+	e := newEnv(t, "two machines")
+	a := e.snap("a", 1)
+	b := e.snap("b", 1)
+	e.ok("upload", a)
+	first := e.stateDir
+	e.stateDir = t.TempDir() // the second machine starts from the bucket's copy
+	e.ok("upload", b, "-i", a)
+	e.stateDir = first
+	e.fails(1, "newer than the local one", "remove", b, "-i", a)
+	e.ok("verify") // reading is fine, and sees the second machine's edge
+	if r := e.ok("restore", b, "--into", pool+"/"+filepath.Base(t.Name()), "--dry-run"); !strings.Contains(r.stdout, a+" -> "+b) {
+		t.Errorf("the stale machine does not see the newer edge: %q", r.stdout)
+	}
+}
