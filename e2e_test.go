@@ -307,8 +307,8 @@ func TestFullAndIncrementalRestoreByteForByte(t *testing.T) {
 			t.Errorf("%s: object metadata %v (%v) lacks the target GUID", ed, head.Metadata, err)
 		}
 	}
-	if n := len(e.keys()); n != 4 {
-		t.Errorf("bucket holds %d objects, want 2 streams + 2 manifests: %v", n, e.keys())
+	if n := len(e.keys()); n != 5 || e.keys()[0] != ".zfs2s3/ledger.yaml" {
+		t.Errorf("bucket holds %v, want the ledger copy, 2 streams and 2 manifests", e.keys())
 	}
 	// The objects alone restore the data, oldest first.
 	into := pool + "/restored " + filepath.Base(t.Name())
@@ -354,8 +354,8 @@ func TestChainRefusalAndBypass(t *testing.T) {
 			t.Errorf("removed edge's object %s is still in the bucket", k)
 		}
 	}
-	if n := len(e.keys()); n != 6 {
-		t.Errorf("bucket holds %d objects, want 3 streams + 3 manifests", n)
+	if n := len(e.keys()); n != 7 {
+		t.Errorf("bucket holds %d objects, want the ledger copy, 3 streams and 3 manifests", n)
 	}
 	// The bypass itself is what keeps D: its base cannot go now.
 	e.fails(3, s["D"]+" -> "+s["E"], "remove", s["D"], "-i", s["A"])
