@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -168,3 +170,68 @@ func TestSaveAndVerifyJSON(t *testing.T) {
 }
 
 func ptrS(s string) *string { return &s }
+
+func TestStatusJSONMatchesLedgerAndBucket(t *testing.T) {
+	e, _ := slowEnv(t, "status", 300*time.Millisecond)
+	a := e.snap("a", 1)
+	b := e.snap("b", 1)
+	c := e.snap("c", 20)
+	e.snap("d", 1)
+	e.ok("upload", a)
+	e.ok("upload", b, "-i", a)
+	e.killAfterParts(1, "upload", c, "-i", b, "--part-size", "5MiB", "--concurrency", "1")
+	e.endpoint = bed.minio.Endpoint
+	e.zfs("destroy", a) // stored, no longer local
+	ctx := context.Background()
+	mc := bed.minio.Client()
+	orphan, err := mc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &e.bucket, Key: ptrS("leftover.zfs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.PutObject(ctx, &s3.PutObjectInput{Bucket: &e.bucket, Key: ptrS("stray.bin"), Body: strings.NewReader("x")}); err != nil {
+		t.Fatal(err)
+	}
+	var st backup.Status
+	if err := json.Unmarshal([]byte(e.ok("status", "--json").stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Datasets) != 1 || st.Datasets[0].Dataset != e.ds {
+		t.Fatalf("datasets = %+v", st.Datasets)
+	}
+	d := st.Datasets[0]
+	led := e.ledger()
+	if len(d.Edges) != len(led.Edges) {
+		t.Fatalf("status shows %d edges, ledger has %d", len(d.Edges), len(led.Edges))
+	}
+	for i, es := range d.Edges {
+		le := led.Edges[i]
+		if es.Key != le.Key || es.GUID != le.Target.GUID || es.StoredBytes != le.StoredBytes || !es.Restorable {
+			t.Errorf("edge %d: status %+v, ledger %+v", i, es, le)
+		}
+		if es.StoredBytes != int64(len(e.object(es.Key))) {
+			t.Errorf("edge %s: status says %d bytes, the bucket holds %d", es.Snapshot, es.StoredBytes, len(e.object(es.Key)))
+		}
+	}
+	if d.Edges[0].Local != "missing" || d.Edges[1].Local != "present" {
+		t.Errorf("local states = %q, %q; want missing, present", d.Edges[0].Local, d.Edges[1].Local)
+	}
+	if fmt.Sprint(d.NotStored) != fmt.Sprint([]string{c, e.ds + "@d"}) {
+		t.Errorf("not stored = %v, want c and d", d.NotStored)
+	}
+	if len(st.Pending) != 1 || st.Pending[0].Edge != b+" -> "+c || st.Pending[0].Parts < 1 {
+		t.Errorf("pending = %+v", st.Pending)
+	}
+	if len(st.UntrackedUploads) != 1 || st.UntrackedUploads[0].UploadID != *orphan.UploadId {
+		t.Errorf("untracked uploads = %+v, want leftover.zfs", st.UntrackedUploads)
+	}
+	if fmt.Sprint(st.UnknownObjects) != "[stray.bin]" {
+		t.Errorf("unknown objects = %v", st.UnknownObjects)
+	}
+	table := e.ok("status").stdout
+	for _, want := range []string{"SNAPSHOT", "@b", "pending upload", "untracked multipart upload", "unknown object", "stray.bin"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("status table lacks %q:\n%s", want, table)
+		}
+	}
+	t.Log("\n" + table)
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -40,10 +39,8 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 	if err != nil {
 		return VerifyReport{}, err
 	}
-	known := map[string]bool{LedgerKey(b.Opt.Prefix): true}
-	rep := VerifyReport{OK: true}
+	rep := VerifyReport{OK: true, Unknown: b.unknownObjects(l, objs)}
 	for _, e := range l.Edges {
-		known[e.Key], known[s3up.ManifestKey(e.Key)] = true, true
 		if ds, _, _ := strings.Cut(e.Target.Name, "@"); dataset != "" && ds != dataset {
 			continue
 		}
@@ -51,12 +48,6 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 		rep.OK = rep.OK && len(c.Problems) == 0
 		rep.Edges = append(rep.Edges, c)
 	}
-	for _, o := range objs {
-		if !known[o.Key] {
-			rep.Unknown = append(rep.Unknown, o.Key)
-		}
-	}
-	sort.Strings(rep.Unknown)
 	rep.OK = rep.OK && len(rep.Unknown) == 0
 	return rep, nil
 }

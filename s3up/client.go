@@ -221,3 +221,29 @@ func (c *Client) List(ctx context.Context, prefix string) ([]ObjectInfo, error) 
 	}
 	return objs, nil
 }
+
+// PendingUpload is an unfinished multipart upload in the bucket.
+type PendingUpload struct {
+	Key      string `json:"key"`
+	UploadID string `json:"upload_id"`
+}
+
+// AllMultipartUploads lists unfinished multipart uploads whose keys start
+// with prefix. It lists the whole bucket and filters, because MinIO matches
+// a prefix only when it is a whole key.
+func (c *Client) AllMultipartUploads(ctx context.Context, prefix string) ([]PendingUpload, error) {
+	var ups []PendingUpload
+	p := s3.NewListMultipartUploadsPaginator(c.s3, &s3.ListMultipartUploadsInput{Bucket: &c.bucket})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, wrap("list multipart uploads", prefix, err)
+		}
+		for _, u := range page.Uploads {
+			if k := aws.ToString(u.Key); strings.HasPrefix(k, prefix) {
+				ups = append(ups, PendingUpload{Key: k, UploadID: aws.ToString(u.UploadId)})
+			}
+		}
+	}
+	return ups, nil
+}
