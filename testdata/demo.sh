@@ -7,21 +7,7 @@
 set -euo pipefail
 
 ZFS2S3=${ZFS2S3:-$PWD/zfs2s3}
-MINIO=${ZFS2S3_MINIO:-$HOME/.cache/zfs2s3/bin/minio}
-work=$(mktemp -d /var/tmp/zfs2s3-demo.XXXXXX)
-pool=demo$$
-port=$((20000 + $$ % 10000))
-started_zfs=
-minio_pid=
-
-cleanup() {
-  set +e
-  [[ -n $minio_pid ]] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null
-  for _ in 1 2 3 4 5; do zpool destroy -f "$pool" 2>/dev/null && break; sleep 1; done
-  [[ -n $started_zfs ]] && kill "$(cat "$work/zfs-fuse.pid")" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bed.sh"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
@@ -33,24 +19,8 @@ expect_fail() {
   [[ $rc == "$want" ]] || { echo "demo: expected exit code $want" >&2; exit 1; }
 }
 
-step "Start zfs-fuse and a 1 GiB file-backed pool"
-if ! zpool list >/dev/null 2>&1; then
-  zfs-fuse --pidfile "$work/zfs-fuse.pid"; started_zfs=1
-  for _ in $(seq 50); do zpool list >/dev/null 2>&1 && break; sleep 0.2; done
-fi
-truncate -s 1G "$work/pool.img"
-show zpool create -m "$work/mnt" "$pool" "$work/pool.img"
-
-step "Start MinIO on 127.0.0.1:$port and create the bucket 'backups'"
-export AWS_ACCESS_KEY_ID=demo-user AWS_SECRET_ACCESS_KEY=demo-secret-key AWS_REGION=us-east-1
-MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
-  "$MINIO" server "$work/minio" --address "127.0.0.1:$port" --console-address "127.0.0.1:$((port + 1))" --quiet >"$work/minio.log" 2>&1 &
-minio_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/minio/health/live" && break; sleep 0.2; done
-s3() { curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$@"; }
-s3 -X PUT "http://127.0.0.1:$port/backups"
-
-export ZFS2S3_BUCKET=backups ZFS2S3_ENDPOINT=http://127.0.0.1:$port ZFS2S3_STATE_DIR=$work/state
+step "Start zfs-fuse with a 1 GiB file-backed pool, and MinIO on 127.0.0.1:$port with the bucket 'backups'"
+bed_start
 echo "ZFS2S3_BUCKET=$ZFS2S3_BUCKET ZFS2S3_ENDPOINT=$ZFS2S3_ENDPOINT ZFS2S3_STATE_DIR=$ZFS2S3_STATE_DIR"
 
 ds="$pool/my data"
@@ -91,7 +61,22 @@ wait "$pid" 2>/dev/null || true
 ls "$ZFS2S3_STATE_DIR"/backups/uploads/ 2>/dev/null && echo "(the upload's saved state)"
 show "$ZFS2S3" resume_upload
 
-step "Restore from the bucket alone: curl | zfs receive, oldest stream first"
+step "What is stored, and is it intact?"
+show "$ZFS2S3" status
+show "$ZFS2S3" verify --read-data
+
+step "Restore fri by the cheapest chain (mon full, then the bypass, then fri)"
+show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored by zfs2s3" --dry-run
+show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored by zfs2s3"
+show diff -r "$work/mnt/my data" "$work/mnt/restored by zfs2s3"
+echo "restored files are identical to the source"
+
+step "The machine is lost: a new state dir restores from the bucket's ledger copy"
+export ZFS2S3_STATE_DIR=$work/new-machine
+show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored on a new machine"
+show diff -r "$work/mnt/my data" "$work/mnt/restored on a new machine"
+
+step "Restore without zfs2s3: curl | zfs receive, oldest stream first"
 keys=$(grep -o 'key: .*' "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | sed 's/^key: //')
 echo "$keys"
 full=$(grep 'mon@.*\.full\.zfs$' <<<"$keys")
