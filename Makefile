@@ -6,7 +6,7 @@ CACHE         := $(HOME)/.cache/zfs2s3
 MINIO         := $(CACHE)/bin/minio
 export ZFS2S3_MINIO := $(MINIO)
 
-.PHONY: build test demo deps
+.PHONY: build test demo bench deps
 
 build:
 	go build -o zfs2s3 .
@@ -20,6 +20,13 @@ test: deps
 
 demo: deps build
 	./testdata/demo.sh
+
+# zfs2s3 against aws-cli, rclone and the AWS SDK's manager.Uploader; see testdata/bench.sh.
+bench: deps build
+	go build -o sdkupload ./internal/bench/sdkupload
+	@command -v aws >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq awscli; }
+	@command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; }
+	./testdata/bench.sh
 
 deps: $(MINIO)
 	@command -v zfs-fuse >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zfs-fuse; }

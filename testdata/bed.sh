@@ -11,7 +11,11 @@ bed_cleanup() {
   set +e
   [[ -n $minio_pid ]] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null
   for _ in 1 2 3 4 5; do zpool destroy -f "$pool" 2>/dev/null && break; sleep 1; done
-  [[ -n $started_zfs ]] && kill "$(cat "$work/zfs-fuse.pid")" 2>/dev/null
+  if [[ -n $started_zfs ]]; then
+    local pid; pid=$(cat "$work/zfs-fuse.pid")
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
   rm -rf "$work"
 }
 trap bed_cleanup EXIT
