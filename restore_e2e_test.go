@@ -127,7 +127,8 @@ func TestCorruptObjectIsFoundAndNeverRestored(t *testing.T) {
 		t.Errorf("verify --read-data stdout does not name the edge:\n%s", r.stdout)
 	}
 	into := pool + "/" + filepath.Base(e.ds) + " restored"
-	e.fails(1, "restore stopped at "+a+" -> "+b, "restore", b, "--into", into)
+	rr := e.fails(1, "restore stopped at "+a+" -> "+b, "restore", b, "--into", into)
+	t.Logf("verify --read-data:\n%s%s\nrestore:\n%s", r.stdout, r.stderr, rr.stderr)
 	if ok, _ := testbedExists(into); ok {
 		t.Errorf("a failed restore left %s behind", into)
 	}
