@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
@@ -36,7 +36,10 @@ type Part struct {
 	Size   int64  `yaml:"size"`
 	ETag   string `yaml:"etag"`
 	CRC32C string `yaml:"crc32c"` // base64, as S3 reports it
-	SHA256 string `yaml:"sha256"` // of the stream bytes the part holds
+	// PrefixSHA256 is the SHA-256 of the stream from its first byte to the
+	// end of this part. The whole stream is hashed once, in order; on resume
+	// the re-read stream must reach the same value at each uploaded part.
+	PrefixSHA256 string `yaml:"prefix_sha256"`
 }
 
 // Upload is the saved progress of one multipart upload. Everything needed
@@ -253,10 +256,10 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 		data := buf[:size]
 		whole.Write(data)
 		total += int64(size)
-		p := Part{Number: num, Size: int64(size), SHA256: sumHex(sha256.New(), data)}
+		p := Part{Number: num, Size: int64(size), PrefixSHA256: hex.EncodeToString(whole.Sum(nil))}
 		if old, ok := saved[num]; ok {
 			bufs <- buf
-			if old.SHA256 != p.SHA256 || old.Size != p.Size {
+			if old.PrefixSHA256 != p.PrefixSHA256 || old.Size != p.Size {
 				return Result{}, fmt.Errorf("%w: part %d (bytes %d to %d) hashes differently now", ErrStreamChanged, num, int64(num-1)*u.PartSize, int64(num-1)*u.PartSize+p.Size)
 			}
 		} else {
@@ -293,12 +296,19 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
 		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(c.buf[:p.Size]),
 		ContentLength: aws.Int64(p.Size), ChecksumCRC32C: aws.String(p.CRC32C),
-	})
+	}, unsignedPayload)
 	if err != nil {
 		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), u.Key, err)
 	}
 	p.ETag = strings.Trim(aws.ToString(out.ETag), `"`)
 	return p, nil
+}
+
+// unsignedPayload skips the SigV4 SHA-256 of the body that the SDK computes
+// on plain-HTTP endpoints: the part's CRC32C, which S3 verifies, already
+// guards it, and hashing every byte twice would cost a core.
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
 func insertPart(parts []Part, p Part) []Part {
@@ -359,9 +369,4 @@ func MultipartETag(parts []Part) string {
 		h.Write(b)
 	}
 	return fmt.Sprintf("%x-%d", h.Sum(nil), len(parts))
-}
-
-func sumHex(h hash.Hash, b []byte) string {
-	h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
 }
