@@ -19,7 +19,7 @@ import (
 // copy, and, once that is deleted too, from a ledger rebuilt from manifests.
 func TestDisasterRestoreFromTheBucketAlone(t *testing.T) {
 	e := newEnv(t, "disaster")
-	srcPool := fmt.Sprintf("z2s3src%d", bed.n.Add(1))
+	srcPool := fmt.Sprintf("%ssrc%d", pool, bed.n.Add(1))
 	if err := bed.zfs.Pool(srcPool, 512<<20); err != nil {
 		t.Fatal(err)
 	}

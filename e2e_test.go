@@ -29,7 +29,9 @@ import (
 	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
-const pool = "z2s3e2e"
+// pool is named per run: a pool left in zfs-fuse's cache by a killed
+// daemon would block a fixed name.
+var pool = fmt.Sprintf("z2s3e2e%d", os.Getpid())
 
 var bed struct {
 	bin   string

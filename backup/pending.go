@@ -62,6 +62,39 @@ func (p *pending) release() error {
 	return err
 }
 
+// relock takes p's lock and re-reads its state, which another process may
+// have advanced or finished since p was read. ok is false when the upload
+// is gone (finished or aborted meanwhile).
+func (b *Backup) relock(p *pending) (fresh *pending, ok bool, err error) {
+	lock, err := lockPending(p.path)
+	if err != nil {
+		return nil, false, lockedHint(err, "the upload of "+p.Edge.String())
+	}
+	fresh, err = readPending(p.path)
+	if errors.Is(err, os.ErrNotExist) {
+		lock.Unlock()
+		return nil, false, nil
+	}
+	if err != nil {
+		lock.Unlock()
+		return nil, false, err
+	}
+	fresh.lock = lock
+	return fresh, true, nil
+}
+
+func readPending(name string) (*pending, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	p := &pending{path: name}
+	if err := yaml.Unmarshal(data, p); err != nil || p.Version != pendingVersion || p.Edge.Key == "" {
+		return nil, fmt.Errorf("upload state file %s is damaged or from another zfs2s3 version (%v); move it away after checking the bucket for its multipart upload", name, err)
+	}
+	return p, nil
+}
+
 // loadPending reads all upload state files, oldest first. A damaged state
 // file is an error: it may describe an upload that must not be forgotten.
 func (b *Backup) loadPending() ([]*pending, error) {
@@ -71,16 +104,12 @@ func (b *Backup) loadPending() ([]*pending, error) {
 	}
 	var ps []*pending
 	for _, name := range names {
-		data, err := os.ReadFile(name)
+		p, err := readPending(name)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // finished meanwhile
 		}
 		if err != nil {
 			return nil, err
-		}
-		p := &pending{path: name}
-		if err := yaml.Unmarshal(data, p); err != nil || p.Version != pendingVersion || p.Edge.Key == "" {
-			return nil, fmt.Errorf("upload state file %s is damaged or from another zfs2s3 version (%v); move it away after checking the bucket for its multipart upload", name, err)
 		}
 		ps = append(ps, p)
 	}

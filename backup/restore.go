@@ -114,10 +114,7 @@ func (b *Backup) undoRestore(dest string, existed bool, received []string) {
 
 // receiveEdge streams one object into zfs receive, verified on the way.
 func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) error {
-	body, err := b.S3.Get(ctx, e.Key)
-	if err != nil {
-		return fmt.Errorf("restore %s: %w", e, err)
-	}
+	body := b.S3.Open(ctx, e.Key, e.StoredBytes)
 	defer body.Close()
 	rc, err := b.ZFS.Receive(ctx, dest, force)
 	if err != nil {
@@ -172,10 +169,7 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
-	body, err := b.S3.Get(ctx, e.Key)
-	if err != nil {
-		return fmt.Errorf("save %s: %w", e, err)
-	}
+	body := b.S3.Open(ctx, e.Key, e.StoredBytes)
 	defer body.Close()
 	if path == "-" {
 		if err := copyVerified(stdout, body, e); err != nil {

@@ -17,14 +17,16 @@ func (b *Backup) Resume(ctx context.Context, target string) error {
 	}
 	var errs []error
 	for _, p := range sel {
-		lock, err := lockPending(p.path)
+		p, ok, err := b.relock(p)
 		if err != nil {
-			errs = append(errs, lockedHint(err, "the upload of "+p.Edge.String()))
+			errs = append(errs, err)
 			continue
 		}
-		p.lock = lock
+		if !ok {
+			continue // finished by another process meanwhile
+		}
 		if err := b.run(ctx, p); err != nil {
-			lock.Unlock()
+			p.lock.Unlock()
 			errs = append(errs, err)
 		}
 	}
@@ -40,13 +42,15 @@ func (b *Backup) Abort(ctx context.Context, target string) error {
 		return err
 	}
 	for _, p := range sel {
-		lock, err := lockPending(p.path)
+		p, ok, err := b.relock(p)
 		if err != nil {
-			return lockedHint(err, "the upload of "+p.Edge.String())
+			return err
 		}
-		p.lock = lock
+		if !ok {
+			continue
+		}
 		if err := b.abort(ctx, p); err != nil {
-			lock.Unlock()
+			p.lock.Unlock()
 			return fmt.Errorf("abort upload of %s: %w", p.Edge, err)
 		}
 		b.Out("aborted upload of %s", p.Edge)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -86,7 +87,7 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		if err != nil {
 			return false, lockedHint(err, "an upload of "+edge.String())
 		}
-		if ps, _ := b.loadPending(); len(selectKey(ps, edge.Key)) > 0 {
+		if _, err := os.Stat(p.path); err == nil {
 			lock.Unlock()
 			return false, fmt.Errorf("an upload of %s was interrupted earlier; run zfs2s3 resume_upload %s, or abort_upload %s to start over", edge, edge.Target.Name, edge.Target.Name)
 		}
@@ -94,16 +95,6 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		return false, p.save()
 	})
 	return p, err
-}
-
-func selectKey(ps []*pending, key string) []*pending {
-	var sel []*pending
-	for _, p := range ps {
-		if p.Edge.Key == key {
-			sel = append(sel, p)
-		}
-	}
-	return sel
 }
 
 // planPartSize picks a part size that fits the estimated stream into S3's

@@ -72,10 +72,7 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) []
 		problems = append(problems, "manifest missing: "+err.Error())
 	}
 	if readData && len(problems) == 0 {
-		body, err := b.S3.Get(ctx, e.Key)
-		if err != nil {
-			return append(problems, err.Error())
-		}
+		body := b.S3.Open(ctx, e.Key, e.StoredBytes)
 		defer body.Close()
 		if err := copyVerified(io.Discard, body, e); err != nil {
 			problems = append(problems, err.Error())

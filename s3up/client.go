@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -42,7 +45,14 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithLogger(logging.Nop{}), // errors reach the user as one line, with context
 		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 8 })
+			// Exponential backoff with jitter on 5xx, SlowDown, resets and
+			// timeouts; no retry quota, so a long upload through a bad night
+			// keeps retrying each request up to MaxAttempts.
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = maxAttempts()
+				o.RateLimiter = ratelimit.None
+				o.Retryables = append(o.Retryables, retryTruncated)
+			})
 		}),
 	}
 	if cfg.Region != "" {
@@ -69,6 +79,23 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	})
 	return &Client{s3: c, bucket: cfg.Bucket}, nil
+}
+
+// retryTruncated retries responses cut short, which the SDK reports as a
+// failed deserialization rather than a connection error.
+var retryTruncated = retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return aws.TrueTernary
+	}
+	return aws.UnknownTernary
+})
+
+// maxAttempts is 8 tries per request, or AWS_MAX_ATTEMPTS when set.
+func maxAttempts() int {
+	if n, err := strconv.Atoi(os.Getenv("AWS_MAX_ATTEMPTS")); err == nil && n > 0 {
+		return n
+	}
+	return 8
 }
 
 // Bucket is the bucket the client writes to.

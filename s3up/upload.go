@@ -18,7 +18,6 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
@@ -64,6 +63,8 @@ type Source interface {
 	// Wait reports whether the whole stream was produced; a stream that was
 	// cut short must return an error here.
 	Wait() error
+	// Close stops the producer if it still runs and releases it.
+	Close() error
 }
 
 // Result describes a completed object.
@@ -102,6 +103,7 @@ func (up *Uploader) Run(ctx context.Context, u *Upload, open func() (Source, err
 	if err != nil {
 		return Result{}, err
 	}
+	defer src.Close() // on failure, zfs send must not stay blocked on a full pipe
 	res, err := up.transfer(ctx, u, src)
 	if err != nil {
 		return Result{}, err
@@ -243,6 +245,14 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 			return Result{}, fmt.Errorf("read zfs send stream: %w", err)
 		}
 		last := size < int(u.PartSize)
+		if last {
+			// A short read is the end of the stream only if zfs send says so;
+			// a killed one must not leave a short part that no resume matches.
+			if err := src.Wait(); err != nil {
+				bufs <- buf
+				return Result{}, fmt.Errorf("zfs send failed, upload not completed: %w", err)
+			}
+		}
 		if size == 0 && num > 1 {
 			bufs <- buf
 			if p, ok := saved[num]; ok {
@@ -296,19 +306,12 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
 		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(c.buf[:p.Size]),
 		ContentLength: aws.Int64(p.Size), ChecksumCRC32C: aws.String(p.CRC32C),
-	}, unsignedPayload)
+	})
 	if err != nil {
 		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), u.Key, err)
 	}
 	p.ETag = strings.Trim(aws.ToString(out.ETag), `"`)
 	return p, nil
-}
-
-// unsignedPayload skips the SigV4 SHA-256 of the body that the SDK computes
-// on plain-HTTP endpoints: the part's CRC32C, which S3 verifies, already
-// guards it, and hashing every byte twice would cost a core.
-func unsignedPayload(o *s3.Options) {
-	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
 func insertPart(parts []Part, p Part) []Part {
@@ -337,9 +340,10 @@ func (up *Uploader) complete(ctx context.Context, u *Upload, res Result) error {
 		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
-	if err != nil && isNotFound(err) {
-		// An earlier attempt (a retry of this request) may have completed it.
-		return up.verifyCompleted(ctx, u)
+	if err != nil && up.verifyCompleted(ctx, u) == nil {
+		// The server completed it and the answer was lost (a cut connection,
+		// or a retry that found the upload already gone).
+		return nil
 	}
 	return wrap("complete multipart upload", u.Key, err)
 }

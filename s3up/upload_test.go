@@ -62,7 +62,8 @@ type source struct {
 	err error
 }
 
-func (s source) Wait() error { return s.err }
+func (s source) Wait() error  { return s.err }
+func (s source) Close() error { return nil }
 
 func randomBytes(t *testing.T, n int) []byte {
 	b := make([]byte, n)
@@ -128,6 +129,19 @@ func TestFailedSourceNeverCompletes(t *testing.T) {
 	}
 	if ids, _ := c.MultipartUploads(context.Background(), "cut"); len(ids) != 1 || ids[0] != u.UploadID {
 		t.Errorf("multipart uploads %v, want the saved one %s kept for resume", ids, u.UploadID)
+	}
+	// The short tail a killed zfs send leaves is never saved as a part, so
+	// a resume with the whole stream goes through.
+	for _, p := range u.Parts {
+		if p.Size != MinPartSize {
+			t.Errorf("saved part %d of %d bytes from a failed stream", p.Number, p.Size)
+		}
+	}
+	if _, err := run(t, c, u, source{Reader: bytes.NewReader(data)}); err != nil {
+		t.Fatalf("resume after a failed zfs send: %v", err)
+	}
+	if got := c.bytesOf(t, "cut"); !bytes.Equal(got, data) {
+		t.Error("resumed object differs from the stream")
 	}
 }
 

@@ -86,7 +86,25 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 type Lock struct{ f *os.File }
 
 // TryLock takes the lock on path or fails at once with a *LockedError.
+// A lock file may be deleted by its holder on release; a lock taken on a
+// file that is no longer at path is retried on the new file.
 func TryLock(path string) (*Lock, error) {
+	for {
+		l, err := tryLock(path)
+		if err != nil || l.stillAt(path) {
+			return l, err
+		}
+		l.Unlock()
+	}
+}
+
+func (l *Lock) stillAt(path string) bool {
+	a, err1 := l.f.Stat()
+	b, err2 := os.Stat(path)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+func tryLock(path string) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}

@@ -78,13 +78,14 @@ func (s *Stream) Wait() error {
 	return s.err
 }
 
-// Close stops zfs send if it is still running and reaps it.
+// Close stops zfs send if it is still running, reaps it and closes the
+// pipe. It is safe after Wait and safe to call twice.
 func (s *Stream) Close() error {
-	s.stdout.Close()
 	if s.cmd.ProcessState == nil {
 		s.cmd.Process.Kill()
 	}
 	s.Wait()
+	s.stdout.Close()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -19,7 +21,15 @@ type Fault struct {
 	// Hang forwards the request, then never answers: the server has acted,
 	// the client never learns it. Use it to kill a client at that moment.
 	Hang bool
+	// Reset closes the connection without an answer.
+	Reset bool
+	// Truncate forwards the request, then sends only the first half of the
+	// response body and closes the connection.
+	Truncate bool
 }
+
+// SlowDown is S3's answer to a client that should back off.
+var SlowDown = Fault{Status: http.StatusServiceUnavailable}
 
 // Proxy sits between zfs2s3 and MinIO and applies Rule to each request.
 type Proxy struct {
@@ -51,10 +61,26 @@ func NewProxy(target string) (*Proxy, error) {
 			}
 		}
 		if f.Status != 0 {
+			io.Copy(io.Discard, r.Body) // as S3 does; answering early looks like a reset
+		}
+		switch {
+		case f.Reset:
+			closeConn(w)
+			return
+		case f.Status == http.StatusServiceUnavailable:
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(f.Status)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+			return
+		case f.Status != 0:
 			w.WriteHeader(f.Status)
 			return
-		}
-		if !f.Hang {
+		case f.Truncate:
+			rec := httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			truncate(w, rec)
+			return
+		case !f.Hang:
 			rp.ServeHTTP(w, r)
 			return
 		}
@@ -75,6 +101,53 @@ func NewProxy(target string) (*Proxy, error) {
 	p.URL = p.srv.URL
 	return p, nil
 }
+
+// closeConn drops the client's connection without an answer.
+func closeConn(w http.ResponseWriter) {
+	if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+		conn.Close()
+	}
+}
+
+// truncate sends rec's status and headers with its full Content-Length,
+// then half the body, then closes the connection.
+func truncate(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
+	conn, buf, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	body := rec.Body.Bytes()
+	fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\n", rec.Code, http.StatusText(rec.Code))
+	rec.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	rec.Header().Write(buf)
+	buf.WriteString("\r\n")
+	buf.Write(body[:len(body)/2])
+	buf.Flush()
+}
+
+// Every returns a rule that applies the faults in turn to every nth
+// request matching match, at most limit times, so a test always ends.
+func Every(n, limit int, match func(*http.Request) bool, faults ...Fault) func(*http.Request) Fault {
+	var mu sync.Mutex
+	seen, applied := 0, 0
+	return func(r *http.Request) Fault {
+		mu.Lock()
+		defer mu.Unlock()
+		if !match(r) {
+			return Fault{}
+		}
+		seen++
+		if seen%n != 0 || applied >= limit {
+			return Fault{}
+		}
+		applied++
+		return faults[applied%len(faults)]
+	}
+}
+
+// Any matches every request.
+func Any(*http.Request) bool { return true }
 
 // SetRule replaces the rule; nil forwards everything untouched.
 func (p *Proxy) SetRule(rule func(*http.Request) Fault) {

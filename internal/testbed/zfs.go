@@ -34,6 +34,7 @@ func StartZFS() (*ZFS, error) {
 	if exec.Command("zpool", "list").Run() == nil {
 		return z, nil
 	}
+	clearStaleDaemons()
 	if os.Geteuid() != 0 {
 		return nil, errNotRoot
 	}
@@ -86,14 +87,48 @@ func (z *ZFS) Stop() {
 	if z.started {
 		if b, err := os.ReadFile(filepath.Join(z.dir, "zfs-fuse.pid")); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				syscall.Kill(pid, syscall.SIGTERM)
-				for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
-					time.Sleep(100 * time.Millisecond)
-				}
+				stopDaemon(pid)
 			}
 		}
+		unmountUnder(z.dir)
 	}
 	os.RemoveAll(z.dir)
+}
+
+// stopDaemon asks zfs-fuse to exit and kills it if it has not within 10s:
+// a zfs-fuse shutting down with a busy mount can hang forever.
+func stopDaemon(pid int) {
+	syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// clearStaleDaemons stops zfs-fuse processes that no longer answer (an
+// earlier run that did not shut down), so a new daemon can start.
+func clearStaleDaemons() {
+	out, _ := exec.Command("pgrep", "-x", "zfs-fuse").Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			stopDaemon(pid)
+		}
+	}
+	unmountUnder(os.TempDir())
+}
+
+// unmountUnder lazily unmounts FUSE mounts left below dir by a dead daemon.
+func unmountUnder(dir string) {
+	b, _ := os.ReadFile("/proc/mounts")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && strings.HasPrefix(f[2], "fuse") && strings.HasPrefix(f[1], dir) {
+			exec.Command("umount", "-l", strings.ReplaceAll(f[1], `\040`, " ")).Run()
+		}
+	}
 }
 
 // Mountpoint returns where a dataset is mounted.
