@@ -197,3 +197,19 @@ func TestKillAtManyPoints(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadMemoryIsBounded checks the documented bound on peak memory,
+// (concurrency + 2) x part size + 32 MiB, on a stream of many parts.
+func TestUploadMemoryIsBounded(t *testing.T) {
+	e := newEnv(t, "memory")
+	a := e.snap("a", 120)
+	c := e.cmd("upload", a, "--part-size", "8MiB", "--concurrency", "4")
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("upload: %v: %s", err, out)
+	}
+	peak := c.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10 // KiB on Linux
+	if bound := int64(4+2)*8<<20 + 32<<20; peak > bound {
+		t.Errorf("peak RSS %d MiB exceeds the bound %d MiB", peak>>20, bound>>20)
+	}
+	t.Logf("peak RSS %d MiB", peak>>20)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -150,8 +151,19 @@ func objectMetadata(e ledger.Edge) map[string]string {
 	return m
 }
 
+// MemoryBound is the most memory an upload should take: a part buffer for
+// each part in flight, one being filled, one spare, and room for the rest.
+func MemoryBound(concurrency int, partSize int64) int64 {
+	return int64(concurrency+2)*partSize + 32<<20
+}
+
 // run uploads a pending edge, then records it.
 func (b *Backup) run(ctx context.Context, p *pending) error {
+	// The part buffers are most of the heap and live for the whole upload;
+	// without a limit the GC lets garbage grow to twice their size. The Go
+	// heap gets the buffers plus 16 MiB; the rest of MemoryBound is for the
+	// runtime and the mapped binary, which the limit does not count.
+	debug.SetMemoryLimit(int64(max(b.Opt.Concurrency, 1)+1)*p.Upload.PartSize + 16<<20)
 	up := &s3up.Uploader{Client: b.S3, Concurrency: b.Opt.Concurrency,
 		Save: func(u *s3up.Upload) error { p.Upload = *u; return p.save() }}
 	if b.Progress != nil {
