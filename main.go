@@ -85,6 +85,8 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "part-size", EnvVars: []string{"ZFS2S3_PART_SIZE"}, Usage: "multipart part size, e.g. 16MiB or 64M (default: planned from the stream's size)"},
 		&cli.IntFlag{Name: "concurrency", EnvVars: []string{"ZFS2S3_CONCURRENCY"}, Value: 4, Usage: "parts uploaded in parallel"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
+		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress on stderr"},
 	}
 }
 
@@ -328,10 +330,9 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})
-	if isTerminal(os.Stderr) {
-		b.Progress = func(edge string, done, _ int64) {
-			fmt.Fprintf(os.Stderr, "\r%s: %d MiB uploaded ", edge, done>>20)
-		}
+	if (isTerminal(os.Stderr) || c.Bool("progress")) && !c.Bool("quiet") {
+		pr := newProgress(os.Stderr)
+		b.Progress, b.ProgressDone = pr.update, pr.finish
 	}
 	return b, nil
 }

@@ -45,8 +45,12 @@ type Backup struct {
 	store ledger.Store
 	// Out receives results, one line each (stdout in the CLI).
 	Out func(format string, args ...any)
-	// Progress, when set, receives upload progress.
-	Progress func(edge string, done, estimate int64)
+	// Progress, when set, receives upload progress; estimate is the
+	// expected stream size (0 when unknown).
+	Progress func(edge string, p s3up.Progress, estimate int64)
+	// ProgressDone, when set, is called when an upload stops, to clear its
+	// progress display before results are printed.
+	ProgressDone func()
 }
 
 // New returns a Backup; out prints results.

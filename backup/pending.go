@@ -24,10 +24,11 @@ const pendingVersion = 1
 // pending is an upload that was started and not yet recorded in the ledger:
 // the edge it will become and the multipart upload's progress.
 type pending struct {
-	Version int         `yaml:"version"`
-	Edge    ledger.Edge `yaml:"edge"` // Key, StorageClass set; sizes and hash at the end
-	Started time.Time   `yaml:"started"`
-	Upload  s3up.Upload `yaml:"upload"`
+	Version  int         `yaml:"version"`
+	Edge     ledger.Edge `yaml:"edge"` // Key, StorageClass set; sizes and hash at the end
+	Started  time.Time   `yaml:"started"`
+	Estimate int64       `yaml:"estimate"` // expected stream bytes
+	Upload   s3up.Upload `yaml:"upload"`
 
 	path string
 	lock *statefile.Lock

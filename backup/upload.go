@@ -74,11 +74,15 @@ func (b *Backup) snapshot(ctx context.Context, name string) (zfs.Snapshot, error
 // it, all under the ledger lock, so that a concurrent remove sees the
 // pending upload before any byte reaches S3.
 func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) {
-	partSize, err := b.planPartSize(ctx, edge)
+	estimate, err := b.estimate(ctx, edge)
 	if err != nil {
 		return nil, err
 	}
-	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key),
+	partSize := b.Opt.PartSize
+	if partSize == 0 {
+		partSize = PlanPartSize(estimate)
+	}
+	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate,
 		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge)}}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
@@ -98,28 +102,20 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 	return p, err
 }
 
-// planPartSize picks a part size that fits the estimated stream into S3's
-// part limit with room to spare; it is fixed for the upload's lifetime
-// (Cloudflare R2 requires equal parts).
-func (b *Backup) planPartSize(ctx context.Context, e ledger.Edge) (int64, error) {
-	if b.Opt.PartSize > 0 {
-		return b.Opt.PartSize, nil
-	}
+// estimate is the expected stream size, for planning the part size (fixed
+// for the upload's lifetime: Cloudflare R2 requires equal parts) and for
+// progress.
+func (b *Backup) estimate(ctx context.Context, e ledger.Edge) (int64, error) {
 	base := ""
 	if e.Base != nil {
 		base = e.Base.Name
 	}
-	est, ok := b.ZFS.Estimate(ctx, e.Target.Name, base)
-	if !ok {
-		// zfs-fuse cannot estimate; what the snapshot refers to bounds a full
-		// stream and, in practice, an incremental to it.
-		ref, err := b.ZFS.Referenced(ctx, e.Target.Name)
-		if err != nil {
-			return 0, err
-		}
-		est = ref
+	if est, ok := b.ZFS.Estimate(ctx, e.Target.Name, base); ok {
+		return est, nil
 	}
-	return PlanPartSize(est), nil
+	// zfs-fuse cannot estimate; the snapshot's logical size bounds a full
+	// stream and, in practice, an incremental to it.
+	return b.ZFS.LogicalSize(ctx, e.Target.Name)
 }
 
 // DefaultPartSize is the smallest part size planned: big enough for good
@@ -167,10 +163,13 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 	up := &s3up.Uploader{Client: b.S3, Concurrency: b.Opt.Concurrency,
 		Save: func(u *s3up.Upload) error { p.Upload = *u; return p.save() }}
 	if b.Progress != nil {
-		up.Progress = func(done int64) { b.Progress(p.Edge.String(), done, 0) }
+		up.Progress = func(pr s3up.Progress) { b.Progress(p.Edge.String(), pr, p.Estimate) }
 	}
 	u := p.Upload
 	res, err := up.Run(ctx, &u, func() (s3up.Source, error) { return b.send(ctx, p.Edge) })
+	if b.ProgressDone != nil {
+		b.ProgressDone()
+	}
 	if err != nil {
 		hint := "run zfs2s3 resume_upload to continue, or abort_upload to discard it"
 		if errors.Is(err, s3up.ErrStreamChanged) {

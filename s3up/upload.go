@@ -83,8 +83,14 @@ type Uploader struct {
 	// Save persists u; it is called after every change to u. An upload is
 	// only as resumable as Save is durable.
 	Save func(u *Upload) error
-	// Progress, when set, is called after each part with the bytes done.
-	Progress func(done int64)
+	// Progress, when set, is called as parts start and finish.
+	Progress func(Progress)
+}
+
+// Progress is a snapshot of a running upload.
+type Progress struct {
+	Done     int64 // bytes in finished parts, including those of earlier runs
+	InFlight int   // parts being uploaded
 }
 
 // Run uploads the stream that open returns into u, skipping parts that are
@@ -184,6 +190,12 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var doneBytes int64
+	var inFlight int
+	report := func() { // hold mu
+		if up.Progress != nil {
+			up.Progress(Progress{Done: doneBytes, InFlight: inFlight})
+		}
+	}
 	for _, p := range u.Parts {
 		doneBytes += p.Size
 	}
@@ -192,22 +204,25 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 		go func() {
 			defer wg.Done()
 			for c := range work {
+				mu.Lock()
+				inFlight++
+				report()
+				mu.Unlock()
 				p, err := up.uploadPart(ctx, u, c)
 				bufs <- c.buf
-				if err != nil {
-					cancel(err)
-					continue
-				}
 				mu.Lock()
-				u.Parts = insertPart(u.Parts, p)
-				doneBytes += p.Size
-				err = up.Save(u)
-				d := doneBytes
+				inFlight--
+				if err == nil {
+					u.Parts = insertPart(u.Parts, p)
+					doneBytes += p.Size
+					if err = up.Save(u); err != nil {
+						err = fmt.Errorf("save upload state: %w", err)
+					}
+					report()
+				}
 				mu.Unlock()
 				if err != nil {
-					cancel(fmt.Errorf("save upload state: %w", err))
-				} else if up.Progress != nil {
-					up.Progress(d)
+					cancel(err)
 				}
 			}
 		}()

@@ -117,13 +117,29 @@ func (r Runner) Snapshot(ctx context.Context, name string) (Snapshot, error) {
 	return s, nil
 }
 
-// Referenced returns the bytes a dataset or snapshot refers to.
-func (r Runner) Referenced(ctx context.Context, name string) (int64, error) {
-	props, err := r.get(ctx, name, "referenced")
+// LogicalSize returns the uncompressed bytes a snapshot refers to, which
+// bounds a plain (not -c) send stream: "logicalreferenced" on OpenZFS,
+// "referenced" times "compressratio" where that property is missing
+// (zfs-fuse).
+func (r Runner) LogicalSize(ctx context.Context, name string) (int64, error) {
+	if props, err := r.get(ctx, name, "logicalreferenced"); err == nil {
+		if n, err := strconv.ParseInt(props["logicalreferenced"], 10, 64); err == nil {
+			return n, nil
+		}
+	} // zfs-fuse refuses the whole get for an unknown property
+	props, err := r.get(ctx, name, "referenced", "compressratio")
 	if err != nil {
 		return 0, err
 	}
-	return strconv.ParseInt(props["referenced"], 10, 64)
+	ref, err := strconv.ParseInt(props["referenced"], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("zfs get referenced %s: %w", name, err)
+	}
+	ratio, err := strconv.ParseFloat(strings.TrimSuffix(props["compressratio"], "x"), 64)
+	if err != nil || ratio < 1 {
+		ratio = 1
+	}
+	return int64(float64(ref) * ratio), nil
 }
 
 // get reads properties of one dataset as exact (-p) values.
