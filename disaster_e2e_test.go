@@ -31,7 +31,7 @@ func TestDisasterRestoreFromTheBucketAlone(t *testing.T) {
 	for _, f := range []string{"A.bin", "D.bin"} {
 		want[f], _ = os.ReadFile(filepath.Join(mnt, f))
 	}
-	if _, err := testbed.Run("zpool", "destroy", "-f", srcPool); err != nil {
+	if err := testbed.DestroyPool(srcPool); err != nil {
 		t.Fatal(err)
 	}
 	os.RemoveAll(e.stateDir)

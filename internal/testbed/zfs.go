@@ -74,14 +74,8 @@ func (z *ZFS) Pool(name string, size int64) error {
 // Stop destroys the pools and stops zfs-fuse if it was started here.
 func (z *ZFS) Stop() {
 	for _, p := range z.pools {
-		if exec.Command("zpool", "list", p).Run() != nil {
-			continue // destroyed by the test itself
-		}
-		for i := 0; i < 5; i++ { // zfs-fuse reports "busy" right after writes
-			if exec.Command("zpool", "destroy", "-f", p).Run() == nil {
-				break
-			}
-			time.Sleep(time.Second)
+		if exec.Command("zpool", "list", p).Run() == nil { // else destroyed by the test
+			DestroyPool(p)
 		}
 	}
 	if z.started {
@@ -129,6 +123,24 @@ func unmountUnder(dir string) {
 			exec.Command("umount", "-l", strings.ReplaceAll(f[1], `\040`, " ")).Run()
 		}
 	}
+}
+
+// DestroyPool destroys a pool, retrying while zfs-fuse reports it busy,
+// as it does right after writes.
+func DestroyPool(name string) error {
+	var err error
+	for i := 0; i < 10; i++ {
+		if _, err = Run("zpool", "destroy", "-f", name); err == nil {
+			return nil
+		}
+		if out, err := Run("zfs", "list", "-H", "-o", "name", "-r", name); err == nil {
+			for _, ds := range strings.Split(strings.TrimSpace(out), "\n") {
+				exec.Command("zfs", "unmount", "-f", ds).Run()
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
 
 // Mountpoint returns where a dataset is mounted.
