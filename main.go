@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,6 +84,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "state-dir", EnvVars: []string{"ZFS2S3_STATE_DIR"}, Usage: "where the ledger and upload state live (default $XDG_DATA_HOME/zfs2s3 or ~/.local/share/zfs2s3)"},
 		&cli.StringFlag{Name: "zfs", EnvVars: []string{"ZFS2S3_ZFS"}, Value: "zfs", Usage: "the zfs command"},
 		&cli.StringFlag{Name: "part-size", EnvVars: []string{"ZFS2S3_PART_SIZE"}, Usage: "multipart part size, e.g. 16MiB or 64M (default: planned from the stream's size)"},
+		&cli.StringFlag{Name: "checksum", EnvVars: []string{"ZFS2S3_CHECKSUM"}, Value: "crc32c", Usage: "checksum S3 verifies on every part: crc32c, md5 (for Backblaze B2, Ceph) or none"},
 		&cli.IntFlag{Name: "concurrency", EnvVars: []string{"ZFS2S3_CONCURRENCY"}, Value: 4, Usage: "parts uploaded in parallel"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
 		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
@@ -316,6 +318,9 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if c.Int("concurrency") < 1 {
 		return nil, usageErr{fmt.Errorf("--concurrency %d: want at least 1", c.Int("concurrency"))}
 	}
+	if !slices.Contains(s3up.Checksums, c.String("checksum")) {
+		return nil, usageErr{fmt.Errorf("--checksum %q: want one of %s", c.String("checksum"), strings.Join(s3up.Checksums, ", "))}
+	}
 	stateDir, err := defaultStateDir(c.String("state-dir"))
 	if err != nil {
 		return nil, err
@@ -326,7 +331,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		return nil, err
 	}
 	opt := backup.Options{StateDir: stateDir, Prefix: c.String("prefix"), StorageClass: c.String("storage-class"),
-		PartSize: partSize, Concurrency: c.Int("concurrency")}
+		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum")}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})

@@ -35,6 +35,7 @@ type Options struct {
 	StorageClass string
 	PartSize     int64 // 0: planned from the stream's size estimate
 	Concurrency  int
+	Checksum     string // per-part checksum, one of s3up.Checksums
 }
 
 // Backup runs commands against one bucket and prefix.

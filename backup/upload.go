@@ -83,7 +83,7 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		partSize = PlanPartSize(estimate)
 	}
 	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate,
-		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge)}}
+		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, Checksum: b.Opt.Checksum, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge)}}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
 			return false, err

@@ -31,10 +31,10 @@ const (
 
 // Part is one finished part.
 type Part struct {
-	Number int32  `yaml:"number"`
-	Size   int64  `yaml:"size"`
-	ETag   string `yaml:"etag"`
-	CRC32C string `yaml:"crc32c"` // base64, as S3 reports it
+	Number   int32  `yaml:"number"`
+	Size     int64  `yaml:"size"`
+	ETag     string `yaml:"etag"`
+	Checksum string `yaml:"checksum"` // base64 CRC32C or MD5 of the part, per Upload.Checksum
 	// PrefixSHA256 is the SHA-256 of the stream from its first byte to the
 	// end of this part. The whole stream is hashed once, in order; on resume
 	// the re-read stream must reach the same value at each uploaded part.
@@ -47,6 +47,7 @@ type Upload struct {
 	Key          string            `yaml:"key"`
 	UploadID     string            `yaml:"upload_id"` // empty until CreateMultipartUpload returned
 	PartSize     int64             `yaml:"part_size"`
+	Checksum     string            `yaml:"checksum"` // one of Checksums; fixed for the upload
 	StorageClass string            `yaml:"storage_class"`
 	Metadata     map[string]string `yaml:"metadata"`
 	Parts        []Part            `yaml:"parts"`
@@ -56,6 +57,12 @@ type Upload struct {
 	StreamBytes int64  `yaml:"stream_bytes,omitempty"`
 	SHA256      string `yaml:"sha256,omitempty"`
 }
+
+// Checksums S3 verifies on every part: CRC32C (the default, cheap to
+// compute, carried into CompleteMultipartUpload), MD5 as Content-MD5 for
+// stores that reject the newer checksum headers (Backblaze B2, some Ceph),
+// or none (then only the SigV4 signature, on plain HTTP, or TLS guards it).
+var Checksums = []string{"crc32c", "md5", "none"}
 
 // Source is a stream whose success is known only after it ends, like zfs send.
 type Source interface {
@@ -145,12 +152,15 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 	} else if n > 0 {
 		slog.Info("aborted multipart uploads left by an earlier crash", "key", u.Key, "count", n)
 	}
-	out, err := up.Client.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+	in := &s3.CreateMultipartUploadInput{
 		Bucket: &up.Client.bucket, Key: &u.Key, Metadata: u.Metadata,
-		StorageClass:      types.StorageClass(u.StorageClass),
-		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
-		ContentType:       aws.String("application/octet-stream"),
-	})
+		StorageClass: types.StorageClass(u.StorageClass),
+		ContentType:  aws.String("application/octet-stream"),
+	}
+	if u.Checksum == "crc32c" {
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
+	}
+	out, err := up.Client.s3.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return false, wrap("create multipart upload", u.Key, err)
 	}
@@ -313,15 +323,23 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 
 func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, error) {
 	p := c.part
-	crc := crc32.Checksum(c.buf[:p.Size], crc32.MakeTable(crc32.Castagnoli))
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], crc)
-	p.CRC32C = base64.StdEncoding.EncodeToString(b[:])
-	out, err := up.Client.s3.UploadPart(ctx, &s3.UploadPartInput{
+	data := c.buf[:p.Size]
+	in := &s3.UploadPartInput{
 		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
-		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(c.buf[:p.Size]),
-		ContentLength: aws.Int64(p.Size), ChecksumCRC32C: aws.String(p.CRC32C),
-	})
+		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(data), ContentLength: aws.Int64(p.Size),
+	}
+	switch u.Checksum {
+	case "crc32c":
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
+		p.Checksum = base64.StdEncoding.EncodeToString(b[:])
+		in.ChecksumCRC32C = aws.String(p.Checksum)
+	case "md5":
+		sum := md5.Sum(data)
+		p.Checksum = base64.StdEncoding.EncodeToString(sum[:])
+		in.ContentMD5 = aws.String(p.Checksum)
+	}
+	out, err := up.Client.s3.UploadPart(ctx, in)
 	if err != nil {
 		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), u.Key, err)
 	}
@@ -349,7 +367,11 @@ func (up *Uploader) complete(ctx context.Context, u *Upload, res Result) error {
 	}
 	var parts []types.CompletedPart
 	for _, p := range u.Parts {
-		parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag), ChecksumCRC32C: aws.String(p.CRC32C)})
+		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
+		if u.Checksum == "crc32c" {
+			cp.ChecksumCRC32C = aws.String(p.Checksum)
+		}
+		parts = append(parts, cp)
 	}
 	_, err := up.Client.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,

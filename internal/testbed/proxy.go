@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log"
@@ -26,6 +27,9 @@ type Fault struct {
 	// Truncate forwards the request, then sends only the first half of the
 	// response body and closes the connection.
 	Truncate bool
+	// Corrupt flips one byte in the middle of the request body on its way
+	// to the server, as a bad NIC or proxy would.
+	Corrupt bool
 }
 
 // SlowDown is S3's answer to a client that should back off.
@@ -62,6 +66,13 @@ func NewProxy(target string) (*Proxy, error) {
 		}
 		if f.Status != 0 {
 			io.Copy(io.Discard, r.Body) // as S3 does; answering early looks like a reset
+		}
+		if f.Corrupt {
+			body, _ := io.ReadAll(r.Body)
+			if len(body) > 0 {
+				body[len(body)/2] ^= 0x01
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		switch {
 		case f.Reset:
