@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -114,7 +115,7 @@ func (b *Backup) undoRestore(dest string, existed bool, received []string) {
 
 // receiveEdge streams one object into zfs receive, verified on the way.
 func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) error {
-	body := b.S3.Open(ctx, e.Key, e.StoredBytes)
+	body := b.S3.OpenParallel(ctx, e.Key, e.StoredBytes, s3up.DownloadChunk, b.Opt.Concurrency)
 	defer body.Close()
 	rc, err := b.ZFS.Receive(ctx, dest, force)
 	if err != nil {
@@ -169,7 +170,7 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
-	body := b.S3.Open(ctx, e.Key, e.StoredBytes)
+	body := b.S3.OpenParallel(ctx, e.Key, e.StoredBytes, s3up.DownloadChunk, b.Opt.Concurrency)
 	defer body.Close()
 	if path == "-" {
 		if err := copyVerified(stdout, body, e); err != nil {

@@ -17,25 +17,111 @@ import (
 // rest (a ranged GET from where it stopped), with exponential backoff and
 // jitter, up to a bounded number of attempts in a row.
 func (c *Client) Open(ctx context.Context, key string, size int64) io.ReadCloser {
-	return &resumingReader{ctx: ctx, c: c, key: key, size: size}
+	return &resumingReader{ctx: ctx, c: c, key: key, end: size}
+}
+
+// DownloadChunk is the range each parallel GET fetches.
+const DownloadChunk = 16 << 20
+
+// OpenParallel is Open with n ranged GETs of chunk bytes in flight, read
+// in order. Memory stays at n+1 chunks whatever the object's size.
+func (c *Client) OpenParallel(ctx context.Context, key string, size, chunk int64, n int) io.ReadCloser {
+	n = max(n, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	pr := &parallelReader{cancel: cancel, queue: make(chan chan fetched, n), bufs: make(chan []byte, n+1)}
+	for i := 0; i <= n; i++ {
+		pr.bufs <- nil // allocated on first use
+	}
+	go func() {
+		defer close(pr.queue)
+		for off := int64(0); off < size; off += chunk {
+			var buf []byte
+			select {
+			case buf = <-pr.bufs:
+			case <-ctx.Done():
+				return
+			}
+			if buf == nil {
+				buf = make([]byte, chunk)
+			}
+			end := min(off+chunk, size)
+			fut := make(chan fetched, 1)
+			select {
+			case pr.queue <- fut:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				r := &resumingReader{ctx: ctx, c: c, key: key, off: off, end: end}
+				got, err := io.ReadFull(r, buf[:end-off])
+				r.Close()
+				fut <- fetched{buf: buf, data: buf[:got], err: err}
+			}()
+		}
+	}()
+	return pr
+}
+
+// fetched is one chunk, or why it could not be read.
+type fetched struct {
+	buf, data []byte
+	err       error
+}
+
+type parallelReader struct {
+	cancel func()
+	queue  chan chan fetched // chunks in object order
+	bufs   chan []byte
+	cur    fetched
+	err    error
+}
+
+func (p *parallelReader) Read(b []byte) (int, error) {
+	for len(p.cur.data) == 0 {
+		if p.err != nil {
+			return 0, p.err
+		}
+		if p.cur.buf != nil {
+			p.bufs <- p.cur.buf
+			p.cur = fetched{}
+		}
+		fut, ok := <-p.queue
+		if !ok {
+			p.err = io.EOF
+			continue
+		}
+		p.cur = <-fut
+		if p.cur.err != nil {
+			p.err, p.cur = p.cur.err, fetched{}
+		}
+	}
+	n := copy(b, p.cur.data)
+	p.cur.data = p.cur.data[n:]
+	return n, nil
+}
+
+func (p *parallelReader) Close() error {
+	p.cancel()
+	return nil
 }
 
 // readRetries bounds consecutive failed attempts; progress resets it.
 const readRetries = 8
 
+// resumingReader reads bytes [off, end) of an object.
 type resumingReader struct {
 	ctx   context.Context
 	c     *Client
 	key   string
-	size  int64
 	off   int64
+	end   int64
 	body  io.ReadCloser
 	fails int
 }
 
 func (r *resumingReader) Read(p []byte) (int, error) {
 	for {
-		if r.off >= r.size {
+		if r.off >= r.end {
 			return 0, io.EOF
 		}
 		if r.body == nil {
@@ -51,7 +137,7 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 		if n > 0 {
 			r.fails = 0
 		}
-		if err == nil || (err == io.EOF && r.off == r.size) {
+		if err == nil || (err == io.EOF && r.off == r.end) {
 			return n, nil
 		}
 		// A short body or a broken connection: ask again for the rest.
@@ -61,7 +147,7 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if !r.backoff() {
-			return 0, fmt.Errorf("read s3 key %q at byte %d of %d: %w", r.key, r.off, r.size, errOrShort(err))
+			return 0, fmt.Errorf("read s3 key %q at byte %d of %d: %w", r.key, r.off, r.end, errOrShort(err))
 		}
 	}
 }
@@ -74,7 +160,7 @@ func errOrShort(err error) error {
 }
 
 func (r *resumingReader) open() error {
-	rng := fmt.Sprintf("bytes=%d-", r.off)
+	rng := fmt.Sprintf("bytes=%d-%d", r.off, r.end-1)
 	out, err := r.c.s3.GetObject(r.ctx, &s3.GetObjectInput{Bucket: &r.c.bucket, Key: &r.key, Range: aws.String(rng)})
 	if err != nil {
 		return wrap("get", r.key, err)
