@@ -405,8 +405,8 @@ func slowEnv(t *testing.T, name string, delay time.Duration) (*env, *testbed.Pro
 	return e, p
 }
 
-// killAfterParts starts an upload and kill -9s it once n parts are saved.
-func (e *env) killAfterParts(n int, args ...string) {
+// start runs zfs2s3 in the background, collecting its stderr.
+func (e *env) start(args ...string) (*exec.Cmd, *bytes.Buffer) {
 	e.t.Helper()
 	c := e.cmd(args...)
 	var stderr bytes.Buffer
@@ -414,6 +414,20 @@ func (e *env) killAfterParts(n int, args ...string) {
 	if err := c.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	return c, &stderr
+}
+
+// waitParts waits until the one pending upload has saved n parts.
+func (e *env) waitParts(n int) {
+	for st := e.stateFiles(); len(st) == 0 || partsDone(st[0]) < n; st = e.stateFiles() {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// killAfterParts starts an upload and kill -9s it once n parts are saved.
+func (e *env) killAfterParts(n int, args ...string) {
+	e.t.Helper()
+	c, stderr := e.start(args...)
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	for {
@@ -514,15 +528,8 @@ func TestAbortAfterKillLeavesNothing(t *testing.T) {
 func TestConcurrentRuns(t *testing.T) {
 	e, _ := slowEnv(t, "concurrent", 200*time.Millisecond)
 	a := e.snap("a", 20)
-	first := e.cmd("upload", a, "--part-size", "5MiB", "--concurrency", "1")
-	var stderr bytes.Buffer
-	first.Stderr = &stderr
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for len(e.stateFiles()) == 0 {
-		time.Sleep(20 * time.Millisecond)
-	}
+	first, stderr := e.start("upload", a, "--part-size", "5MiB", "--concurrency", "1")
+	e.waitParts(0)
 	// The same edge: refused while the first run holds it.
 	e.fails(1, "already running", "upload", a, "--part-size", "5MiB")
 	e.fails(1, "already running", "resume_upload", a)

@@ -92,13 +92,8 @@ func TestRetriesExhaustedLeaveTheUploadResumable(t *testing.T) {
 func TestMinIORestartMidUpload(t *testing.T) {
 	e, _ := slowEnv(t, "restart", 300*time.Millisecond)
 	a := e.snap("a", 25)
-	c := e.cmd("upload", a, "--part-size", "5MiB", "--concurrency", "1")
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for st := e.stateFiles(); len(st) == 0 || partsDone(st[0]) < 1; st = e.stateFiles() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	c, _ := e.start("upload", a, "--part-size", "5MiB", "--concurrency", "1")
+	e.waitParts(1)
 	if err := bed.minio.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,15 +123,8 @@ func childPID(pid int) int {
 func TestKilledZFSSendNeverCompletes(t *testing.T) {
 	e, _ := slowEnv(t, "send killed", 300*time.Millisecond)
 	a := e.snap("a", 30)
-	c := e.cmd("upload", a, "--part-size", "5MiB", "--concurrency", "1")
-	var stderr bytes.Buffer
-	c.Stderr = &stderr
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for st := e.stateFiles(); len(st) == 0 || partsDone(st[0]) < 1; st = e.stateFiles() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	c, stderr := e.start("upload", a, "--part-size", "5MiB", "--concurrency", "1")
+	e.waitParts(1)
 	send := childPID(c.Process.Pid)
 	if send == 0 {
 		t.Fatal("zfs send is not running under zfs2s3")

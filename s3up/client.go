@@ -171,20 +171,12 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 // MultipartUploads lists the UploadIds of unfinished multipart uploads at
 // exactly key. (MinIO matches only exact keys, so exact is also portable.)
 func (c *Client) MultipartUploads(ctx context.Context, key string) ([]string, error) {
+	ups, err := c.listUploads(ctx, key, func(k string) bool { return k == key })
 	var ids []string
-	p := s3.NewListMultipartUploadsPaginator(c.s3, &s3.ListMultipartUploadsInput{Bucket: &c.bucket, Prefix: &key})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, wrap("list multipart uploads", key, err)
-		}
-		for _, u := range page.Uploads {
-			if aws.ToString(u.Key) == key {
-				ids = append(ids, aws.ToString(u.UploadId))
-			}
-		}
+	for _, u := range ups {
+		ids = append(ids, u.UploadID)
 	}
-	return ids, nil
+	return ids, err
 }
 
 // Abort aborts the multipart upload id at key; one already gone is not an error.
@@ -259,15 +251,21 @@ type PendingUpload struct {
 // with prefix. It lists the whole bucket and filters, because MinIO matches
 // a prefix only when it is a whole key.
 func (c *Client) AllMultipartUploads(ctx context.Context, prefix string) ([]PendingUpload, error) {
+	return c.listUploads(ctx, "", func(k string) bool { return strings.HasPrefix(k, prefix) })
+}
+
+// listUploads pages through ListMultipartUploads under prefix, keeping the
+// uploads whose keys keep accepts.
+func (c *Client) listUploads(ctx context.Context, prefix string, keep func(string) bool) ([]PendingUpload, error) {
 	var ups []PendingUpload
-	p := s3.NewListMultipartUploadsPaginator(c.s3, &s3.ListMultipartUploadsInput{Bucket: &c.bucket})
+	p := s3.NewListMultipartUploadsPaginator(c.s3, &s3.ListMultipartUploadsInput{Bucket: &c.bucket, Prefix: &prefix})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return nil, wrap("list multipart uploads", prefix, err)
 		}
 		for _, u := range page.Uploads {
-			if k := aws.ToString(u.Key); strings.HasPrefix(k, prefix) {
+			if k := aws.ToString(u.Key); keep(k) {
 				ups = append(ups, PendingUpload{Key: k, UploadID: aws.ToString(u.UploadId)})
 			}
 		}
