@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -81,9 +85,57 @@ func TestNewerBucketLedgerBlocksStaleMachine(t *testing.T) {
 	e.stateDir = t.TempDir() // the second machine starts from the bucket's copy
 	e.ok("upload", b, "-i", a)
 	e.stateDir = first
-	e.fails(1, "newer than the local one", "remove", b, "-i", a)
+	e.fails(1, "changed by another machine", "remove", b, "-i", a)
 	e.ok("verify") // reading is fine, and sees the second machine's edge
 	if r := e.ok("restore", b, "--into", pool+"/"+filepath.Base(t.Name()), "--dry-run"); !strings.Contains(r.stdout, a+" -> "+b) {
 		t.Errorf("the stale machine does not see the newer edge: %q", r.stdout)
+	}
+}
+
+// TestConcurrentLedgerWriteIsRefused has another machine write the
+// bucket's ledger copy while this one records an upload: the conditional
+// write refuses to overwrite it, later changes refuse too, and a rebuild
+// from the manifests merges both.
+func TestConcurrentLedgerWriteIsRefused(t *testing.T) {
+	e := newEnv(t, "ledger race")
+	a := e.snap("a", 1)
+	b := e.snap("b", 1)
+	e.ok("upload", a)
+	p, err := testbed.NewProxy(bed.minio.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	key := backup.LedgerKey("")
+	mc := bed.minio.Client()
+	var once sync.Once
+	p.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
+			once.Do(func() { // the other machine's write lands first; same generation
+				out, err := mc.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &e.bucket, Key: &key})
+				if err != nil {
+					return
+				}
+				data, _ := io.ReadAll(out.Body)
+				out.Body.Close()
+				mc.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key,
+					Body: bytes.NewReader(append(data, "# written by another machine\n"...))})
+			})
+		}
+		return testbed.Fault{}
+	})
+	e.endpoint = p.URL
+	e.fails(1, "another machine changed the bucket's ledger while this command ran", "upload", b, "-i", a)
+	if !strings.HasSuffix(string(e.object(key)), "# written by another machine\n") {
+		t.Fatal("the other machine's ledger copy was overwritten")
+	}
+	e.endpoint = bed.minio.Endpoint
+	c := e.snap("c", 1)
+	e.fails(1, "changed by another machine", "upload", c, "-i", b)
+	e.ok("ledger", "rebuild")
+	e.ok("resume_upload") // b's upload state, left for the recording that was refused
+	e.ok("upload", c, "-i", b)
+	if got := e.edges(); len(got) != 3 {
+		t.Errorf("edges after the merge = %v, want a, a->b, b->c", got)
 	}
 }

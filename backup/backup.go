@@ -52,6 +52,9 @@ type Backup struct {
 	// ProgressDone, when set, is called when an upload stops, to clear its
 	// progress display before results are printed.
 	ProgressDone func()
+	// remoteETag is the ETag of the bucket's ledger copy as this command
+	// read it ("" when there was none), for the conditional write.
+	remoteETag string
 }
 
 // New returns a Backup; out prints results.

@@ -4,56 +4,76 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/statefile"
 )
 
 // LedgerKey is where the bucket keeps its copy of the ledger, so that the
 // backups can be restored when the machine that made them is gone.
 func LedgerKey(prefix string) string { return s3up.NormalizePrefix(prefix) + ".zfs2s3/ledger.yaml" }
 
-// bucketLedger reads the bucket's copy of the ledger; nil when there is none.
-func (b *Backup) bucketLedger(ctx context.Context) (*ledger.Ledger, error) {
+// The bucket's copy is written with conditional PUTs: only over the copy
+// this command read (If-Match on its ETag), or only if there was none. The
+// ETag this machine last wrote or adopted is kept next to the local ledger,
+// so a copy another machine wrote is recognised even when its generation
+// is no higher than ours.
+
+// syncedPath holds the ETag of the bucket copy the local ledger matches.
+func (b *Backup) syncedPath() string { return filepath.Join(b.store.Dir, "bucket-ledger.etag") }
+
+func (b *Backup) syncedETag() string {
+	data, _ := os.ReadFile(b.syncedPath())
+	return strings.TrimSpace(string(data))
+}
+
+func (b *Backup) setSynced(etag string) error {
+	return statefile.WriteFile(b.syncedPath(), []byte(etag+"\n"))
+}
+
+// bucketLedger reads the bucket's copy of the ledger and its ETag; nil
+// when there is none.
+func (b *Backup) bucketLedger(ctx context.Context) (*ledger.Ledger, string, error) {
 	key := LedgerKey(b.Opt.Prefix)
-	r, err := b.S3.Get(ctx, key)
+	data, etag, err := b.S3.ReadAll(ctx, key)
 	if errors.Is(err, s3up.ErrNotFound) {
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read s3://%s/%s: %w", b.S3.Bucket(), key, err)
+		return nil, "", err
 	}
 	l, err := ledger.Parse(data)
 	if err == nil && (l.Bucket != b.S3.Bucket() || l.Prefix != b.Opt.Prefix) {
 		err = fmt.Errorf("%w: it is for bucket %q prefix %q", ledger.ErrDamaged, l.Bucket, l.Prefix)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("the bucket's ledger s3://%s/%s: %w; run zfs2s3 ledger rebuild", b.S3.Bucket(), key, err)
+		return nil, etag, fmt.Errorf("the bucket's ledger s3://%s/%s: %w; run zfs2s3 ledger rebuild", b.S3.Bucket(), key, err)
 	}
-	return l, nil
+	return l, etag, nil
 }
 
 // loadLedger returns the local ledger, or the bucket's copy when there is
-// no local one (a new machine). When the bucket's copy is newer, another
-// machine has changed it: read-only commands use it, mutating ones refuse
-// rather than overwrite it. Hold the ledger lock.
+// no local one (a new machine). When another machine has changed the
+// bucket's copy, read-only commands use the newer one and mutating ones
+// refuse rather than overwrite it. Hold the ledger lock.
 func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, error) {
 	local, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	remote, err := b.bucketLedger(ctx)
+	remote, etag, err := b.bucketLedger(ctx)
+	b.remoteETag = etag
+	synced := b.syncedETag()
 	switch {
 	case err != nil && b.store.Exists():
 		slog.Warn("using the local ledger; the bucket's copy will be replaced on the next change", "error", err)
+		b.remoteETag = s3up.AnyVersion
 		return local, nil
 	case err != nil:
 		return nil, err
@@ -61,9 +81,15 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		return local, nil
 	case !b.store.Exists():
 		slog.Info("no local ledger; using the bucket's copy", "generation", remote.Generation)
-		return remote, b.store.Save(remote)
-	case remote.Generation > local.Generation && mutate:
-		return nil, fmt.Errorf("the bucket's ledger (generation %d) is newer than the local one (generation %d): another machine changed it; move %s away to adopt the bucket's copy",
+		if err := b.store.Save(remote); err != nil {
+			return nil, err
+		}
+		return remote, b.setSynced(etag)
+	}
+	changed := remote.Generation > local.Generation || (synced != "" && synced != etag)
+	switch {
+	case changed && mutate:
+		return nil, fmt.Errorf("the bucket's ledger (generation %d) was changed by another machine since this one's (generation %d); move %s away to adopt the bucket's copy, or run zfs2s3 ledger rebuild to merge both from the manifests",
 			remote.Generation, local.Generation, b.store.Path())
 	case remote.Generation > local.Generation:
 		return remote, nil
@@ -72,7 +98,8 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 }
 
 // saveLedger writes the next generation of the ledger locally, then to the
-// bucket. A failed bucket write is repaired by the next save.
+// bucket over the copy this command read. A failed bucket write is repaired
+// by the next save; a conflicting one is reported and left to the user.
 func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 	l.Generation++
 	if err := b.store.Save(l); err != nil {
@@ -83,8 +110,13 @@ func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 		return err
 	}
 	meta := map[string]string{"zfs2s3-generation": strconv.FormatUint(l.Generation, 10)}
-	if err := b.S3.Put(ctx, LedgerKey(b.Opt.Prefix), data, meta); err != nil {
+	etag, err := b.S3.PutIf(ctx, LedgerKey(b.Opt.Prefix), data, meta, b.remoteETag)
+	if errors.Is(err, s3up.ErrChanged) {
+		return fmt.Errorf("another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", b.store.Path())
+	}
+	if err != nil {
 		return fmt.Errorf("ledger saved locally but not to the bucket (%w); the next change writes it again", err)
 	}
-	return nil
+	b.remoteETag = etag
+	return b.setSynced(etag)
 }

@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
 )
 
 // Rebuild reconstructs the ledger from the manifests in the bucket alone,
@@ -32,6 +33,7 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	}
 	l := ledger.New(b.S3.Bucket(), b.Opt.Prefix)
 	l.Generation = b.lastGeneration(ctx)
+	b.remoteETag = s3up.AnyVersion // rebuilding is the explicit override
 	seen := map[string]bool{}
 	for _, o := range objs {
 		if !strings.HasSuffix(o.Key, ".manifest.yaml") {
@@ -95,7 +97,7 @@ func (b *Backup) lastGeneration(ctx context.Context) uint64 {
 	if l, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix); err == nil {
 		g = l.Generation
 	}
-	if l, err := b.bucketLedger(ctx); err == nil && l != nil {
+	if l, _, err := b.bucketLedger(ctx); err == nil && l != nil {
 		g = max(g, l.Generation)
 	}
 	return g

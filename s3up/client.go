@@ -149,6 +149,58 @@ func (c *Client) Put(ctx context.Context, key string, data []byte, meta map[stri
 	return wrap("put", key, err)
 }
 
+// ErrChanged means a conditional write found the object changed (or
+// created) by someone else since it was read.
+var ErrChanged = errors.New("changed by someone else")
+
+// AnyVersion as the ifMatch of PutIf writes unconditionally.
+const AnyVersion = "*any*"
+
+// PutIf stores a small object only if it still has the ETag ifMatch ("":
+// only if it does not exist yet), and returns the new ETag. Servers that do
+// not implement conditional writes get a plain write; so do AnyVersion.
+func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string) (string, error) {
+	in := &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), Metadata: meta}
+	switch ifMatch {
+	case AnyVersion:
+	case "":
+		in.IfNoneMatch = aws.String("*")
+	default:
+		in.IfMatch = aws.String(`"` + ifMatch + `"`)
+	}
+	out, err := c.s3.PutObject(ctx, in)
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
+		case "NotImplemented":
+			if ifMatch != AnyVersion {
+				return c.PutIf(ctx, key, data, meta, AnyVersion)
+			}
+		}
+	}
+	if err != nil {
+		return "", wrap("put", key, err)
+	}
+	return strings.Trim(aws.ToString(out.ETag), `"`), nil
+}
+
+// ReadAll reads a small object whole, with its ETag.
+func (c *Client) ReadAll(ctx context.Context, key string) ([]byte, string, error) {
+	out, err := c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: &key})
+	if err != nil {
+		return nil, "", wrap("get", key, err)
+	}
+	defer out.Body.Close()
+	data, err := io.ReadAll(out.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("read s3 key %q: %w", key, err)
+	}
+	return data, strings.Trim(aws.ToString(out.ETag), `"`), nil
+}
+
 // Get opens an object for reading.
 func (c *Client) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	out, err := c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: &key})
