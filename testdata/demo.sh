@@ -76,6 +76,16 @@ export ZFS2S3_STATE_DIR=$work/new-machine
 show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored on a new machine"
 show diff -r "$work/mnt/my data" "$work/mnt/restored on a new machine"
 
+step "The bucket's ledger copy is lost too: rebuild it from the manifests"
+s3 -X DELETE "http://127.0.0.1:$port/backups/.zfs2s3/ledger.yaml"
+export ZFS2S3_STATE_DIR=$work/third-machine
+show "$ZFS2S3" ledger rebuild
+show "$ZFS2S3" status
+
+step "One stored stream to a file, for zfs receive elsewhere"
+show "$ZFS2S3" save "$ds@mon" "$work/mon.zfs"
+show zfs receive "$pool/from a file" < "$work/mon.zfs"
+
 step "Restore without zfs2s3: curl | zfs receive, oldest stream first"
 keys=$(grep -o 'key: .*' "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | sed 's/^key: //')
 echo "$keys"
