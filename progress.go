@@ -41,6 +41,7 @@ func (p *progress) update(edge string, pr s3up.Progress, estimate int64) {
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(250e6),
 			progressbar.OptionClearOnFinish(),
+			progressbar.OptionSetSpinnerChangeInterval(0), // its spinner goroutine races in v3.19
 		)
 	}
 	if estimate > 0 && pr.Done > p.bar.GetMax64() {

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,43 +38,49 @@ func (b *Backup) setSynced(etag string) error {
 	return statefile.WriteFile(b.syncedPath(), []byte(etag+"\n"))
 }
 
-// bucketLedger reads the bucket's copy of the ledger and its ETag; nil
-// when there is none.
-func (b *Backup) bucketLedger(ctx context.Context) (*ledger.Ledger, string, error) {
+// bucketLedger reads the bucket's copy of the ledger, its bytes and its
+// ETag; nil when there is none. A copy that cannot be parsed is returned
+// with its ETag and an error wrapping ledger.ErrDamaged.
+func (b *Backup) bucketLedger(ctx context.Context) (*ledger.Ledger, []byte, string, error) {
 	key := LedgerKey(b.Opt.Prefix)
 	data, etag, err := b.S3.ReadAll(ctx, key)
 	if errors.Is(err, s3up.ErrNotFound) {
-		return nil, "", nil
+		return nil, nil, "", nil
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	l, err := ledger.Parse(data)
 	if err == nil && (l.Bucket != b.S3.Bucket() || l.Prefix != b.Opt.Prefix) {
 		err = fmt.Errorf("%w: it is for bucket %q prefix %q", ledger.ErrDamaged, l.Bucket, l.Prefix)
 	}
 	if err != nil {
-		return nil, etag, fmt.Errorf("the bucket's ledger s3://%s/%s: %w; run zfs2s3 ledger rebuild", b.S3.Bucket(), key, err)
+		return nil, nil, etag, fmt.Errorf("the bucket's ledger s3://%s/%s: %w; run zfs2s3 ledger rebuild", b.S3.Bucket(), key, err)
 	}
-	return l, etag, nil
+	return l, data, etag, nil
 }
 
 // loadLedger returns the local ledger, or the bucket's copy when there is
-// no local one (a new machine). When another machine has changed the
-// bucket's copy, read-only commands use the newer one and mutating ones
+// no local one (a new machine). When the bucket's copy is not the one this
+// machine last wrote or adopted, and holds other content, another machine
+// has changed it: read-only commands use the newer one and mutating ones
 // refuse rather than overwrite it. Hold the ledger lock.
 func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, error) {
 	local, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	remote, etag, err := b.bucketLedger(ctx)
+	remote, raw, etag, err := b.bucketLedger(ctx)
 	b.remoteETag = etag
-	synced := b.syncedETag()
 	switch {
+	case errors.Is(err, ledger.ErrDamaged) && b.store.Exists():
+		// Replaced on the next change, but only over the damaged copy read here.
+		slog.Warn("using the local ledger; the bucket's damaged copy will be replaced on the next change", "error", err)
+		return local, nil
+	case err != nil && mutate:
+		return nil, fmt.Errorf("cannot read the bucket's ledger to check that no other machine changed it (%w); try again", err)
 	case err != nil && b.store.Exists():
-		slog.Warn("using the local ledger; the bucket's copy will be replaced on the next change", "error", err)
-		b.remoteETag = s3up.AnyVersion
+		slog.Warn("using the local ledger; the bucket's copy cannot be read", "error", err)
 		return local, nil
 	case err != nil:
 		return nil, err
@@ -85,13 +92,19 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 			return nil, err
 		}
 		return remote, b.setSynced(etag)
+	case etag == b.syncedETag():
+		return local, nil
 	}
-	changed := remote.Generation > local.Generation || (synced != "" && synced != etag)
-	switch {
-	case changed && mutate:
+	// Not the copy this machine last recorded: its own write whose answer
+	// was lost (same bytes), or another machine's.
+	if mine, err := ledger.Marshal(local); err == nil && bytes.Equal(mine, raw) {
+		return local, b.setSynced(etag)
+	}
+	if mutate {
 		return nil, fmt.Errorf("the bucket's ledger (generation %d) was changed by another machine since this one's (generation %d); move %s away to adopt the bucket's copy, or run zfs2s3 ledger rebuild to merge both from the manifests",
 			remote.Generation, local.Generation, b.store.Path())
-	case remote.Generation > local.Generation:
+	}
+	if remote.Generation > local.Generation {
 		return remote, nil
 	}
 	return local, nil
@@ -112,7 +125,12 @@ func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 	meta := map[string]string{"zfs2s3-generation": strconv.FormatUint(l.Generation, 10)}
 	etag, err := b.S3.PutIf(ctx, LedgerKey(b.Opt.Prefix), data, meta, b.remoteETag)
 	if errors.Is(err, s3up.ErrChanged) {
-		return fmt.Errorf("another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", b.store.Path())
+		// A retry of our own write that had landed looks the same: look.
+		if _, raw, cur, rerr := b.bucketLedger(ctx); rerr == nil && bytes.Equal(raw, data) {
+			etag, err = cur, nil
+		} else {
+			return fmt.Errorf("another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", b.store.Path())
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("ledger saved locally but not to the bucket (%w); the next change writes it again", err)

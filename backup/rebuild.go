@@ -97,7 +97,7 @@ func (b *Backup) lastGeneration(ctx context.Context) uint64 {
 	if l, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix); err == nil {
 		g = l.Generation
 	}
-	if l, _, err := b.bucketLedger(ctx); err == nil && l != nil {
+	if l, _, _, err := b.bucketLedger(ctx); err == nil && l != nil {
 		g = max(g, l.Generation)
 	}
 	return g

@@ -159,7 +159,8 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 	// without a limit the GC lets garbage grow to twice their size. The Go
 	// heap gets the buffers plus 16 MiB; the rest of MemoryBound is for the
 	// runtime and the mapped binary, which the limit does not count.
-	debug.SetMemoryLimit(int64(max(b.Opt.Concurrency, 1)+1)*p.Upload.PartSize + 16<<20)
+	old := debug.SetMemoryLimit(int64(max(b.Opt.Concurrency, 1)+1)*p.Upload.PartSize + 16<<20)
+	defer debug.SetMemoryLimit(old)
 	up := &s3up.Uploader{Client: b.S3, Concurrency: b.Opt.Concurrency,
 		Save: func(u *s3up.Upload) error { p.Upload = *u; return p.save() }}
 	if b.Progress != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,7 +29,7 @@ const DownloadChunk = 16 << 20
 func (c *Client) OpenParallel(ctx context.Context, key string, size, chunk int64, n int) io.ReadCloser {
 	n = max(n, 1)
 	ctx, cancel := context.WithCancel(ctx)
-	pr := &parallelReader{cancel: cancel, queue: make(chan chan fetched, n), bufs: make(chan []byte, n+1)}
+	pr := &parallelReader{ctx: ctx, cancel: cancel, size: size, queue: make(chan chan fetched, n), bufs: make(chan []byte, n+1)}
 	for i := 0; i <= n; i++ {
 		pr.bufs <- nil // allocated on first use
 	}
@@ -69,6 +70,9 @@ type fetched struct {
 }
 
 type parallelReader struct {
+	ctx    context.Context
+	size   int64
+	done   int64 // bytes delivered
 	cancel func()
 	queue  chan chan fetched // chunks in object order
 	bufs   chan []byte
@@ -88,6 +92,9 @@ func (p *parallelReader) Read(b []byte) (int, error) {
 		fut, ok := <-p.queue
 		if !ok {
 			p.err = io.EOF
+			if p.done < p.size { // the producer stopped early: cancelled
+				p.err = fmt.Errorf("read stopped at byte %d of %d: %w", p.done, p.size, errOrShort(p.ctx.Err()))
+			}
 			continue
 		}
 		p.cur = <-fut
@@ -97,6 +104,7 @@ func (p *parallelReader) Read(b []byte) (int, error) {
 	}
 	n := copy(b, p.cur.data)
 	p.cur.data = p.cur.data[n:]
+	p.done += int64(n)
 	return n, nil
 }
 
@@ -153,7 +161,7 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 }
 
 func errOrShort(err error) error {
-	if err == io.EOF {
+	if err == io.EOF || err == nil {
 		return io.ErrUnexpectedEOF
 	}
 	return err
@@ -164,6 +172,12 @@ func (r *resumingReader) open() error {
 	out, err := r.c.s3.GetObject(r.ctx, &s3.GetObjectInput{Bucket: &r.c.bucket, Key: &r.key, Range: aws.String(rng)})
 	if err != nil {
 		return wrap("get", r.key, err)
+	}
+	// A server that ignores Range sends the object from byte 0: refuse
+	// rather than splice the wrong bytes in.
+	if cr := aws.ToString(out.ContentRange); !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-", r.off)) {
+		out.Body.Close()
+		return fmt.Errorf("get s3 key %q: asked for %s, the server answered range %q", r.key, rng, cr)
 	}
 	r.body = out.Body
 	return nil

@@ -50,3 +50,22 @@ func TestParallelDownloadOfAMissingObjectFails(t *testing.T) {
 		t.Errorf("reading a missing object: %v, want ErrNotFound", err)
 	}
 }
+
+func TestCancelledParallelDownloadIsNotAShortSuccess(t *testing.T) {
+	c := newBucket(t, nil)
+	const chunk = 1 << 20
+	data := randomBytes(t, 4*chunk)
+	if err := c.Put(context.Background(), "k", data, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := c.OpenParallel(ctx, "k", int64(len(data)), chunk, 1)
+	defer r.Close()
+	if _, err := io.ReadFull(r, make([]byte, chunk)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if rest, err := io.ReadAll(r); err == nil {
+		t.Errorf("after cancel: %d more bytes and no error; a cancelled read must fail", len(rest))
+	}
+}

@@ -47,7 +47,7 @@ type Upload struct {
 	Key          string            `yaml:"key"`
 	UploadID     string            `yaml:"upload_id"` // empty until CreateMultipartUpload returned
 	PartSize     int64             `yaml:"part_size"`
-	Checksum     string            `yaml:"checksum"` // one of Checksums; fixed for the upload
+	Checksum     string            `yaml:"checksum"` // one of Checksums, "" meaning crc32c; fixed for the upload
 	StorageClass string            `yaml:"storage_class"`
 	Metadata     map[string]string `yaml:"metadata"`
 	Parts        []Part            `yaml:"parts"`
@@ -63,6 +63,13 @@ type Upload struct {
 // stores that reject the newer checksum headers (Backblaze B2, some Ceph),
 // or none (then only the SigV4 signature, on plain HTTP, or TLS guards it).
 var Checksums = []string{"crc32c", "md5", "none"}
+
+func (u *Upload) checksum() string {
+	if u.Checksum == "" {
+		return "crc32c"
+	}
+	return u.Checksum
+}
 
 // Source is a stream whose success is known only after it ends, like zfs send.
 type Source interface {
@@ -157,7 +164,7 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 		StorageClass: types.StorageClass(u.StorageClass),
 		ContentType:  aws.String("application/octet-stream"),
 	}
-	if u.Checksum == "crc32c" {
+	if u.checksum() == "crc32c" {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 	}
 	out, err := up.Client.s3.CreateMultipartUpload(ctx, in)
@@ -328,7 +335,7 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
 		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(data), ContentLength: aws.Int64(p.Size),
 	}
-	switch u.Checksum {
+	switch u.checksum() {
 	case "crc32c":
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
@@ -368,7 +375,7 @@ func (up *Uploader) complete(ctx context.Context, u *Upload, res Result) error {
 	var parts []types.CompletedPart
 	for _, p := range u.Parts {
 		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-		if u.Checksum == "crc32c" {
+		if u.checksum() == "crc32c" {
 			cp.ChecksumCRC32C = aws.String(p.Checksum)
 		}
 		parts = append(parts, cp)

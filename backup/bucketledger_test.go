@@ -1,0 +1,148 @@
+package backup
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/zfs"
+)
+
+// Tests of the bucket's ledger copy shared by several machines (Backups
+// with their own state dirs), against a real MinIO.
+
+func edgeN(guid uint64) ledger.Edge {
+	return ledger.Edge{Target: ledger.Snapshot{Name: fmt.Sprintf("p/d@s%d", guid), GUID: guid}, Key: fmt.Sprintf("k%d", guid), SHA256: "x"}
+}
+
+func startMinIO(t *testing.T) *testbed.MinIO {
+	m, err := testbed.StartMinIO()
+	testbed.Require(t, "MinIO", err)
+	t.Cleanup(m.Stop)
+	if err := m.CreateBucket(context.Background(), "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range [][2]string{{"AWS_ACCESS_KEY_ID", m.User}, {"AWS_SECRET_ACCESS_KEY", m.Password}, {"AWS_EC2_METADATA_DISABLED", "true"}, {"AWS_MAX_ATTEMPTS", "2"}} {
+		t.Setenv(kv[0], kv[1])
+	}
+	return m
+}
+
+// machine is a zfs2s3 with its own state dir, talking to endpoint.
+func machine(t *testing.T, endpoint string) *Backup {
+	c, err := s3up.NewClient(context.Background(), s3up.Config{Bucket: "bkt", Endpoint: endpoint, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(zfs.Runner{}, c, Options{StateDir: t.TempDir()}, func(string, ...any) {})
+}
+
+func addEdge(ctx context.Context, b *Backup, guid uint64) error {
+	return b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) { return true, l.Add(edgeN(guid)) })
+}
+
+func bucketKeys(t *testing.T, b *Backup) string {
+	t.Helper()
+	l, _, _, err := b.bucketLedger(context.Background())
+	if err != nil || l == nil {
+		t.Fatalf("bucket ledger: %v", err)
+	}
+	var keys []string
+	for _, e := range l.Edges {
+		keys = append(keys, e.Key)
+	}
+	return strings.Join(keys, " ")
+}
+
+func TestUnreadableBucketLedgerRefusesChanges(t *testing.T) {
+	m := startMinIO(t)
+	proxy, err := testbed.NewProxy(m.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, proxy.URL)
+	if err := addEdge(ctx, a, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := addEdge(ctx, b, 2); err != nil { // b adopts a's copy
+		t.Fatal(err)
+	}
+	a2 := machine(t, m.Endpoint)
+	if err := addEdge(ctx, a2, 3); err != nil {
+		t.Fatal(err)
+	}
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+			return testbed.SlowDown
+		}
+		return testbed.Fault{}
+	})
+	if err := addEdge(ctx, b, 4); err == nil || !strings.Contains(err.Error(), "cannot read the bucket's ledger") {
+		t.Errorf("a change while the bucket's ledger cannot be read: %v, want a refusal", err)
+	}
+	if got := bucketKeys(t, a2); got != "k1 k2 k3" {
+		t.Errorf("bucket ledger = %s, want another machine's k1 k2 k3 kept", got)
+	}
+}
+
+func TestLostAnswerToALedgerWriteIsRecognised(t *testing.T) {
+	m := startMinIO(t)
+	proxy, err := testbed.NewProxy(m.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	a := machine(t, proxy.URL)
+	if err := addEdge(context.Background(), a, 1); err != nil {
+		t.Fatal(err)
+	}
+	hung := false
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "ledger.yaml") && !hung {
+			hung = true
+			return testbed.Fault{Hang: true} // stored, but the answer never comes
+		}
+		return testbed.Fault{}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-proxy.Hung; cancel() }()
+	if err := addEdge(ctx, a, 2); err == nil {
+		t.Fatal("a ledger write whose answer was lost reported success")
+	}
+	if err := addEdge(context.Background(), a, 3); err != nil {
+		t.Fatalf("the next change after a lost answer: %v, want it accepted", err)
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k3" {
+		t.Errorf("bucket ledger = %s, want k1 k2 k3", got)
+	}
+}
+
+func TestFirstWritesOfTwoMachinesDoNotOverwrite(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	// b recorded an edge locally but its first bucket write never happened.
+	l := ledger.New("bkt", "")
+	l.Generation = 1
+	l.Add(edgeN(9))
+	if err := b.store.Save(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := addEdge(ctx, a, 1); err != nil {
+		t.Fatal(err)
+	}
+	err := addEdge(ctx, b, 2)
+	if err == nil || !strings.Contains(err.Error(), "changed by another machine") {
+		t.Errorf("b's change over a's first copy: %v, want a refusal", err)
+	}
+	if got := bucketKeys(t, a); got != "k1" {
+		t.Errorf("bucket ledger = %s, want a's k1 kept", got)
+	}
+}
