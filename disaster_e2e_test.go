@@ -101,11 +101,7 @@ func TestConcurrentLedgerWriteIsRefused(t *testing.T) {
 	a := e.snap("a", 1)
 	b := e.snap("b", 1)
 	e.ok("upload", a)
-	p, err := testbed.NewProxy(bed.minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	key := backup.LedgerKey("")
 	mc := bed.minio.Client()
 	var once sync.Once

@@ -290,10 +290,7 @@ func TestFullAndIncrementalRestoreByteForByte(t *testing.T) {
 		t.Fatalf("ledger edges = %v, want %v", got, want)
 	}
 	for _, ed := range e.ledger().Edges {
-		base := ""
-		if ed.Base != nil {
-			base = ed.Base.Name
-		}
+		base := ed.BaseName()
 		obj := e.object(ed.Key)
 		if got, want := sha(obj), e.sendSHA(ed.Target.Name, base); got != want || got != ed.SHA256 {
 			t.Errorf("%s: object sha256 %s, zfs send %s, ledger %s", ed, got, want, ed.SHA256)
@@ -390,11 +387,7 @@ func partsDone(st map[string]any) int {
 // slowEnv routes zfs2s3 through a proxy that delays every part upload.
 func slowEnv(t *testing.T, name string, delay time.Duration) (*env, *testbed.Proxy) {
 	e := newEnv(t, name)
-	p, err := testbed.NewProxy(bed.minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	p.SetRule(func(r *http.Request) testbed.Fault {
 		if testbed.IsUploadPart(r) {
 			return testbed.Fault{Delay: delay}
@@ -473,11 +466,7 @@ func TestKillMidUploadThenResume(t *testing.T) {
 
 func TestKillAfterCompleteThenResumeRecords(t *testing.T) {
 	e := newEnv(t, "complete")
-	p, err := testbed.NewProxy(bed.minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: testbed.IsComplete(r)} })
 	e.endpoint = p.URL
 	a := e.snap("a", 12)
@@ -636,11 +625,7 @@ func TestInterruptedRemoveFinishesOnNextRun(t *testing.T) {
 	e.ok("upload", a)
 	e.ok("upload", b, "-i", a)
 	key := e.edgeKey(b, a)
-	p, err := testbed.NewProxy(bed.minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	p.SetRule(func(r *http.Request) testbed.Fault {
 		if r.Method == http.MethodDelete && strings.HasSuffix(r.URL.Path, ".zfs") {
 			return testbed.Fault{Status: http.StatusForbidden} // not retried: the run stops here

@@ -20,11 +20,7 @@ import (
 // faultyEnv routes zfs2s3 through a proxy with the given rule.
 func faultyEnv(t *testing.T, name string, rule func(*http.Request) testbed.Fault) (*env, *testbed.Proxy) {
 	e := newEnv(t, name)
-	p, err := testbed.NewProxy(bed.minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	p.SetRule(rule)
 	e.endpoint = p.URL
 	return e, p
@@ -50,10 +46,7 @@ func TestUploadAndRestoreThroughAFaultyNetwork(t *testing.T) {
 	e.ok("upload", a, "--part-size", "5MiB")
 	e.ok("upload", b, "-i", a, "--part-size", "5MiB")
 	for _, ed := range e.ledger().Edges {
-		base := ""
-		if ed.Base != nil {
-			base = ed.Base.Name
-		}
+		base := ed.BaseName()
 		if sha(e.object(ed.Key)) != e.sendSHA(ed.Target.Name, base) {
 			t.Errorf("%s: stored object differs from zfs send", ed)
 		}

@@ -362,7 +362,7 @@ func parsePartSize(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	num := strings.TrimRight(s, "KMGiBkmgib")
+	num := strings.TrimRight(s, "KMGiBkmgb")
 	unit := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s[len(num):]), "B"), "I")
 	shift, ok := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30}[unit]
 	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)

@@ -61,11 +61,7 @@ func bucketKeys(t *testing.T, b *Backup) string {
 
 func TestUnreadableBucketLedgerRefusesChanges(t *testing.T) {
 	m := startMinIO(t)
-	proxy, err := testbed.NewProxy(m.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := testbed.StartProxy(t, m.Endpoint)
 	ctx := context.Background()
 	a, b := machine(t, m.Endpoint), machine(t, proxy.URL)
 	if err := addEdge(ctx, a, 1); err != nil {
@@ -94,11 +90,7 @@ func TestUnreadableBucketLedgerRefusesChanges(t *testing.T) {
 
 func TestLostAnswerToALedgerWriteIsRecognised(t *testing.T) {
 	m := startMinIO(t)
-	proxy, err := testbed.NewProxy(m.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := testbed.StartProxy(t, m.Endpoint)
 	a := machine(t, proxy.URL)
 	if err := addEdge(context.Background(), a, 1); err != nil {
 		t.Fatal(err)

@@ -50,15 +50,16 @@ func (p *pending) save() error {
 
 // lockPending takes the per-upload lock, so one edge is uploaded by one
 // process at a time while other edges proceed in parallel.
-func lockPending(path string) (*statefile.Lock, error) {
-	return statefile.TryLock(strings.TrimSuffix(path, ".yaml") + ".lock")
-}
+func lockPending(path string) (*statefile.Lock, error) { return statefile.TryLock(lockPath(path)) }
+
+// lockPath is the lock file next to an upload state file.
+func lockPath(statePath string) string { return strings.TrimSuffix(statePath, ".yaml") + ".lock" }
 
 // release drops the state file and its lock once the edge is recorded or
 // the upload aborted.
 func (p *pending) release() error {
 	err := statefile.Remove(p.path)
-	os.Remove(strings.TrimSuffix(p.path, ".yaml") + ".lock")
+	os.Remove(lockPath(p.path))
 	p.lock.Unlock()
 	return err
 }

@@ -3,7 +3,6 @@ package backup
 import (
 	"context"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 
@@ -36,7 +35,7 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	b.remoteETag = s3up.AnyVersion // rebuilding is the explicit override
 	seen := map[string]bool{}
 	for _, o := range objs {
-		if !strings.HasSuffix(o.Key, ".manifest.yaml") {
+		if _, ok := s3up.ManifestOf(o.Key); !ok {
 			continue
 		}
 		e, err := b.readManifest(ctx, o.Key)
@@ -73,17 +72,13 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 
 // readManifest reads the edge a manifest object records.
 func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, error) {
-	r, err := b.S3.Get(ctx, key)
+	data, _, err := b.S3.ReadAll(ctx, key)
 	if err != nil {
 		return ledger.Edge{}, err
 	}
-	defer r.Close()
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return ledger.Edge{}, fmt.Errorf("read %s: %w", key, err)
-	}
+	object, _ := s3up.ManifestOf(key)
 	var m manifest
-	if err := yaml.Unmarshal(data, &m); err != nil || m.Format != ledger.FormatVersion || m.Edge.Key != strings.TrimSuffix(key, ".manifest.yaml") {
+	if err := yaml.Unmarshal(data, &m); err != nil || m.Format != ledger.FormatVersion || m.Edge.Key != object {
 		return ledger.Edge{}, fmt.Errorf("manifest s3://%s/%s is damaged or of another format (%v); move it away and run ledger rebuild again", b.S3.Bucket(), key, err)
 	}
 	m.Edge.Removing = false

@@ -28,11 +28,6 @@ func (b *Backup) Remove(ctx context.Context, ref EdgeRef) error {
 		if err != nil {
 			return false, err
 		}
-		for _, p := range ps {
-			if p.Edge.ID() == e.ID() {
-				return false, fmt.Errorf("the upload of %s is still being recorded; run zfs2s3 resume_upload %s first", e, e.Target.Name)
-			}
-		}
 		if err := l.CheckRemove(e.ID(), pendingEdges(ps)); err != nil {
 			return false, err
 		}

@@ -40,7 +40,7 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	}
 	dest := o.Into
 	if dest == "" {
-		dest, _, _ = strings.Cut(target.Name, "@")
+		dest = target.Dataset()
 	}
 	existed, from, err := b.restoreStart(ctx, l, dest, target, o.Force)
 	if err != nil || (existed && from == target.GUID) {
@@ -62,11 +62,10 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 			b.undoRestore(dest, existed, received)
 			return err
 		}
-		_, snap, _ := strings.Cut(e.Target.Name, "@")
-		received = append(received, dest+"@"+snap)
+		received = append(received, dest+"@"+e.Target.Short())
 		b.Out("received %s into %s", e, dest)
 	}
-	b.Out("restored %s as %s@%s", target.Name, dest, strings.SplitN(target.Name, "@", 2)[1])
+	b.Out("restored %s as %s@%s", target.Name, dest, target.Short())
 	return nil
 }
 

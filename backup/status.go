@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -65,8 +64,7 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}}
 	byDS := map[string][]ledger.Edge{}
 	for _, e := range l.Edges {
-		ds, _, _ := strings.Cut(e.Target.Name, "@")
-		byDS[ds] = append(byDS[ds], e)
+		byDS[e.Target.Dataset()] = append(byDS[e.Target.Dataset()], e)
 	}
 	if dataset != "" {
 		byDS = map[string][]ledger.Edge{dataset: byDS[dataset]}

@@ -106,11 +106,7 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 // for the upload's lifetime: Cloudflare R2 requires equal parts) and for
 // progress.
 func (b *Backup) estimate(ctx context.Context, e ledger.Edge) (int64, error) {
-	base := ""
-	if e.Base != nil {
-		base = e.Base.Name
-	}
-	if est, ok := b.ZFS.Estimate(ctx, e.Target.Name, base); ok {
+	if est, ok := b.ZFS.Estimate(ctx, e.Target.Name, e.BaseName()); ok {
 		return est, nil
 	}
 	// zfs-fuse cannot estimate; the snapshot's logical size bounds a full
@@ -157,9 +153,10 @@ func MemoryBound(concurrency int, partSize int64) int64 {
 func (b *Backup) run(ctx context.Context, p *pending) error {
 	// The part buffers are most of the heap and live for the whole upload;
 	// without a limit the GC lets garbage grow to twice their size. The Go
-	// heap gets the buffers plus 16 MiB; the rest of MemoryBound is for the
-	// runtime and the mapped binary, which the limit does not count.
-	old := debug.SetMemoryLimit(int64(max(b.Opt.Concurrency, 1)+1)*p.Upload.PartSize + 16<<20)
+	// heap gets MemoryBound less one part and 16 MiB, which are left for the
+	// runtime and the mapped binary that the limit does not count.
+	bound := MemoryBound(max(b.Opt.Concurrency, 1), p.Upload.PartSize)
+	old := debug.SetMemoryLimit(bound - p.Upload.PartSize - 16<<20)
 	defer debug.SetMemoryLimit(old)
 	up := &s3up.Uploader{Client: b.S3, Concurrency: b.Opt.Concurrency,
 		Save: func(u *s3up.Upload) error { p.Upload = *u; return p.save() }}
@@ -197,11 +194,7 @@ func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
 			return nil, fmt.Errorf("snapshot %s has GUID %d, the upload was started for GUID %d (re-created?); run zfs2s3 abort_upload %s", want.Name, live.GUID, want.GUID, e.Target.Name)
 		}
 	}
-	base := ""
-	if e.Base != nil {
-		base = e.Base.Name
-	}
-	return b.ZFS.Send(ctx, e.Target.Name, base)
+	return b.ZFS.Send(ctx, e.Target.Name, e.BaseName())
 }
 
 // manifest is the small object that completes an edge in the bucket.
@@ -215,9 +208,7 @@ type manifest struct {
 func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error {
 	e := p.Edge
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
-	if e.Uploaded.IsZero() {
-		e.Uploaded = time.Now().UTC().Truncate(time.Second)
-	}
+	e.Uploaded = time.Now().UTC().Truncate(time.Second)
 	data, err := yaml.Marshal(manifest{Format: ledger.FormatVersion, Edge: e})
 	if err != nil {
 		return err

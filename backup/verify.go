@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
@@ -41,7 +40,7 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 	}
 	rep := VerifyReport{OK: true, Unknown: b.unknownObjects(l, objs)}
 	for _, e := range l.Edges {
-		if ds, _, _ := strings.Cut(e.Target.Name, "@"); dataset != "" && ds != dataset {
+		if dataset != "" && e.Target.Dataset() != dataset {
 			continue
 		}
 		c := EdgeCheck{Edge: e.String(), Key: e.Key, Problems: b.checkEdge(ctx, e, readData)}

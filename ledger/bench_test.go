@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -46,6 +47,22 @@ func BenchmarkParse100k(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		if _, err := Parse(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseJSON100k decodes the same ledger with encoding/json, the
+// yardstick for choosing a faster encoding of the ledger file.
+func BenchmarkParseJSON100k(b *testing.B) {
+	data, err := json.Marshal(bigLedger(100000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var l Ledger
+		if err := json.Unmarshal(data, &l); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ package ledger
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,12 @@ type Snapshot struct {
 }
 
 func (s Snapshot) String() string { return s.Name }
+
+// Dataset is the part of the name before the '@'.
+func (s Snapshot) Dataset() string { d, _, _ := strings.Cut(s.Name, "@"); return d }
+
+// Short is the part of the name after the '@'.
+func (s Snapshot) Short() string { _, short, _ := strings.Cut(s.Name, "@"); return short }
 
 // Edge is one stored stream.
 type Edge struct {
@@ -48,6 +55,14 @@ func (e Edge) ID() ID {
 		return ID{TargetGUID: e.Target.GUID}
 	}
 	return ID{BaseGUID: e.Base.GUID, TargetGUID: e.Target.GUID}
+}
+
+// BaseName is the base's name, "" for a full stream (as zfs send -i wants it).
+func (e Edge) BaseName() string {
+	if e.Base == nil {
+		return ""
+	}
+	return e.Base.Name
 }
 
 // IsFull reports whether the edge is a full stream.

@@ -81,11 +81,17 @@ func (l *Ledger) CheckAdd(e Edge) error {
 
 // CheckRemove reports whether the edge id may be removed: every remaining
 // edge, and every pending upload, that is restorable now must stay
-// restorable without it. The error names the edges that stand in the way.
+// restorable without it, and no pending upload may be of the edge itself.
+// The error names the edges that stand in the way.
 func (l *Ledger) CheckRemove(id ID, pending []Edge) error {
 	e, ok := l.Get(id)
 	if !ok {
 		return fmt.Errorf("edge %v is not in the ledger", id)
+	}
+	for _, p := range pending {
+		if p.ID() == id { // its upload crashed after recording, before cleaning up
+			return fmt.Errorf("the upload of %s is still being recorded; run zfs2s3 resume_upload %s first", e, e.Target.Name)
+		}
 	}
 	before := restorable(l.Edges, nil)
 	after := restorable(l.Edges, &id)

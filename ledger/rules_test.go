@@ -212,3 +212,14 @@ func TestRuleProperties(t *testing.T) {
 		}
 	})
 }
+
+func TestCheckRemoveRefusesAnEdgeStillBeingRecorded(t *testing.T) {
+	l := chain(t)
+	err := l.CheckRemove(incr(3, 4).ID(), []Edge{incr(3, 4)})
+	if err == nil || !strings.Contains(err.Error(), "still being recorded") {
+		t.Errorf("CheckRemove of an edge with a pending upload = %v, want a refusal", err)
+	}
+	if errors.Is(err, ErrRefused) {
+		t.Error("a pending recording is a transient state, not a refusal by the rule (exit 1, not 3)")
+	}
+}

@@ -139,14 +139,16 @@ func (c *Client) Head(ctx context.Context, key string) (Object, error) {
 	if err != nil {
 		return Object{}, wrap("head", key, err)
 	}
-	return Object{Size: aws.ToInt64(out.ContentLength), ETag: strings.Trim(aws.ToString(out.ETag), `"`), Metadata: out.Metadata}, nil
+	return Object{Size: aws.ToInt64(out.ContentLength), ETag: etagOf(out.ETag), Metadata: out.Metadata}, nil
 }
+
+// etagOf unquotes an ETag as S3 returns it.
+func etagOf(s *string) string { return strings.Trim(aws.ToString(s), `"`) }
 
 // Put stores a small object in one request.
 func (c *Client) Put(ctx context.Context, key string, data []byte, meta map[string]string) error {
-	_, err := c.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
-		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), Metadata: meta})
-	return wrap("put", key, err)
+	_, err := c.PutIf(ctx, key, data, meta, AnyVersion)
+	return err
 }
 
 // ErrChanged means a conditional write found the object changed (or
@@ -184,7 +186,7 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 	if err != nil {
 		return "", wrap("put", key, err)
 	}
-	return strings.Trim(aws.ToString(out.ETag), `"`), nil
+	return etagOf(out.ETag), nil
 }
 
 // ReadAll reads a small object whole, with its ETag.
@@ -198,16 +200,7 @@ func (c *Client) ReadAll(ctx context.Context, key string) ([]byte, string, error
 	if err != nil {
 		return nil, "", fmt.Errorf("read s3 key %q: %w", key, err)
 	}
-	return data, strings.Trim(aws.ToString(out.ETag), `"`), nil
-}
-
-// Get opens an object for reading.
-func (c *Client) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	out, err := c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: &key})
-	if err != nil {
-		return nil, wrap("get", key, err)
-	}
-	return out.Body, nil
+	return data, etagOf(out.ETag), nil
 }
 
 // Delete removes an object; a missing object is not an error, so that an

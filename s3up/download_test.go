@@ -15,11 +15,7 @@ import (
 // TestParallelDownloadSurvivesFaults reads objects of awkward sizes in
 // parallel ranges through a proxy that truncates and resets GETs.
 func TestParallelDownloadSurvivesFaults(t *testing.T) {
-	proxy, err := testbed.NewProxy(minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := testbed.StartProxy(t, minio.Endpoint)
 	c := newBucket(t, proxy)
 	const chunk = 1 << 20
 	for _, size := range []int{0, 1, chunk - 1, chunk, 3*chunk + 5} {

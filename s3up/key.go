@@ -18,29 +18,35 @@ import (
 // different datasets never collide. Bytes outside [A-Za-z0-9._-] are
 // percent-encoded, so spaces and unicode are safe for every S3 tool.
 func ObjectKey(prefix string, target ledger.Snapshot, base *ledger.Snapshot) string {
-	ds, snap, _ := strings.Cut(target.Name, "@")
 	var b strings.Builder
 	b.WriteString(NormalizePrefix(prefix))
-	for i, part := range strings.Split(ds, "/") {
+	for i, part := range strings.Split(target.Dataset(), "/") {
 		if i > 0 {
 			b.WriteByte('/')
 		}
 		b.WriteString(escape(part))
 	}
-	fmt.Fprintf(&b, "/%s@%016x", escape(snap), target.GUID)
+	fmt.Fprintf(&b, "/%s@%016x", escape(target.Short()), target.GUID)
 	if base == nil {
 		b.WriteString(".full.zfs")
 		return b.String()
 	}
-	_, bsnap, _ := strings.Cut(base.Name, "@")
-	fmt.Fprintf(&b, ".from.%s@%016x.zfs", escape(bsnap), base.GUID)
+	fmt.Fprintf(&b, ".from.%s@%016x.zfs", escape(base.Short()), base.GUID)
 	return b.String()
 }
 
 // ManifestKey is the small object written after an edge's object is complete.
 // It carries what is only known at the end (size, SHA-256), so the ledger
 // can be rebuilt from the bucket alone.
-func ManifestKey(objectKey string) string { return objectKey + ".manifest.yaml" }
+func ManifestKey(objectKey string) string { return objectKey + manifestSuffix }
+
+// ManifestOf returns the object key a manifest key belongs to; ok is false
+// for keys that are not manifests.
+func ManifestOf(key string) (objectKey string, ok bool) {
+	return strings.CutSuffix(key, manifestSuffix)
+}
+
+const manifestSuffix = ".manifest.yaml"
 
 // NormalizePrefix makes a non-empty prefix end in '/'.
 func NormalizePrefix(prefix string) string {

@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -180,7 +179,7 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 func reconcile(saved []Part, server map[int32]types.Part) []Part {
 	var kept []Part
 	for _, p := range saved {
-		if sp, ok := server[p.Number]; ok && strings.Trim(aws.ToString(sp.ETag), `"`) == p.ETag && aws.ToInt64(sp.Size) == p.Size {
+		if sp, ok := server[p.Number]; ok && etagOf(sp.ETag) == p.ETag && aws.ToInt64(sp.Size) == p.Size {
 			kept = append(kept, p)
 		}
 	}
@@ -350,7 +349,7 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 	if err != nil {
 		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), u.Key, err)
 	}
-	p.ETag = strings.Trim(aws.ToString(out.ETag), `"`)
+	p.ETag = etagOf(out.ETag)
 	return p, nil
 }
 

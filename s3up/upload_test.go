@@ -83,12 +83,10 @@ func run(t *testing.T, c *Client, u *Upload, src Source) (Result, error) {
 
 func (c *Client) bytesOf(t *testing.T, key string) []byte {
 	t.Helper()
-	r, err := c.Get(context.Background(), key)
+	b, _, err := c.ReadAll(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	b, _ := io.ReadAll(r)
 	return b
 }
 
@@ -156,11 +154,7 @@ type errReader struct{}
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
 
 func TestResumeUploadsOnlyMissingPartsAndVerifiesTheRest(t *testing.T) {
-	proxy, err := testbed.NewProxy(minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := testbed.StartProxy(t, minio.Endpoint)
 	var puts atomic.Int32
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
 		if testbed.IsUploadPart(r) {
@@ -239,11 +233,7 @@ func ptr(s string) *string { return &s }
 // every checksum choice the server refuses it (over plain HTTP the SigV4
 // payload hash catches it even with none), and a resume stores exact bytes.
 func TestServerRejectsACorruptedPart(t *testing.T) {
-	proxy, err := testbed.NewProxy(minio.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := testbed.StartProxy(t, minio.Endpoint)
 	c := newBucket(t, proxy)
 	for _, sum := range Checksums {
 		t.Run(sum, func(t *testing.T) {

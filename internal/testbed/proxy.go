@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -159,6 +160,18 @@ func Every(n, limit int, match func(*http.Request) bool, faults ...Fault) func(*
 
 // Any matches every request.
 func Any(*http.Request) bool { return true }
+
+// StartProxy is NewProxy for a test: it fails the test on error and closes
+// the proxy when the test ends.
+func StartProxy(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	p, err := NewProxy(target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
+	return p
+}
 
 // SetRule replaces the rule; nil forwards everything untouched.
 func (p *Proxy) SetRule(rule func(*http.Request) Fault) {

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"time"
 )
+
+var errNotRoot = errors.New("zfs-fuse needs root")
 
 // ZFS is a zfs-fuse daemon (started here, or found running) and the
 // file-backed pools created on it.

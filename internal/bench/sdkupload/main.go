@@ -32,6 +32,7 @@ func main() {
 		o.BaseEndpoint = aws.String(os.Getenv("ZFS2S3_ENDPOINT"))
 		o.UsePathStyle = true
 	})
+	// Deprecated in the SDK, but it is the peer issue 4 measures against.
 	up := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = 16 << 20
 		u.Concurrency = 8
