@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -218,35 +217,7 @@ func printStatus(w io.Writer, st backup.Status, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, d := range st.Datasets {
-		fmt.Fprintf(tw, "%s\nSNAPSHOT\tBASE\tRESTORABLE\tLOCAL\tSTREAM\tSTORED\tUPLOADED\tCLASS\n", d.Dataset)
-		for _, e := range d.Edges {
-			base, ok := "full", "yes"
-			if e.Base != "" {
-				base = "@" + strings.SplitN(e.Base, "@", 2)[1]
-			}
-			if !e.Restorable {
-				ok = "no: " + e.Why
-			}
-			fmt.Fprintf(tw, "@%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", strings.SplitN(e.Snapshot, "@", 2)[1], base, ok, e.Local,
-				e.StreamBytes, e.StoredBytes, e.Uploaded.Format("2006-01-02 15:04"), e.StorageClass)
-		}
-		if len(d.NotStored) > 0 {
-			fmt.Fprintf(tw, "not stored yet: %s\n", strings.Join(d.NotStored, ", "))
-		}
-		fmt.Fprintln(tw)
-	}
-	for _, p := range st.Pending {
-		fmt.Fprintf(tw, "pending upload\t%s\t%d parts, %d bytes done\tstarted %s\t(zfs2s3 resume_upload)\n", p.Edge, p.Parts, p.Bytes, p.Started.Format("2006-01-02 15:04"))
-	}
-	for _, u := range st.UntrackedUploads {
-		fmt.Fprintf(tw, "untracked multipart upload\t%s\t%s\n", u.Key, u.UploadID)
-	}
-	for _, k := range st.UnknownObjects {
-		fmt.Fprintf(tw, "unknown object\t%s\n", k)
-	}
-	return tw.Flush()
+	return st.WriteText(w)
 }
 
 // printVerify prints a verify report and fails when it found problems.

@@ -70,7 +70,7 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	if err != nil {
 		return nil, err
 	}
-	remote, raw, etag, err := b.bucketLedger(ctx)
+	remote, _, etag, err := b.bucketLedger(ctx)
 	b.remoteETag = etag
 	switch {
 	case errors.Is(err, ledger.ErrDamaged) && b.store.Exists():
@@ -96,8 +96,9 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		return local, nil
 	}
 	// Not the copy this machine last recorded: its own write whose answer
-	// was lost (same bytes), or another machine's.
-	if mine, err := ledger.Marshal(local); err == nil && bytes.Equal(mine, raw) {
+	// was lost (same content), or another machine's. Both sides are
+	// re-encoded so that a copy written by an older zfs2s3 compares too.
+	if sameLedger(local, remote) {
 		return local, b.setSynced(etag)
 	}
 	if mutate {
@@ -137,4 +138,11 @@ func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 	}
 	b.remoteETag = etag
 	return b.setSynced(etag)
+}
+
+// sameLedger reports whether two ledgers encode to the same file.
+func sameLedger(a, b *ledger.Ledger) bool {
+	x, errA := ledger.Marshal(a)
+	y, errB := ledger.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
 }

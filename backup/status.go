@@ -3,7 +3,11 @@ package backup
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -61,32 +65,69 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}}
-	byDS := map[string][]ledger.Edge{}
+	in := statusInput{ledger: l, dataset: dataset, ledgerKey: LedgerKey(b.Opt.Prefix), local: map[string][]zfs.Snapshot{}}
+	for ds := range edgesByDataset(l, dataset) {
+		snaps, err := b.ZFS.Snapshots(ctx, ds)
+		if err != nil && !errors.Is(err, zfs.ErrNotExist) {
+			return Status{}, err
+		}
+		in.local[ds] = snaps
+	}
+	if in.pending, err = b.loadPending(); err != nil {
+		return Status{}, err
+	}
+	if in.uploads, err = b.S3.AllMultipartUploads(ctx, b.Opt.Prefix); err != nil {
+		return Status{}, err
+	}
+	if in.objects, err = b.S3.List(ctx, b.Opt.Prefix); err != nil {
+		return Status{}, err
+	}
+	return in.report(), nil
+}
+
+// statusInput is everything a status report is made from, gathered first
+// so that the report itself does no I/O.
+type statusInput struct {
+	ledger    *ledger.Ledger
+	dataset   string // "" for all
+	ledgerKey string
+	local     map[string][]zfs.Snapshot // by dataset
+	pending   []*pending
+	uploads   []s3up.PendingUpload
+	objects   []s3up.ObjectInfo
+}
+
+func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
+	count := map[string]int{}
 	for _, e := range l.Edges {
-		byDS[e.Target.Dataset()] = append(byDS[e.Target.Dataset()], e)
+		count[e.Target.Dataset()]++
+	}
+	byDS := make(map[string][]ledger.Edge, len(count))
+	for _, e := range l.Edges {
+		ds := e.Target.Dataset()
+		if byDS[ds] == nil {
+			byDS[ds] = make([]ledger.Edge, 0, count[ds]) // no regrowing: ledgers reach 100,000 edges
+		}
+		byDS[ds] = append(byDS[ds], e)
 	}
 	if dataset != "" {
 		byDS = map[string][]ledger.Edge{dataset: byDS[dataset]}
 	}
+	return byDS
+}
+
+func (in statusInput) report() Status {
+	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}, UntrackedUploads: []s3up.PendingUpload{}}
 	bad := map[ledger.ID]bool{}
-	for _, e := range l.Unrestorable() {
+	for _, e := range in.ledger.Unrestorable() {
 		bad[e.ID()] = true
 	}
-	for ds, edges := range byDS {
-		d, err := b.datasetStatus(ctx, ds, edges, bad)
-		if err != nil {
-			return Status{}, err
-		}
-		st.Datasets = append(st.Datasets, d)
+	for ds, edges := range edgesByDataset(in.ledger, in.dataset) {
+		st.Datasets = append(st.Datasets, datasetStatus(ds, edges, in.local[ds], bad))
 	}
 	sort.Slice(st.Datasets, func(i, j int) bool { return st.Datasets[i].Dataset < st.Datasets[j].Dataset })
-	ps, err := b.loadPending()
-	if err != nil {
-		return Status{}, err
-	}
 	tracked := map[string]bool{}
-	for _, p := range ps {
+	for _, p := range in.pending {
 		tracked[p.Upload.UploadID] = true
 		var done int64
 		for _, pt := range p.Upload.Parts {
@@ -95,36 +136,23 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 		st.Pending = append(st.Pending, PendingStatus{Edge: p.Edge.String(), Key: p.Edge.Key, UploadID: p.Upload.UploadID,
 			Parts: len(p.Upload.Parts), Bytes: done, Started: p.Started, Completing: p.Upload.Completing})
 	}
-	ups, err := b.S3.AllMultipartUploads(ctx, b.Opt.Prefix)
-	if err != nil {
-		return Status{}, err
-	}
-	st.UntrackedUploads = []s3up.PendingUpload{}
-	for _, u := range ups {
+	for _, u := range in.uploads {
 		if !tracked[u.UploadID] {
 			st.UntrackedUploads = append(st.UntrackedUploads, u)
 		}
 	}
-	objs, err := b.S3.List(ctx, b.Opt.Prefix)
-	if err != nil {
-		return Status{}, err
-	}
-	st.UnknownObjects = b.unknownObjects(l, objs)
-	return st, nil
+	st.UnknownObjects = unknownObjects(in.ledger, in.objects, in.ledgerKey)
+	return st
 }
 
 // datasetStatus compares a dataset's stored edges with its local snapshots.
-func (b *Backup) datasetStatus(ctx context.Context, ds string, edges []ledger.Edge, bad map[ledger.ID]bool) (DatasetStatus, error) {
-	d := DatasetStatus{Dataset: ds, Edges: []EdgeStatus{}, NotStored: []string{}}
-	local, err := b.ZFS.Snapshots(ctx, ds)
-	if err != nil && !errors.Is(err, zfs.ErrNotExist) {
-		return d, err
-	}
-	guidOf := map[string]uint64{}
+func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map[ledger.ID]bool) DatasetStatus {
+	d := DatasetStatus{Dataset: ds, Edges: make([]EdgeStatus, 0, len(edges)), NotStored: []string{}}
+	guidOf := make(map[string]uint64, len(local))
 	for _, s := range local {
 		guidOf[s.Name] = s.GUID
 	}
-	stored := map[uint64]bool{}
+	stored := make(map[uint64]bool, len(edges))
 	for _, e := range edges {
 		stored[e.Target.GUID] = true
 		es := EdgeStatus{Snapshot: e.Target.Name, GUID: e.Target.GUID, Restorable: !bad[e.ID()] && !e.Removing,
@@ -154,13 +182,14 @@ func (b *Backup) datasetStatus(ctx context.Context, ds string, edges []ledger.Ed
 			d.NotStored = append(d.NotStored, s.Name)
 		}
 	}
-	return d, nil
+	return d
 }
 
 // unknownObjects lists keys under the prefix that neither an edge nor the
 // ledger copy accounts for.
-func (b *Backup) unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo) []string {
-	known := map[string]bool{LedgerKey(b.Opt.Prefix): true}
+func unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo, ledgerKey string) []string {
+	known := make(map[string]bool, 2*len(l.Edges)+1)
+	known[ledgerKey] = true
 	for _, e := range l.Edges {
 		known[e.Key], known[s3up.ManifestKey(e.Key)] = true, true
 	}
@@ -172,4 +201,38 @@ func (b *Backup) unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo) []stri
 	}
 	sort.Strings(unknown)
 	return unknown
+}
+
+// WriteText prints the status as one table per dataset, then what is
+// pending, untracked or unknown.
+func (st Status) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, d := range st.Datasets {
+		fmt.Fprintf(tw, "%s\nSNAPSHOT\tBASE\tRESTORABLE\tLOCAL\tSTREAM\tSTORED\tUPLOADED\tCLASS\n", d.Dataset)
+		for _, e := range d.Edges {
+			base, ok := "full", "yes"
+			if e.Base != "" {
+				base = "@" + strings.SplitN(e.Base, "@", 2)[1]
+			}
+			if !e.Restorable {
+				ok = "no: " + e.Why
+			}
+			fmt.Fprintf(tw, "@%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", strings.SplitN(e.Snapshot, "@", 2)[1], base, ok, e.Local,
+				e.StreamBytes, e.StoredBytes, e.Uploaded.Format("2006-01-02 15:04"), e.StorageClass)
+		}
+		if len(d.NotStored) > 0 {
+			fmt.Fprintf(tw, "not stored yet: %s\n", strings.Join(d.NotStored, ", "))
+		}
+		fmt.Fprintln(tw)
+	}
+	for _, p := range st.Pending {
+		fmt.Fprintf(tw, "pending upload\t%s\t%d parts, %d bytes done\tstarted %s\t(zfs2s3 resume_upload)\n", p.Edge, p.Parts, p.Bytes, p.Started.Format("2006-01-02 15:04"))
+	}
+	for _, u := range st.UntrackedUploads {
+		fmt.Fprintf(tw, "untracked multipart upload\t%s\t%s\n", u.Key, u.UploadID)
+	}
+	for _, k := range st.UnknownObjects {
+		fmt.Fprintf(tw, "unknown object\t%s\n", k)
+	}
+	return tw.Flush()
 }

@@ -38,7 +38,7 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 	if err != nil {
 		return VerifyReport{}, err
 	}
-	rep := VerifyReport{OK: true, Unknown: b.unknownObjects(l, objs)}
+	rep := VerifyReport{OK: true, Unknown: unknownObjects(l, objs, LedgerKey(b.Opt.Prefix))}
 	for _, e := range l.Edges {
 		if dataset != "" && e.Target.Dataset() != dataset {
 			continue

@@ -13,11 +13,12 @@ import (
 func (l *Ledger) Chain(from, to uint64) ([]Edge, error) {
 	g := graph.New(func(v uint64) uint64 { return v }, graph.Directed(), graph.Weighted())
 	byID := map[ID]Edge{}
+	leadsTo := ancestors(l.Edges, to)
 	for _, e := range l.Edges {
-		if e.Removing {
+		id := e.ID()
+		if e.Removing || !leadsTo[id.TargetGUID] {
 			continue
 		}
-		id := e.ID()
 		_ = g.AddVertex(id.BaseGUID)
 		_ = g.AddVertex(id.TargetGUID)
 		// +1: a zero weight would make an empty stream free to detour through.
@@ -36,6 +37,21 @@ func (l *Ledger) Chain(from, to uint64) ([]Edge, error) {
 		chain = append(chain, byID[ID{BaseGUID: path[i-1], TargetGUID: path[i]}])
 	}
 	return chain, nil
+}
+
+// ancestors returns the snapshots from which stored edges lead to to,
+// including to. Chain builds its graph from their edges only: the graph
+// package's shortest path costs 0.6 s over 100,000 edges, and most of a
+// ledger is other datasets and later snapshots.
+func ancestors(edges []Edge, to uint64) map[uint64]bool {
+	prev := make(map[uint64][]uint64, len(edges))
+	for _, e := range edges {
+		if !e.Removing {
+			id := e.ID()
+			prev[id.TargetGUID] = append(prev[id.TargetGUID], id.BaseGUID)
+		}
+	}
+	return reach(prev, to)
 }
 
 func describe(guid uint64) string {

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
 )
 
 func TestStoreRoundTrip(t *testing.T) {
@@ -39,13 +41,19 @@ func TestStoreRoundTrip(t *testing.T) {
 
 func TestLoadRefusesDamage(t *testing.T) {
 	for name, content := range map[string]string{
-		"not yaml":        "version: 1\nedges: [\n",
-		"future version":  "version: 2\nbucket: b\nprefix: \"\"\nedges: []\n",
-		"unknown field":   "version: 1\nbucket: b\nprefix: \"\"\nedges: []\nextra: 1\n",
-		"edge w/o guid":   "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- target: {name: a@b}\n  key: k\n",
-		"duplicate edge":  "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: 1}, key: k}\n- {target: {name: a@b, guid: 1}, key: k}\n",
-		"other bucket":    "version: 1\nbucket: other\nprefix: \"\"\nedges: []\n",
-		"truncated guids": "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: -1}, key: k}\n",
+		"not yaml":         "version: 1\nedges: [\n",
+		"future version":   "version: 2\nbucket: b\nprefix: \"\"\nedges: []\n",
+		"unknown field":    "version: 1\nbucket: b\nprefix: \"\"\nedges: []\nextra: 1\n",
+		"edge w/o guid":    "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- target: {name: a@b}\n  key: k\n",
+		"duplicate edge":   "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: 1}, key: k}\n- {target: {name: a@b, guid: 1}, key: k}\n",
+		"other bucket":     "version: 1\nbucket: other\nprefix: \"\"\nedges: []\n",
+		"truncated guids":  "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: -1}, key: k}\n",
+		"json: unknown":    `{"version": 1, "bucket": "b", "prefix": "", "edges": [], "extra": 1}`,
+		"json: dup edge":   `{"version": 1, "bucket": "b", "prefix": "", "edges": [{"target": {"name": "a@b", "guid": 1}, "key": "k"}, {"target": {"name": "a@b", "guid": 1}, "key": "k"}]}`,
+		"json: dup key":    `{"version": 1, "bucket": "b", "prefix": "", "prefix": "x", "edges": []}`,
+		"json: trailing":   `{"version": 1, "bucket": "b", "prefix": "", "edges": []} {"version": 1}`,
+		"json: cut short":  `{"version": 1, "bucket": "b", "prefix": "", "edges": [{"target": {"name": "a@b", "guid": 1}, "key": "k"}`,
+		"json: wrong case": `{"Version": 1, "bucket": "b", "prefix": "", "edges": []}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := OpenStore(t.TempDir(), "b", "")
@@ -56,5 +64,63 @@ func TestLoadRefusesDamage(t *testing.T) {
 				t.Errorf("Load = %v, want ErrDamaged naming the file", err)
 			}
 		})
+	}
+}
+
+// oddLedger has what a ledger file must carry exactly: names with quotes,
+// spaces and non-ASCII, 64-bit GUIDs, nanosecond times, a removal mark.
+func oddLedger() *Ledger {
+	l := New("bucket", "host 1/")
+	l.Generation = 7
+	a := Snapshot{Name: `tank/my data@"quoted" é:1`, GUID: 18446744073709551615}
+	l.Edges = []Edge{
+		{Target: a, Key: "tank/my%20data/k", StreamBytes: 5, StoredBytes: 6, SHA256: "ab", Uploaded: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), StorageClass: "GLACIER"},
+		{Target: Snapshot{Name: "tank/my data@b", GUID: 2}, Base: &a, Key: "k2", Uploaded: time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC), Removing: true},
+	}
+	return l
+}
+
+// TestFileIsYAML checks that what zfs2s3 writes is YAML: a YAML parser
+// (as older zfs2s3 and users' tools use) reads the same ledger from it.
+func TestFileIsYAML(t *testing.T) {
+	for _, l := range []*Ledger{oddLedger(), New("b", "")} {
+		data, err := Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var viaYAML Ledger
+		if err := yaml.Unmarshal(data, &viaYAML); err != nil {
+			t.Fatalf("yaml.Unmarshal of\n%s: %v", data, err)
+		}
+		if d := cmp.Diff(l, &viaYAML); d != "" {
+			t.Errorf("read by a YAML parser (-written +read):\n%s", d)
+		}
+		got, err := Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(l, got); d != "" {
+			t.Errorf("Parse (-written +read):\n%s", d)
+		}
+		if n := bytes.Count(data, []byte("\n  {")); n != len(l.Edges) {
+			t.Errorf("%d edge lines for %d edges:\n%s", n, len(l.Edges), data)
+		}
+	}
+}
+
+// TestParseReadsBlockYAML reads ledgers written by zfs2s3 before the
+// JSON-compatible form, and hand-edited ones, through the YAML parser.
+func TestParseReadsBlockYAML(t *testing.T) {
+	l := oddLedger()
+	block, err := yaml.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(block)
+	if err != nil {
+		t.Fatalf("Parse of\n%s: %v", block, err)
+	}
+	if d := cmp.Diff(l, got); d != "" {
+		t.Errorf("(-written +read):\n%s", d)
 	}
 }

@@ -19,8 +19,8 @@ const FormatVersion = 1
 
 // Snapshot identifies a snapshot by GUID; Name is what it was called when stored.
 type Snapshot struct {
-	Name string `yaml:"name"`
-	GUID uint64 `yaml:"guid"`
+	Name string `yaml:"name" json:"name"`
+	GUID uint64 `yaml:"guid" json:"guid"`
 }
 
 func (s Snapshot) String() string { return s.Name }
@@ -33,17 +33,17 @@ func (s Snapshot) Short() string { _, short, _ := strings.Cut(s.Name, "@"); retu
 
 // Edge is one stored stream.
 type Edge struct {
-	Target       Snapshot  `yaml:"target"`
-	Base         *Snapshot `yaml:"base,omitempty"` // nil for a full stream
-	Key          string    `yaml:"key"`
-	StreamBytes  int64     `yaml:"stream_bytes"`
-	StoredBytes  int64     `yaml:"stored_bytes"`
-	SHA256       string    `yaml:"sha256"` // of the stored object
-	Uploaded     time.Time `yaml:"uploaded"`
-	StorageClass string    `yaml:"storage_class"`
+	Target       Snapshot  `yaml:"target" json:"target"`
+	Base         *Snapshot `yaml:"base,omitempty" json:"base,omitzero"` // nil for a full stream
+	Key          string    `yaml:"key" json:"key"`
+	StreamBytes  int64     `yaml:"stream_bytes" json:"stream_bytes"`
+	StoredBytes  int64     `yaml:"stored_bytes" json:"stored_bytes"`
+	SHA256       string    `yaml:"sha256" json:"sha256"` // of the stored object
+	Uploaded     time.Time `yaml:"uploaded" json:"uploaded"`
+	StorageClass string    `yaml:"storage_class" json:"storage_class"`
 	// Removing is set before the object is deleted, so that an interrupted
 	// remove is finished, not forgotten. The rule treats such an edge as gone.
-	Removing bool `yaml:"removing,omitempty"`
+	Removing bool `yaml:"removing,omitempty" json:"removing,omitzero"`
 }
 
 // ID identifies an edge by the GUIDs of its ends; BaseGUID is 0 for a full stream.
@@ -78,13 +78,13 @@ func (e Edge) String() string {
 
 // Ledger is the set of stored edges for one bucket and prefix.
 type Ledger struct {
-	Version int    `yaml:"version"`
-	Bucket  string `yaml:"bucket"`
-	Prefix  string `yaml:"prefix"`
+	Version int    `yaml:"version" json:"version"`
+	Bucket  string `yaml:"bucket" json:"bucket"`
+	Prefix  string `yaml:"prefix" json:"prefix"`
 	// Generation counts saves; the bucket's copy carries it too, so a
 	// machine can tell that another one changed the ledger since.
-	Generation uint64 `yaml:"generation"`
-	Edges      []Edge `yaml:"edges"`
+	Generation uint64 `yaml:"generation" json:"generation"`
+	Edges      []Edge `yaml:"edges" json:"edges"`
 }
 
 // New returns an empty ledger for bucket and prefix.
