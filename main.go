@@ -88,6 +88,8 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
 		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress on stderr"},
+		// Tests lower S3's 10,000-part limit to see long streams continue in further objects.
+		&cli.IntFlag{Name: "parts-per-object", Hidden: true},
 	}
 }
 
@@ -302,7 +304,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		return nil, err
 	}
 	opt := backup.Options{StateDir: stateDir, Prefix: c.String("prefix"), StorageClass: c.String("storage-class"),
-		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum")}
+		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object")}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})

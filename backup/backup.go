@@ -36,6 +36,9 @@ type Options struct {
 	PartSize     int64 // 0: planned from the stream's size estimate
 	Concurrency  int
 	Checksum     string // per-part checksum, one of s3up.Checksums
+	// PartsPerObject lowers S3's 10,000-part limit at which a stream
+	// continues in a further object; only tests set it.
+	PartsPerObject int
 }
 
 // Backup runs commands against one bucket and prefix.
@@ -102,7 +105,7 @@ func (b *Backup) readLedger(ctx context.Context) (*ledger.Ledger, error) {
 // drops them, saving after each.
 func (b *Backup) finishRemovals(ctx context.Context, l *ledger.Ledger) error {
 	for _, e := range l.Removing() {
-		if err := b.deleteObjects(ctx, e.Key); err != nil {
+		if err := b.deleteObjects(ctx, objectKeys(e)); err != nil {
 			return fmt.Errorf("finish the interrupted removal of %s: %w", e, err)
 		}
 		l.Drop(e.ID())
@@ -114,13 +117,28 @@ func (b *Backup) finishRemovals(ctx context.Context, l *ledger.Ledger) error {
 	return nil
 }
 
-// deleteObjects deletes an edge's manifest, then its object. The manifest
-// goes first so the bucket never holds a manifest without its object.
-func (b *Backup) deleteObjects(ctx context.Context, key string) error {
-	if err := b.S3.Delete(ctx, s3up.ManifestKey(key)); err != nil {
+// deleteObjects deletes an edge's manifest, then its objects, the first
+// last. The manifest goes first so the bucket never holds a manifest
+// without its objects.
+func (b *Backup) deleteObjects(ctx context.Context, keys []string) error {
+	if err := b.S3.Delete(ctx, s3up.ManifestKey(keys[0])); err != nil {
 		return err
 	}
-	return b.S3.Delete(ctx, key)
+	for i := len(keys) - 1; i >= 0; i-- {
+		if err := b.S3.Delete(ctx, keys[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// objectKeys lists the keys of an edge's objects.
+func objectKeys(e ledger.Edge) []string {
+	var keys []string
+	for _, o := range e.Objects() {
+		keys = append(keys, o.Key)
+	}
+	return keys
 }
 
 // lockedHint turns a held lock into the one-line error users see.

@@ -18,8 +18,10 @@ import (
 	"github.com/zfs2s3/zfs2s3/statefile"
 )
 
-// pendingVersion is the format of upload state files.
-const pendingVersion = 1
+// pendingVersion is the format of upload state files. Version 2 added the
+// objects a long stream filled (s3up.Upload.Full); version 1 files, which
+// have none, are read too, so an upgrade does not strand an upload.
+const pendingVersion = 2
 
 // pending is an upload that was started and not yet recorded in the ledger:
 // the edge it will become and the multipart upload's progress.
@@ -91,9 +93,10 @@ func readPending(name string) (*pending, error) {
 		return nil, err
 	}
 	p := &pending{path: name}
-	if err := yaml.Unmarshal(data, p); err != nil || p.Version != pendingVersion || p.Edge.Key == "" {
+	if err := yaml.Unmarshal(data, p); err != nil || p.Version < 1 || p.Version > pendingVersion || p.Edge.Key == "" {
 		return nil, fmt.Errorf("upload state file %s is damaged or from another zfs2s3 version (%v); move it away after checking the bucket for its multipart upload", name, err)
 	}
+	p.Version = pendingVersion // what it is saved as from now on
 	return p, nil
 }
 

@@ -3,8 +3,8 @@ package backup
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -42,20 +42,17 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		size, ok := sizes[e.Key]
-		switch {
-		case !ok:
-			b.Out("skipped %s: its object %s is missing", e, e.Key)
-			continue
-		case size != e.StoredBytes:
-			b.Out("skipped %s: its object has %d bytes, the manifest says %d", e, size, e.StoredBytes)
+		if problem := objectsProblem(e, sizes); problem != "" {
+			b.Out("skipped %s: %s", e, problem)
 			continue
 		}
-		seen[e.Key] = true
+		for _, o := range e.Objects() {
+			seen[o.Key] = true
+		}
 		l.Edges = append(l.Edges, e)
 	}
 	for _, o := range objs {
-		if strings.HasSuffix(o.Key, ".zfs") && !seen[o.Key] {
+		if streamKey.MatchString(o.Key) && !seen[o.Key] {
 			b.Out("skipped object %s: it has no manifest (an upload that was never recorded); delete it or abort that upload", o.Key)
 		}
 	}
@@ -70,6 +67,25 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	return nil
 }
 
+// streamKey matches the keys of stream objects: KEY.zfs, and KEY.zfs.2 and
+// on for the further objects of a long stream.
+var streamKey = regexp.MustCompile(`\.zfs(\.[0-9]+)?$`)
+
+// objectsProblem says what is wrong with an edge's objects in the bucket,
+// given the sizes of the objects there; "" when nothing is.
+func objectsProblem(e ledger.Edge, sizes map[string]int64) string {
+	for _, o := range e.Objects() {
+		size, ok := sizes[o.Key]
+		switch {
+		case !ok:
+			return fmt.Sprintf("its object %s is missing", o.Key)
+		case size != o.Bytes:
+			return fmt.Sprintf("its object %s has %d bytes, the manifest says %d", o.Key, size, o.Bytes)
+		}
+	}
+	return ""
+}
+
 // readManifest reads the edge a manifest object records.
 func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, error) {
 	data, _, err := b.S3.ReadAll(ctx, key)
@@ -78,7 +94,7 @@ func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, err
 	}
 	object, _ := s3up.ManifestOf(key)
 	var m manifest
-	if err := yaml.Unmarshal(data, &m); err != nil || m.Format != ledger.FormatVersion || m.Edge.Key != object {
+	if err := yaml.Unmarshal(data, &m); err != nil || m.Format < 1 || m.Format > ledger.FormatVersion || m.Edge.Key != object {
 		return ledger.Edge{}, fmt.Errorf("manifest s3://%s/%s is damaged or of another format (%v); move it away and run ledger rebuild again", b.S3.Bucket(), key, err)
 	}
 	m.Edge.Removing = false

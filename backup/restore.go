@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
-	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -52,7 +51,11 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	}
 	if o.DryRun {
 		for _, e := range chain {
-			b.Out("%s: get s3://%s/%s (%d bytes) | zfs %s", e, b.S3.Bucket(), e.Key, e.StoredBytes, strings.Join(zfs.ReceiveArgs(dest, o.Force), " "))
+			more := ""
+			if n := len(e.Segments); n > 0 {
+				more = fmt.Sprintf(" and .2 to .%d", n+1)
+			}
+			b.Out("%s: get s3://%s/%s%s (%d bytes) | zfs %s", e, b.S3.Bucket(), e.Key, more, e.StoredBytes, strings.Join(zfs.ReceiveArgs(dest, o.Force), " "))
 		}
 		return nil
 	}
@@ -112,9 +115,9 @@ func (b *Backup) undoRestore(dest string, existed bool, received []string) {
 	}
 }
 
-// receiveEdge streams one object into zfs receive, verified on the way.
+// receiveEdge streams one edge's objects into zfs receive, verified on the way.
 func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) error {
-	body := b.S3.OpenParallel(ctx, e.Key, e.StoredBytes, s3up.DownloadChunk, b.Opt.Concurrency)
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
 	defer body.Close()
 	rc, err := b.ZFS.Receive(ctx, dest, force)
 	if err != nil {
@@ -169,7 +172,7 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
-	body := b.S3.OpenParallel(ctx, e.Key, e.StoredBytes, s3up.DownloadChunk, b.Opt.Concurrency)
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
 	defer body.Close()
 	if path == "-" {
 		if err := copyVerified(stdout, body, e); err != nil {

@@ -59,22 +59,33 @@ func (b *Backup) Abort(ctx context.Context, target string) error {
 }
 
 func (b *Backup) abort(ctx context.Context, p *pending) error {
-	if p.Upload.UploadID != "" {
-		if err := b.S3.Abort(ctx, p.Edge.Key, p.Upload.UploadID); err != nil {
+	u := p.Upload
+	keys := u.Keys()
+	for _, f := range u.Full {
+		if f.UploadID != "" {
+			if err := b.S3.Abort(ctx, f.Key, f.UploadID); err != nil {
+				return err
+			}
+		}
+	}
+	if u.UploadID != "" {
+		if err := b.S3.Abort(ctx, keys[len(keys)-1], u.UploadID); err != nil {
 			return err
 		}
 	}
-	if _, err := b.S3.AbortAll(ctx, p.Edge.Key); err != nil {
-		return err
+	for _, k := range keys {
+		if _, err := b.S3.AbortAll(ctx, k); err != nil {
+			return err
+		}
 	}
-	if p.Upload.Completing {
-		// The object may exist without a ledger edge: delete it, unless a
-		// run that crashed before cleaning up had recorded it already.
+	if u.Completing || len(u.Full) > 0 {
+		// Completed objects may exist without a ledger edge: delete them,
+		// unless a run that crashed before cleaning up had recorded the edge.
 		err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 			if old, ok := l.Get(p.Edge.ID()); ok && old.Key == p.Edge.Key {
 				return false, nil
 			}
-			return false, b.deleteObjects(ctx, p.Edge.Key)
+			return false, b.deleteObjects(ctx, keys)
 		})
 		if err != nil {
 			return err

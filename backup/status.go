@@ -129,19 +129,34 @@ func (in statusInput) report() Status {
 	tracked := map[string]bool{}
 	for _, p := range in.pending {
 		tracked[p.Upload.UploadID] = true
-		var done int64
-		for _, pt := range p.Upload.Parts {
-			done += pt.Size
+		for _, f := range p.Upload.Full {
+			if f.UploadID != "" {
+				tracked[f.UploadID] = true
+			}
 		}
+		parts, done := p.Upload.Progress()
 		st.Pending = append(st.Pending, PendingStatus{Edge: p.Edge.String(), Key: p.Edge.Key, UploadID: p.Upload.UploadID,
-			Parts: len(p.Upload.Parts), Bytes: done, Started: p.Started, Completing: p.Upload.Completing})
+			Parts: parts, Bytes: done, Started: p.Started, Completing: p.Upload.Completing})
 	}
 	for _, u := range in.uploads {
 		if !tracked[u.UploadID] {
 			st.UntrackedUploads = append(st.UntrackedUploads, u)
 		}
 	}
-	st.UnknownObjects = unknownObjects(in.ledger, in.objects, in.ledgerKey)
+	// Objects a pending upload completed are its own, not unknown.
+	mine := map[string]bool{}
+	for _, p := range in.pending {
+		for _, k := range p.Upload.Keys() {
+			mine[k] = true
+		}
+	}
+	objs := in.objects[:0:0]
+	for _, o := range in.objects {
+		if !mine[o.Key] {
+			objs = append(objs, o)
+		}
+	}
+	st.UnknownObjects = unknownObjects(in.ledger, objs, in.ledgerKey)
 	return st
 }
 
@@ -191,7 +206,10 @@ func unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo, ledgerKey string) 
 	known := make(map[string]bool, 2*len(l.Edges)+1)
 	known[ledgerKey] = true
 	for _, e := range l.Edges {
-		known[e.Key], known[s3up.ManifestKey(e.Key)] = true, true
+		known[s3up.ManifestKey(e.Key)] = true
+		for _, o := range e.Objects() {
+			known[o.Key] = true
+		}
 	}
 	unknown := []string{}
 	for _, o := range objs {

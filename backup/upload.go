@@ -83,7 +83,8 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		partSize = PlanPartSize(estimate)
 	}
 	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate,
-		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, Checksum: b.Opt.Checksum, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge)}}
+		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, Checksum: b.Opt.Checksum, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge),
+			PartsPerObject: b.Opt.PartsPerObject}}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
 			return false, err
@@ -208,6 +209,7 @@ type manifest struct {
 func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error {
 	e := p.Edge
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
+	e.Segments = p.Upload.Segments()
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
 	data, err := yaml.Marshal(manifest{Format: ledger.FormatVersion, Edge: e})
 	if err != nil {
@@ -228,6 +230,10 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	if err := p.release(); err != nil {
 		return err
 	}
-	b.Out("stored %s as s3://%s/%s (%d bytes, sha256 %s)", e, b.S3.Bucket(), e.Key, e.StoredBytes, e.SHA256)
+	more := ""
+	if n := len(e.Segments); n > 0 {
+		more = fmt.Sprintf(" and %d further objects %s.2 to .%d", n, e.Key, n+1)
+	}
+	b.Out("stored %s as s3://%s/%s%s (%d bytes, sha256 %s)", e, b.S3.Bucket(), e.Key, more, e.StoredBytes, e.SHA256)
 	return nil
 }

@@ -57,21 +57,24 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) []
 	if e.Removing {
 		problems = append(problems, "its removal is unfinished; run zfs2s3 remove again")
 	}
-	obj, err := b.S3.Head(ctx, e.Key)
-	if err != nil {
-		return append(problems, "object missing or unreadable: "+err.Error())
-	}
-	if obj.Size != e.StoredBytes {
-		problems = append(problems, fmt.Sprintf("object has %d bytes, the ledger recorded %d", obj.Size, e.StoredBytes))
-	}
-	if g := obj.Metadata["zfs2s3-target-guid"]; g != strconv.FormatUint(e.Target.GUID, 10) {
-		problems = append(problems, fmt.Sprintf("object metadata names target guid %q, the ledger %d", g, e.Target.GUID))
+	for _, o := range e.Objects() {
+		obj, err := b.S3.Head(ctx, o.Key)
+		if err != nil {
+			problems = append(problems, "object missing or unreadable: "+err.Error())
+			continue
+		}
+		if obj.Size != o.Bytes {
+			problems = append(problems, fmt.Sprintf("object %s has %d bytes, the ledger recorded %d", o.Key, obj.Size, o.Bytes))
+		}
+		if g := obj.Metadata["zfs2s3-target-guid"]; g != strconv.FormatUint(e.Target.GUID, 10) {
+			problems = append(problems, fmt.Sprintf("object %s metadata names target guid %q, the ledger %d", o.Key, g, e.Target.GUID))
+		}
 	}
 	if _, err := b.S3.Head(ctx, s3up.ManifestKey(e.Key)); err != nil {
 		problems = append(problems, "manifest missing: "+err.Error())
 	}
 	if readData && len(problems) == 0 {
-		body := b.S3.Open(ctx, e.Key, e.StoredBytes)
+		body := b.S3.OpenObjects(ctx, e.Objects(), 1)
 		defer body.Close()
 		if err := copyVerified(io.Discard, body, e); err != nil {
 			problems = append(problems, err.Error())

@@ -110,9 +110,10 @@ func decodeYAML(b []byte) (*Ledger, error) {
 // validate checks what the decoders cannot: version, required fields and
 // that no edge appears twice.
 func (l *Ledger) validate() error {
-	if l.Version != FormatVersion {
-		return fmt.Errorf("%w: format version %d, this zfs2s3 reads version %d; use a zfs2s3 that matches", ErrDamaged, l.Version, FormatVersion)
+	if l.Version < 1 || l.Version > FormatVersion {
+		return fmt.Errorf("%w: format version %d, this zfs2s3 reads versions 1 to %d; use a zfs2s3 that matches", ErrDamaged, l.Version, FormatVersion)
 	}
+	l.Version = FormatVersion // what it is written as
 	seen := make(map[ID]bool, len(l.Edges))
 	for i, e := range l.Edges {
 		switch {
@@ -122,6 +123,8 @@ func (l *Ledger) validate() error {
 			return fmt.Errorf("%w: edge %d (%s) has a base without GUID or name", ErrDamaged, i+1, e)
 		case seen[e.ID()]:
 			return fmt.Errorf("%w: edge %s appears twice", ErrDamaged, e)
+		case !segmentsValid(e):
+			return fmt.Errorf("%w: edge %s lists objects without key or bytes, or more bytes than it stores", ErrDamaged, e)
 		}
 		seen[e.ID()] = true
 	}
@@ -129,6 +132,15 @@ func (l *Ledger) validate() error {
 		l.Edges = []Edge{}
 	}
 	return nil
+}
+
+func segmentsValid(e Edge) bool {
+	for _, o := range e.Objects() {
+		if o.Key == "" || o.Bytes <= 0 && len(e.Segments) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Save writes the ledger atomically. Hold the lock.
@@ -160,7 +172,7 @@ func Marshal(l *Ledger) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "{\"version\": %d,\n \"bucket\": %s,\n \"prefix\": %s,\n \"generation\": %d,\n \"edges\": [",
-		l.Version, bucket, prefix, l.Generation)
+		FormatVersion, bucket, prefix, l.Generation)
 	for i := range l.Edges {
 		if i > 0 {
 			buf.WriteByte(',')

@@ -42,7 +42,7 @@ func TestStoreRoundTrip(t *testing.T) {
 func TestLoadRefusesDamage(t *testing.T) {
 	for name, content := range map[string]string{
 		"not yaml":         "version: 1\nedges: [\n",
-		"future version":   "version: 2\nbucket: b\nprefix: \"\"\nedges: []\n",
+		"future version":   "version: 3\nbucket: b\nprefix: \"\"\nedges: []\n",
 		"unknown field":    "version: 1\nbucket: b\nprefix: \"\"\nedges: []\nextra: 1\n",
 		"edge w/o guid":    "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- target: {name: a@b}\n  key: k\n",
 		"duplicate edge":   "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: 1}, key: k}\n- {target: {name: a@b, guid: 1}, key: k}\n",
@@ -122,5 +122,61 @@ func TestParseReadsBlockYAML(t *testing.T) {
 	}
 	if d := cmp.Diff(l, got); d != "" {
 		t.Errorf("(-written +read):\n%s", d)
+	}
+}
+
+func TestSegmentsRoundTripAndObjects(t *testing.T) {
+	l := oddLedger()
+	l.Edges[0].StoredBytes = 10
+	l.Edges[0].Segments = []Segment{{Key: "tank/my%20data/k.2", Bytes: 3}, {Key: "tank/my%20data/k.3", Bytes: 1}}
+	data, err := Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(l, got); d != "" {
+		t.Errorf("round trip (-written +read):\n%s", d)
+	}
+	want := []Segment{{Key: "tank/my%20data/k", Bytes: 6}, {Key: "tank/my%20data/k.2", Bytes: 3}, {Key: "tank/my%20data/k.3", Bytes: 1}}
+	if d := cmp.Diff(want, got.Edges[0].Objects()); d != "" {
+		t.Errorf("Objects (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]Segment{{Key: "k2", Bytes: 0}}, got.Edges[1].Objects()); d != "" {
+		t.Errorf("Objects of a one-object edge (-want +got):\n%s", d)
+	}
+}
+
+// TestParseReadsVersion1 reads a ledger written before Edge.Segments: it
+// loads and is written back as the current version.
+func TestParseReadsVersion1(t *testing.T) {
+	l, err := Parse([]byte("version: 1\nbucket: b\nprefix: \"\"\ngeneration: 3\nedges:\n- {target: {name: a@b, guid: 1}, key: k, stored_bytes: 5}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Version != FormatVersion || len(l.Edges) != 1 || l.Edges[0].StoredBytes != 5 {
+		t.Errorf("parsed %+v", l)
+	}
+	data, _ := Marshal(l)
+	if !bytes.HasPrefix(data, []byte(`{"version": 2,`)) {
+		t.Errorf("written as\n%s", data)
+	}
+}
+
+func TestParseRefusesBadSegments(t *testing.T) {
+	for name, seg := range map[string]string{
+		"no key":         `[{"key": "", "bytes": 1}]`,
+		"no bytes":       `[{"key": "k.2", "bytes": 0}]`,
+		"more than all":  `[{"key": "k.2", "bytes": 5}]`,
+		"unknown member": `[{"key": "k.2", "bytes": 1, "etag": "x"}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			data := `{"version": 2, "bucket": "b", "prefix": "", "generation": 1, "edges": [{"target": {"name": "a@b", "guid": 1}, "key": "k", "stored_bytes": 5, "segments": ` + seg + `}]}`
+			if _, err := Parse([]byte(data)); !errors.Is(err, ErrDamaged) {
+				t.Errorf("Parse = %v, want ErrDamaged", err)
+			}
+		})
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"time"
 )
 
-// FormatVersion is the ledger file format this code reads and writes.
-const FormatVersion = 1
+// FormatVersion is the ledger file format this code writes. It reads
+// version 1 too, which lacks Edge.Segments; files are written as version 2
+// from the first change on, and older zfs2s3 refuse them with a message.
+const FormatVersion = 2
 
 // Snapshot identifies a snapshot by GUID; Name is what it was called when stored.
 type Snapshot struct {
@@ -41,9 +43,28 @@ type Edge struct {
 	SHA256       string    `yaml:"sha256" json:"sha256"` // of the stored object
 	Uploaded     time.Time `yaml:"uploaded" json:"uploaded"`
 	StorageClass string    `yaml:"storage_class" json:"storage_class"`
+	// Segments are the objects after Key that hold the rest of a stream
+	// longer than one object can take (10,000 parts), in order; usually none.
+	// StoredBytes counts all of them.
+	Segments []Segment `yaml:"segments,omitempty" json:"segments,omitzero"`
 	// Removing is set before the object is deleted, so that an interrupted
 	// remove is finished, not forgotten. The rule treats such an edge as gone.
 	Removing bool `yaml:"removing,omitempty" json:"removing,omitzero"`
+}
+
+// Segment is one object of a stream stored in several.
+type Segment struct {
+	Key   string `yaml:"key" json:"key"`
+	Bytes int64  `yaml:"bytes" json:"bytes"`
+}
+
+// Objects lists the objects that hold the edge's stream, in order.
+func (e Edge) Objects() []Segment {
+	first := Segment{Key: e.Key, Bytes: e.StoredBytes}
+	for _, s := range e.Segments {
+		first.Bytes -= s.Bytes
+	}
+	return append([]Segment{first}, e.Segments...)
 }
 
 // ID identifies an edge by the GUIDs of its ends; BaseGUID is 0 for a full stream.

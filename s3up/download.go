@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
 // Open returns a reader of the object at key that survives cut
@@ -205,4 +207,51 @@ func (r *resumingReader) Close() error {
 		return r.body.Close()
 	}
 	return nil
+}
+
+// OpenObjects reads objects one after another as one stream: a stream
+// stored in several objects, each read with OpenParallel (n > 1) or Open.
+func (c *Client) OpenObjects(ctx context.Context, objs []ledger.Segment, n int) io.ReadCloser {
+	return &objectsReader{ctx: ctx, c: c, objs: objs, n: n}
+}
+
+type objectsReader struct {
+	ctx  context.Context
+	c    *Client
+	objs []ledger.Segment // still to open
+	n    int
+	cur  io.ReadCloser
+}
+
+func (r *objectsReader) Read(p []byte) (int, error) {
+	for {
+		if r.cur == nil {
+			if len(r.objs) == 0 {
+				return 0, io.EOF
+			}
+			o := r.objs[0]
+			r.objs = r.objs[1:]
+			if r.n > 1 {
+				r.cur = r.c.OpenParallel(r.ctx, o.Key, o.Bytes, DownloadChunk, r.n)
+			} else {
+				r.cur = r.c.Open(r.ctx, o.Key, o.Bytes)
+			}
+		}
+		k, err := r.cur.Read(p)
+		if err == io.EOF {
+			err = r.cur.Close()
+			r.cur = nil
+			if k == 0 && err == nil {
+				continue
+			}
+		}
+		return k, err
+	}
+}
+
+func (r *objectsReader) Close() error {
+	if r.cur == nil {
+		return nil
+	}
+	return r.cur.Close()
 }

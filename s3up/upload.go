@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
 // S3's multipart limits.
@@ -55,6 +57,75 @@ type Upload struct {
 	Completing  bool   `yaml:"completing,omitempty"`
 	StreamBytes int64  `yaml:"stream_bytes,omitempty"`
 	SHA256      string `yaml:"sha256,omitempty"`
+	// Full lists the objects this stream filled before the current one: a
+	// stream longer than PartsPerObject parts continues in a further object
+	// at SegmentKey(Key, 1), 2, and so on. Parts, UploadId and the fields
+	// above are the current object's.
+	Full []FullObject `yaml:"full,omitempty"`
+	// PartsPerObject is S3's limit of MaxParts unless set lower (in tests).
+	PartsPerObject int `yaml:"parts_per_object,omitempty"`
+}
+
+// FullObject is an object of a stream that filled PartsPerObject parts.
+type FullObject struct {
+	Key          string `yaml:"key"`
+	Bytes        int64  `yaml:"bytes"`
+	PrefixSHA256 string `yaml:"prefix_sha256"` // of the stream up to this object's end
+	ETag         string `yaml:"etag"`          // the multipart ETag it gets
+	// UploadID and Parts are kept until CompleteMultipartUpload is known to
+	// have succeeded, so a crash in between is completed by the next run.
+	UploadID string `yaml:"upload_id,omitempty"`
+	Parts    []Part `yaml:"parts,omitempty"`
+}
+
+// current is the key of the object being uploaded.
+func (u *Upload) current() string { return SegmentKey(u.Key, len(u.Full)) }
+
+func (u *Upload) partsPerObject() int {
+	if u.PartsPerObject > 0 && u.PartsPerObject < MaxParts {
+		return u.PartsPerObject
+	}
+	return MaxParts
+}
+
+// fullBytes is the stream's length in the filled objects.
+func (u *Upload) fullBytes() int64 {
+	var n int64
+	for _, f := range u.Full {
+		n += f.Bytes
+	}
+	return n
+}
+
+// Segments lists the objects after the first that hold the rest of the
+// stream, with their sizes, once the upload is complete.
+func (u *Upload) Segments() []ledger.Segment {
+	if len(u.Full) == 0 {
+		return nil
+	}
+	segs := make([]ledger.Segment, 0, len(u.Full))
+	for _, f := range u.Full[1:] {
+		segs = append(segs, ledger.Segment{Key: f.Key, Bytes: f.Bytes})
+	}
+	return append(segs, ledger.Segment{Key: u.current(), Bytes: u.StreamBytes - u.fullBytes()})
+}
+
+// Progress returns the parts and bytes uploaded so far.
+func (u *Upload) Progress() (parts int, bytes int64) {
+	bytes = u.fullBytes()
+	for _, p := range u.Parts {
+		bytes += p.Size
+	}
+	return len(u.Full)*u.partsPerObject() + len(u.Parts), bytes
+}
+
+// Keys lists every object key the upload has used, first to current.
+func (u *Upload) Keys() []string {
+	keys := make([]string, 0, len(u.Full)+1)
+	for i := range u.Full {
+		keys = append(keys, SegmentKey(u.Key, i))
+	}
+	return append(keys, u.current())
 }
 
 // Checksums S3 verifies on every part: CRC32C (the default, cheap to
@@ -80,10 +151,10 @@ type Source interface {
 	Close() error
 }
 
-// Result describes a completed object.
+// Result describes a completed stream.
 type Result struct {
 	Bytes  int64
-	SHA256 string // hex, of the whole object
+	SHA256 string // hex, of the whole stream
 }
 
 // ErrStreamChanged means the re-read stream differs from what was uploaded.
@@ -136,13 +207,19 @@ func (up *Uploader) Run(ctx context.Context, u *Upload, open func() (Source, err
 // prepare creates the multipart upload, or reconciles the saved parts with
 // the server's. done is true when the object was completed already.
 func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err error) {
+	for i := range u.Full {
+		if err := up.completeFull(ctx, u, i); err != nil {
+			return false, err
+		}
+	}
 	if u.UploadID != "" {
-		parts, err := up.Client.listParts(ctx, u.Key, u.UploadID)
+		key := u.current()
+		parts, err := up.Client.listParts(ctx, key, u.UploadID)
 		if errors.Is(err, ErrNotFound) {
 			if u.Completing {
-				return true, up.verifyCompleted(ctx, u)
+				return true, up.verifyCompleted(ctx, key, u.StreamBytes-u.fullBytes(), u.Parts)
 			}
-			slog.Warn("multipart upload is gone from the bucket; starting it again", "key", u.Key, "upload_id", u.UploadID)
+			slog.Warn("multipart upload is gone from the bucket; starting it again", "key", key, "upload_id", u.UploadID)
 			u.UploadID, u.Parts = "", nil
 		} else if err != nil {
 			return false, err
@@ -151,15 +228,21 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 			return false, up.Save(u)
 		}
 	}
+	return false, up.create(ctx, u)
+}
+
+// create starts the multipart upload of the current object.
+func (up *Uploader) create(ctx context.Context, u *Upload) error {
+	key := u.current()
 	// A crash between CreateMultipartUpload and saving its UploadId leaves an
 	// upload no state knows; it holds no parts yet, so aborting loses nothing.
-	if n, err := up.Client.AbortAll(ctx, u.Key); err != nil {
-		return false, err
+	if n, err := up.Client.AbortAll(ctx, key); err != nil {
+		return err
 	} else if n > 0 {
-		slog.Info("aborted multipart uploads left by an earlier crash", "key", u.Key, "count", n)
+		slog.Info("aborted multipart uploads left by an earlier crash", "key", key, "count", n)
 	}
 	in := &s3.CreateMultipartUploadInput{
-		Bucket: &up.Client.bucket, Key: &u.Key, Metadata: u.Metadata,
+		Bucket: &up.Client.bucket, Key: &key, Metadata: u.Metadata,
 		StorageClass: types.StorageClass(u.StorageClass),
 		ContentType:  aws.String("application/octet-stream"),
 	}
@@ -168,10 +251,10 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 	}
 	out, err := up.Client.s3.CreateMultipartUpload(ctx, in)
 	if err != nil {
-		return false, wrap("create multipart upload", u.Key, err)
+		return wrap("create multipart upload", key, err)
 	}
 	u.UploadID, u.Parts, u.Completing = aws.ToString(out.UploadId), nil, false
-	return false, up.Save(u)
+	return up.Save(u)
 }
 
 // reconcile keeps the saved parts the server holds with the same ETag;
@@ -188,8 +271,9 @@ func reconcile(saved []Part, server map[int32]types.Part) []Part {
 
 // chunk is one part's bytes on their way to UploadPart.
 type chunk struct {
-	part Part
-	buf  []byte
+	key, uploadID string
+	part          Part
+	buf           []byte
 }
 
 // transfer reads src part by part, verifies parts already uploaded and
@@ -204,7 +288,8 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 	}
 	work := make(chan chunk)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var mu sync.Mutex // guards u and the progress counters
+	var sent sync.WaitGroup // parts handed to workers and not yet saved
 	var doneBytes int64
 	var inFlight int
 	report := func() { // hold mu
@@ -212,6 +297,7 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 			up.Progress(Progress{Done: doneBytes, InFlight: inFlight})
 		}
 	}
+	doneBytes = u.fullBytes()
 	for _, p := range u.Parts {
 		doneBytes += p.Size
 	}
@@ -240,10 +326,32 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 				if err != nil {
 					cancel(err)
 				}
+				sent.Done()
 			}
 		}()
 	}
-	res, readErr := up.read(ctx, u, src, bufs, work)
+	// A full object is completed once its parts are all saved; the parts
+	// of the next one start after that.
+	fill := func(end Part) error {
+		sent.Wait()
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return up.nextObject(ctx, u, end)
+	}
+	send := func(c chunk) error {
+		sent.Add(1)
+		select {
+		case work <- c:
+			return nil
+		case <-ctx.Done():
+			sent.Done()
+			return context.Cause(ctx)
+		}
+	}
+	res, readErr := up.read(ctx, u, src, bufs, send, fill)
 	close(work)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && readErr == nil {
@@ -252,17 +360,25 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 	return res, readErr
 }
 
-// read splits src into parts and sends the missing ones to work.
-func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan []byte, work chan<- chunk) (Result, error) {
-	// u.Parts grows as workers finish; decide from what was there at the start.
+// read splits src into parts and sends the missing ones. Parts of objects
+// filled in an earlier run are only hashed, and must reach the same hash at
+// each object's end. When the current object has all its parts and the
+// stream goes on, fill completes it and starts the next.
+func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan []byte, send func(chunk) error, fill func(end Part) error) (Result, error) {
+	// u changes as workers finish; decide from what was there at the start.
+	filled, fullBytes := len(u.Full), u.fullBytes()
+	full := append([]FullObject(nil), u.Full...)
 	saved := map[int32]Part{}
 	for _, p := range u.Parts {
 		saved[p.Number] = p
 	}
+	per := u.partsPerObject()
 	whole := sha256.New()
 	var total int64
+	var prev Part // the last part read
 	var buf []byte
-	for num := int32(1); ; num++ {
+	for i := 0; ; i++ {
+		obj, num := i/per, int32(i%per+1)
 		select {
 		case buf = <-bufs:
 		case <-ctx.Done():
@@ -284,38 +400,47 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 				return Result{}, fmt.Errorf("zfs send failed, upload not completed: %w", err)
 			}
 		}
-		if size == 0 && num > 1 {
+		if size == 0 && i > 0 {
 			bufs <- buf
-			if p, ok := saved[num]; ok {
-				return Result{}, fmt.Errorf("%w: it ends before part %d (%d bytes uploaded there)", ErrStreamChanged, num, p.Size)
-			}
 			break
 		}
-		if num > MaxParts {
-			return Result{}, fmt.Errorf("stream is larger than %d parts of %d bytes; set a larger --part-size", MaxParts, u.PartSize)
+		if num == 1 && obj > filled {
+			// The stream outgrew the current object: continue in a new one.
+			if err := fill(prev); err != nil {
+				bufs <- buf
+				return Result{}, err
+			}
 		}
 		data := buf[:size]
 		whole.Write(data)
 		total += int64(size)
 		p := Part{Number: num, Size: int64(size), PrefixSHA256: hex.EncodeToString(whole.Sum(nil))}
-		if old, ok := saved[num]; ok {
+		prev = p
+		switch old, ok := saved[num]; {
+		case obj < filled:
+			bufs <- buf
+			if int(num) == per && p.PrefixSHA256 != full[obj].PrefixSHA256 || last {
+				return Result{}, fmt.Errorf("%w: object %s (bytes %d to %d) hashes differently now", ErrStreamChanged, full[obj].Key, total-int64(num)*u.PartSize, total)
+			}
+		case obj == filled && ok:
 			bufs <- buf
 			if old.PrefixSHA256 != p.PrefixSHA256 || old.Size != p.Size {
-				return Result{}, fmt.Errorf("%w: part %d (bytes %d to %d) hashes differently now", ErrStreamChanged, num, int64(num-1)*u.PartSize, int64(num-1)*u.PartSize+p.Size)
+				return Result{}, fmt.Errorf("%w: part %d (bytes %d to %d) hashes differently now", ErrStreamChanged, num, total-p.Size, total)
 			}
-		} else {
-			select {
-			case work <- chunk{part: p, buf: buf}:
-			case <-ctx.Done():
-				return Result{}, context.Cause(ctx)
+		default:
+			if err := send(chunk{key: u.current(), uploadID: u.UploadID, part: p, buf: buf}); err != nil {
+				return Result{}, err
 			}
 		}
 		if last {
 			break
 		}
 	}
+	if filled > 0 && total <= fullBytes {
+		return Result{}, fmt.Errorf("%w: it ends within the objects already filled", ErrStreamChanged)
+	}
 	for num, p := range saved {
-		if int64(num-1)*u.PartSize >= total {
+		if int64(filled*per+int(num)-1)*u.PartSize >= total {
 			return Result{}, fmt.Errorf("%w: it ends before part %d (%d bytes uploaded there)", ErrStreamChanged, num, p.Size)
 		}
 	}
@@ -327,11 +452,53 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 	return Result{Bytes: total, SHA256: hex.EncodeToString(whole.Sum(nil))}, nil
 }
 
+// nextObject records the current object as full, completes it and starts
+// the multipart upload of the next. end is the object's last part. Hold
+// the lock that guards u, with no part in flight.
+func (up *Uploader) nextObject(ctx context.Context, u *Upload, end Part) error {
+	if len(u.Parts) != u.partsPerObject() {
+		return fmt.Errorf("object %s has %d parts at its end, want %d", u.current(), len(u.Parts), u.partsPerObject())
+	}
+	f := FullObject{Key: u.current(), PrefixSHA256: end.PrefixSHA256, ETag: MultipartETag(u.Parts), UploadID: u.UploadID, Parts: u.Parts}
+	for _, p := range u.Parts {
+		f.Bytes += p.Size
+	}
+	u.Full = append(u.Full, f)
+	u.UploadID, u.Parts = "", nil
+	if err := up.Save(u); err != nil {
+		return fmt.Errorf("save upload state: %w", err)
+	}
+	if err := up.completeFull(ctx, u, len(u.Full)-1); err != nil {
+		return err
+	}
+	return up.create(ctx, u)
+}
+
+// completeFull completes the multipart upload of the filled object i, unless
+// an earlier run did. Completing twice is safe: the object is then checked.
+func (up *Uploader) completeFull(ctx context.Context, u *Upload, i int) error {
+	f := &u.Full[i]
+	if f.UploadID == "" {
+		return nil
+	}
+	if _, err := up.Client.listParts(ctx, f.Key, f.UploadID); errors.Is(err, ErrNotFound) {
+		if err := up.verifyCompleted(ctx, f.Key, f.Bytes, f.Parts); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	} else if err := up.completeObject(ctx, f.Key, f.UploadID, f.Bytes, f.Parts, u.checksum()); err != nil {
+		return err
+	}
+	f.UploadID, f.Parts = "", nil
+	return up.Save(u)
+}
+
 func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, error) {
 	p := c.part
 	data := c.buf[:p.Size]
 	in := &s3.UploadPartInput{
-		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
+		Bucket: &up.Client.bucket, Key: &c.key, UploadId: &c.uploadID,
 		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(data), ContentLength: aws.Int64(p.Size),
 	}
 	switch u.checksum() {
@@ -347,7 +514,7 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 	}
 	out, err := up.Client.s3.UploadPart(ctx, in)
 	if err != nil {
-		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), u.Key, err)
+		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), c.key, err)
 	}
 	p.ETag = etagOf(out.ETag)
 	return p, nil
@@ -365,44 +532,49 @@ func insertPart(parts []Part, p Part) []Part {
 	return parts
 }
 
-// complete records the totals, then completes the multipart upload.
+// complete records the totals, then completes the last object.
 func (up *Uploader) complete(ctx context.Context, u *Upload, res Result) error {
 	u.Completing, u.StreamBytes, u.SHA256 = true, res.Bytes, res.SHA256
 	if err := up.Save(u); err != nil {
 		return fmt.Errorf("save upload state: %w", err)
 	}
-	var parts []types.CompletedPart
-	for _, p := range u.Parts {
+	return up.completeObject(ctx, u.current(), u.UploadID, res.Bytes-u.fullBytes(), u.Parts, u.checksum())
+}
+
+// completeObject completes a multipart upload of size bytes.
+func (up *Uploader) completeObject(ctx context.Context, key, uploadID string, size int64, parts []Part, checksum string) error {
+	var cps []types.CompletedPart
+	for _, p := range parts {
 		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-		if u.checksum() == "crc32c" {
+		if checksum == "crc32c" {
 			cp.ChecksumCRC32C = aws.String(p.Checksum)
 		}
-		parts = append(parts, cp)
+		cps = append(cps, cp)
 	}
 	_, err := up.Client.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
-		Bucket: &up.Client.bucket, Key: &u.Key, UploadId: &u.UploadID,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		Bucket: &up.Client.bucket, Key: &key, UploadId: &uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: cps},
 	})
-	if err != nil && up.verifyCompleted(ctx, u) == nil {
+	if err != nil && up.verifyCompleted(ctx, key, size, parts) == nil {
 		// The server completed it and the answer was lost (a cut connection,
 		// or a retry that found the upload already gone).
 		return nil
 	}
-	return wrap("complete multipart upload", u.Key, err)
+	return wrap("complete multipart upload", key, err)
 }
 
-// verifyCompleted checks that the object at u.Key is the one u describes:
-// the size and the multipart ETag derived from the saved parts must match.
-func (up *Uploader) verifyCompleted(ctx context.Context, u *Upload) error {
-	obj, err := up.Client.Head(ctx, u.Key)
+// verifyCompleted checks that the object at key is the one made of parts:
+// the size and the multipart ETag derived from the parts must match.
+func (up *Uploader) verifyCompleted(ctx context.Context, key string, size int64, parts []Part) error {
+	obj, err := up.Client.Head(ctx, key)
 	if err != nil {
 		return fmt.Errorf("upload was being completed but the object is missing: %w; run abort_upload and upload again", err)
 	}
-	if obj.Size != u.StreamBytes {
-		return fmt.Errorf("object %q has %d bytes, the upload had %d; run abort_upload and upload again", u.Key, obj.Size, u.StreamBytes)
+	if obj.Size != size {
+		return fmt.Errorf("object %q has %d bytes, the upload had %d; run abort_upload and upload again", key, obj.Size, size)
 	}
-	if want := MultipartETag(u.Parts); obj.ETag != want {
-		return fmt.Errorf("object %q has ETag %s, the upload's parts give %s; run abort_upload and upload again", u.Key, obj.ETag, want)
+	if want := MultipartETag(parts); obj.ETag != want {
+		return fmt.Errorf("object %q has ETag %s, the upload's parts give %s; run abort_upload and upload again", key, obj.ETag, want)
 	}
 	return nil
 }

@@ -255,3 +255,121 @@ func TestServerRejectsACorruptedPart(t *testing.T) {
 		})
 	}
 }
+
+// concat reads the objects an upload made, in order.
+func (c *Client) concat(t *testing.T, u *Upload) []byte {
+	t.Helper()
+	var all []byte
+	for _, k := range u.Keys() {
+		all = append(all, c.bytesOf(t, k)...)
+	}
+	return all
+}
+
+// TestStreamContinuesInFurtherObjects lowers the 10,000-part limit to 2:
+// a stream that outgrows one object continues in KEY.2, KEY.3, and one that
+// ends exactly at an object's end adds no empty object.
+func TestStreamContinuesInFurtherObjects(t *testing.T) {
+	c := newBucket(t, nil)
+	for _, tt := range []struct {
+		size    int
+		objects []int64
+	}{
+		{5*MinPartSize + 3, []int64{2 * MinPartSize, 2 * MinPartSize, MinPartSize + 3}},
+		{4 * MinPartSize, []int64{2 * MinPartSize, 2 * MinPartSize}},
+		{2*MinPartSize + 1, []int64{2 * MinPartSize, 1}},
+	} {
+		t.Run(fmt.Sprint(tt.size), func(t *testing.T) {
+			data := randomBytes(t, tt.size)
+			u := &Upload{Key: fmt.Sprintf("multi-%d", tt.size), PartSize: MinPartSize, PartsPerObject: 2}
+			res, err := run(t, c, u, source{Reader: bytes.NewReader(data)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Bytes != int64(tt.size) || res.SHA256 != shaHex(data) {
+				t.Errorf("result %+v, want %d bytes sha %s", res, tt.size, shaHex(data))
+			}
+			var sizes []int64
+			for i, k := range u.Keys() {
+				if k != SegmentKey(u.Key, i) {
+					t.Errorf("object %d is %s, want %s", i, k, SegmentKey(u.Key, i))
+				}
+				obj, err := c.Head(context.Background(), k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sizes = append(sizes, obj.Size)
+			}
+			if fmt.Sprint(sizes) != fmt.Sprint(tt.objects) {
+				t.Errorf("object sizes %v, want %v", sizes, tt.objects)
+			}
+			if got := c.concat(t, u); !bytes.Equal(got, data) {
+				t.Error("the objects together differ from the stream")
+			}
+			segs := u.Segments()
+			if len(segs) != len(tt.objects)-1 || len(segs) > 0 && segs[len(segs)-1].Bytes != tt.objects[len(tt.objects)-1] {
+				t.Errorf("segments %+v for objects %v", segs, tt.objects)
+			}
+			if ups, _ := c.AllMultipartUploads(context.Background(), ""); len(ups) != 0 {
+				t.Errorf("multipart uploads left: %v", ups)
+			}
+		})
+	}
+}
+
+// TestResumeAcrossObjects interrupts a three-object upload at points
+// before, at and after object boundaries, including a crash between
+// recording an object as full and completing it; each resume ends with the
+// stream stored exactly, and a changed stream is refused.
+func TestResumeAcrossObjects(t *testing.T) {
+	c := newBucket(t, nil)
+	data := randomBytes(t, 5*MinPartSize+3)
+	for _, cut := range []int{MinPartSize + 1, 2 * MinPartSize, 2*MinPartSize + 9, 4*MinPartSize + 1, 5 * MinPartSize} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			u := &Upload{Key: fmt.Sprintf("cut-%d", cut), PartSize: MinPartSize, PartsPerObject: 2}
+			if _, err := run(t, c, u, source{Reader: failAfter(data, cut)}); err == nil {
+				t.Fatal("Run over a failing reader succeeded")
+			}
+			if len(u.Full) > 0 {
+				changed := bytes.Clone(data)
+				changed[7] ^= 1
+				cp := *u
+				if _, err := run(t, c, &cp, source{Reader: bytes.NewReader(changed)}); !errors.Is(err, ErrStreamChanged) {
+					t.Fatalf("resume with a stream changed in a full object = %v, want ErrStreamChanged", err)
+				}
+			}
+			if _, err := run(t, c, u, source{Reader: bytes.NewReader(data)}); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.concat(t, u); !bytes.Equal(got, data) {
+				t.Error("resumed objects differ from the stream")
+			}
+		})
+	}
+	t.Run("crash before completing a full object", func(t *testing.T) {
+		u := &Upload{Key: "crash-full", PartSize: MinPartSize, PartsPerObject: 2}
+		up := &Uploader{Client: c, Concurrency: 2, Save: func(s *Upload) error {
+			*u = *s
+			if len(s.Full) == 1 && s.Full[0].UploadID != "" {
+				return errors.New("killed")
+			}
+			return nil
+		}}
+		cp := *u
+		if _, err := up.Run(context.Background(), &cp, func() (Source, error) { return source{Reader: bytes.NewReader(data)}, nil }); err == nil {
+			t.Fatal("Run went on after its state could not be saved")
+		}
+		if len(u.Full) != 1 || u.Full[0].UploadID == "" {
+			t.Fatalf("state after the crash: %+v", u.Full)
+		}
+		if _, err := run(t, c, u, source{Reader: bytes.NewReader(data)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.concat(t, u); !bytes.Equal(got, data) {
+			t.Error("resumed objects differ from the stream")
+		}
+		if ups, _ := c.AllMultipartUploads(context.Background(), "crash-full"); len(ups) != 0 {
+			t.Errorf("multipart uploads left: %v", ups)
+		}
+	})
+}
