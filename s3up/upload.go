@@ -288,7 +288,7 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 	}
 	work := make(chan chunk)
 	var wg sync.WaitGroup
-	var mu sync.Mutex // guards u and the progress counters
+	var mu sync.Mutex       // guards u and the progress counters
 	var sent sync.WaitGroup // parts handed to workers and not yet saved
 	var doneBytes int64
 	var inFlight int
