@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -372,4 +373,61 @@ func TestResumeAcrossObjects(t *testing.T) {
 			t.Errorf("multipart uploads left: %v", ups)
 		}
 	})
+}
+
+// TestPayloadSignedUnlessTLSGuardsIt pins what protects a part's bytes.
+// Over plain HTTP the SigV4 signature covers them (payload hash signed);
+// over HTTPS the SDK sends UNSIGNED-PAYLOAD, TLS guards the transport and
+// the checksum S3 verifies (crc32c, md5) catches a part changed on its way,
+// such as by the proxy here after TLS. Only --checksum none over HTTPS
+// leaves that last case to TLS alone, as README says.
+func TestPayloadSignedUnlessTLSGuardsIt(t *testing.T) {
+	for _, tt := range []struct {
+		tls      bool
+		checksum string
+		unsigned bool
+	}{
+		{false, "crc32c", false}, {false, "md5", false},
+		{true, "crc32c", true}, {true, "md5", true}, {true, "none", true},
+	} {
+		t.Run(fmt.Sprintf("tls=%v,%s", tt.tls, tt.checksum), func(t *testing.T) {
+			proxy := testbed.StartProxy(t, minio.Endpoint)
+			if tt.tls {
+				proxy = testbed.StartTLSProxy(t, minio.Endpoint)
+			}
+			var mu sync.Mutex
+			var hashes []string
+			proxy.SetRule(func(r *http.Request) testbed.Fault {
+				if testbed.IsUploadPart(r) {
+					mu.Lock()
+					hashes = append(hashes, r.Header.Get("X-Amz-Content-Sha256"))
+					mu.Unlock()
+				}
+				return testbed.Fault{}
+			})
+			c := newBucket(t, proxy)
+			data := randomBytes(t, 2*MinPartSize+1)
+			u := &Upload{Key: "signed", PartSize: MinPartSize, Checksum: tt.checksum}
+			if _, err := run(t, c, u, source{Reader: bytes.NewReader(data)}); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.bytesOf(t, u.Key); !bytes.Equal(got, data) {
+				t.Error("stored object differs from the stream")
+			}
+			if len(hashes) != 3 {
+				t.Errorf("saw %d UploadPart requests, want 3", len(hashes))
+			}
+			for _, h := range hashes {
+				if (h == "UNSIGNED-PAYLOAD") != tt.unsigned || h == "" {
+					t.Errorf("x-amz-content-sha256 %q, want unsigned=%v", h, tt.unsigned)
+				}
+			}
+			proxy.SetRule(testbed.Every(1, 1, testbed.IsUploadPart, testbed.Fault{Corrupt: true}))
+			bad := &Upload{Key: "changed", PartSize: MinPartSize, Checksum: tt.checksum}
+			_, err := run(t, c, bad, source{Reader: bytes.NewReader(data)})
+			if refused := err != nil; refused != (tt.checksum != "none" || !tt.tls) {
+				t.Errorf("a part changed after TLS: refused=%v (%v)", refused, err)
+			}
+		})
+	}
 }

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bytes"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -42,13 +44,21 @@ type Proxy struct {
 	srv  *httptest.Server
 	mu   sync.Mutex
 	rule func(*http.Request) Fault
+	// CAFile is the PEM certificate of a TLS proxy, removed by Close.
+	CAFile string
 	// Hung receives each request the proxy hangs, after the server answered it.
 	Hung chan *http.Request
 	stop chan struct{}
 }
 
 // NewProxy forwards to target (an http:// URL).
-func NewProxy(target string) (*Proxy, error) {
+func NewProxy(target string) (*Proxy, error) { return newProxy(target, false) }
+
+// NewTLSProxy is NewProxy serving HTTPS, as every real S3 endpoint does;
+// CAFile names its certificate for AWS_CA_BUNDLE.
+func NewTLSProxy(target string) (*Proxy, error) { return newProxy(target, true) }
+
+func newProxy(target string, useTLS bool) (*Proxy, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, err
@@ -109,9 +119,21 @@ func NewProxy(target string) (*Proxy, error) {
 		return nil, err
 	}
 	p.srv.Listener = l
-	p.srv.Start()
+	if !useTLS {
+		p.srv.Start()
+		p.URL = p.srv.URL
+		return p, nil
+	}
+	p.srv.StartTLS()
 	p.URL = p.srv.URL
-	return p, nil
+	f, err := os.CreateTemp("", "zfs2s3-proxy-ca-*.pem")
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	defer f.Close()
+	p.CAFile = f.Name()
+	return p, pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
 }
 
 // closeConn drops the client's connection without an answer.
@@ -173,6 +195,21 @@ func StartProxy(tb testing.TB, target string) *Proxy {
 	return p
 }
 
+// StartTLSProxy is NewTLSProxy for a test, which it also points
+// AWS_CA_BUNDLE at, so that clients it creates trust the proxy.
+func StartTLSProxy(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	p, err := NewTLSProxy(target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
+	if t, ok := tb.(interface{ Setenv(k, v string) }); ok {
+		t.Setenv("AWS_CA_BUNDLE", p.CAFile)
+	}
+	return p
+}
+
 // SetRule replaces the rule; nil forwards everything untouched.
 func (p *Proxy) SetRule(rule func(*http.Request) Fault) {
 	p.mu.Lock()
@@ -194,6 +231,9 @@ func (p *Proxy) Close() {
 	close(p.stop)
 	p.srv.CloseClientConnections()
 	p.srv.Close()
+	if p.CAFile != "" {
+		os.Remove(p.CAFile)
+	}
 }
 
 // IsUploadPart reports whether r is an UploadPart request.
