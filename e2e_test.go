@@ -420,6 +420,12 @@ func (e *env) waitParts(n int) {
 // killAfterParts starts an upload and kill -9s it once n parts are saved.
 func (e *env) killAfterParts(n int, args ...string) {
 	e.t.Helper()
+	e.killWhen(func(st map[string]any) bool { return partsDone(st) >= n }, args...)
+}
+
+// killWhen starts an upload and kill -9s it once its state satisfies cond.
+func (e *env) killWhen(cond func(st map[string]any) bool, args ...string) {
+	e.t.Helper()
 	c, stderr := e.start(args...)
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
@@ -429,7 +435,7 @@ func (e *env) killAfterParts(n int, args ...string) {
 			e.t.Fatalf("upload ended (%v) before it could be killed: %s", err, stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
-		if st := e.stateFiles(); len(st) == 1 && partsDone(st[0]) >= n {
+		if st := e.stateFiles(); len(st) == 1 && cond(st[0]) {
 			c.Process.Signal(syscall.SIGKILL)
 			<-done
 			return

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,26 +27,6 @@ func fullObjects(st map[string]any) int {
 	up, _ := st["upload"].(map[string]any)
 	full, _ := up["full"].([]any)
 	return len(full)
-}
-
-// killWhen starts an upload and kill -9s it once its state satisfies cond.
-func (e *env) killWhen(cond func(st map[string]any) bool, args ...string) {
-	e.t.Helper()
-	c, stderr := e.start(args...)
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	for {
-		select {
-		case err := <-done:
-			e.t.Fatalf("upload ended (%v) before it could be killed: %s", err, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if st := e.stateFiles(); len(st) == 1 && cond(st[0]) {
-			c.Process.Signal(syscall.SIGKILL)
-			<-done
-			return
-		}
-	}
 }
 
 // streamSHA hashes an edge's objects in order, as a user without zfs2s3

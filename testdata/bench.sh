@@ -50,7 +50,7 @@ for mib in $SIZES; do
   fi
   measure "sdk manager.Uploader 16M x8" "$mib" bash -c "zfs send '$ds@s' | '$SDKUPLOAD' backups peer/sdk-$mib"
   drop "peer/sdk-$mib"
-  key=$(grep -o "key: $pool/d$mib/.*" "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | sed 's/^key: //')
+  key=$(grep -o "\"key\":\"$pool/d$mib/[^\"]*\"" "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | cut -d'"' -f4)
   measure "zfs2s3 restore" "$mib" "$ZFS2S3" restore "$ds@s" --into "$pool/r$mib-zfs2s3"
   zfs destroy -r "$pool/r$mib-zfs2s3" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/r$mib-zfs2s3"; }
   measure "aws s3 cp | zfs receive" "$mib" bash -c "aws s3 cp 's3://backups/$key' - --endpoint-url $ep | zfs receive '$pool/r$mib-aws'"

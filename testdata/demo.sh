@@ -87,7 +87,7 @@ show "$ZFS2S3" save "$ds@mon" "$work/mon.zfs"
 show zfs receive "$pool/from a file" < "$work/mon.zfs"
 
 step "Restore without zfs2s3: curl | zfs receive, oldest stream first"
-keys=$(grep -o 'key: .*' "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | sed 's/^key: //')
+keys=$(grep -o '"key":"[^"]*"' "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | cut -d'"' -f4)
 echo "$keys"
 full=$(grep 'mon@.*\.full\.zfs$' <<<"$keys")
 bypass=$(grep 'thu@.*\.from\.mon@' <<<"$keys")
