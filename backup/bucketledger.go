@@ -70,6 +70,14 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	if err != nil {
 		return nil, err
 	}
+	if b.store.Exists() {
+		// The usual case: the bucket holds the copy this machine last wrote.
+		// A HEAD says so without fetching a ledger that may be tens of MB.
+		if obj, err := b.S3.Head(ctx, LedgerKey(b.Opt.Prefix)); err == nil && obj.ETag != "" && obj.ETag == b.syncedETag() {
+			b.remoteETag = obj.ETag
+			return local, nil
+		}
+	}
 	remote, _, etag, err := b.bucketLedger(ctx)
 	b.remoteETag = etag
 	switch {

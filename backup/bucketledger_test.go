@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
@@ -136,5 +137,46 @@ func TestFirstWritesOfTwoMachinesDoNotOverwrite(t *testing.T) {
 	}
 	if got := bucketKeys(t, a); got != "k1" {
 		t.Errorf("bucket ledger = %s, want a's k1 kept", got)
+	}
+}
+
+// TestUnchangedBucketLedgerIsNotFetched: when the bucket holds the copy
+// this machine wrote last, commands check its ETag and do not download it
+// (at 100,000 edges it is over 30 MB); a changed copy is still read.
+func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	var gets atomic.Int32
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+			gets.Add(1)
+		}
+		return testbed.Fault{}
+	})
+	ctx := context.Background()
+	a := machine(t, proxy.URL)
+	if err := addEdge(ctx, a, 1); err != nil {
+		t.Fatal(err)
+	}
+	gets.Store(0)
+	if err := addEdge(ctx, a, 2); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := a.readLedger(ctx); err != nil || len(l.Edges) != 2 {
+		t.Fatalf("readLedger = %v, %v", l, err)
+	}
+	if n := gets.Load(); n != 0 {
+		t.Errorf("%d GETs of an unchanged bucket ledger, want 0", n)
+	}
+	// Another machine's change is seen: a's next change is refused.
+	b := machine(t, m.Endpoint)
+	if _, err := b.readLedger(ctx); err != nil { // adopts the bucket's copy
+		t.Fatal(err)
+	}
+	if err := addEdge(ctx, b, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := addEdge(ctx, a, 4); err == nil || gets.Load() == 0 {
+		t.Errorf("a's change over b's copy: %v after %d GETs; want a refusal after reading it", err, gets.Load())
 	}
 }
