@@ -16,17 +16,36 @@ import (
 
 	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
-	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
 // longArgs makes S3's 10,000-part limit 2 parts of 5 MiB, so that a 24 MiB
 // stream needs three objects, as a 160 GiB one does at 16 MiB parts.
 var longArgs = []string{"--part-size", "5MiB", "--parts-per-object", "2", "--concurrency", "2"}
 
+// fullObjects counts the objects an upload completed before its current one.
 func fullObjects(st map[string]any) int {
 	up, _ := st["upload"].(map[string]any)
 	full, _ := up["full"].([]any)
-	return len(full)
+	n := 0
+	for _, f := range full {
+		if m, _ := f.(map[string]any); m["upload_id"] == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// pendingKey is the object key of the one pending upload.
+func (e *env) pendingKey() string {
+	e.t.Helper()
+	st := e.stateFiles()
+	if len(st) != 1 {
+		e.t.Fatalf("%d pending uploads, want 1", len(st))
+	}
+	up, _ := st[0]["upload"].(map[string]any)
+	key, _ := up["key"].(string)
+	return key
 }
 
 // streamSHA hashes an edge's objects in order, as a user without zfs2s3
@@ -39,7 +58,7 @@ func (e *env) streamSHA(target, base string) (string, int) {
 	}
 	h := sha256.New()
 	for i := 0; i <= len(ed.Segments); i++ {
-		h.Write(e.object(s3up.SegmentKey(ed.Key, i)))
+		h.Write(e.object(ledger.SegmentKey(ed.Key, i)))
 	}
 	return hex.EncodeToString(h.Sum(nil)), len(ed.Segments) + 1
 }
@@ -105,7 +124,7 @@ func TestLongStreamContinuesInFurtherObjects(t *testing.T) {
 		t.Errorf("rebuilt edge has %d objects, want 3", n)
 	}
 
-	e.corrupt(s3up.SegmentKey(key, 1))
+	e.corrupt(ledger.SegmentKey(key, 1))
 	if r := e.fails(1, "verify found 1 problem", "verify", "--read-data"); !strings.Contains(r.stdout, "BAD  "+a+" (full)") {
 		t.Errorf("verify --read-data does not name the edge:\n%s", r.stdout)
 	}
@@ -126,8 +145,13 @@ func TestAbortLongStreamLeavesNothing(t *testing.T) {
 	e.killWhen(func(st map[string]any) bool { return fullObjects(st) >= 1 },
 		append([]string{"upload", a}, longArgs...)...)
 	e.endpoint = bed.minio.Endpoint
+	// Its full object has no manifest yet; rebuild must not call it junk.
+	key := ledger.SegmentKey(e.pendingKey(), 0)
+	if r := e.ok("ledger", "rebuild"); !strings.Contains(r.stdout, "skipped object "+key+": it belongs to the unfinished upload of "+a+" (full)") {
+		t.Errorf("ledger rebuild stdout = %q", r.stdout)
+	}
 	e.ok("abort_upload", a)
-	if keys, n := e.keys(), e.multipartUploads(); len(keys) != 0 || n != 0 || len(e.stateFiles()) != 0 {
+	if keys, n := e.keys(), e.multipartUploads(); len(keys) != 1 || keys[0] != backup.LedgerKey("") || n != 0 || len(e.stateFiles()) != 0 {
 		t.Errorf("after abort: objects %v, %d multipart uploads, %d state files", keys, n, len(e.stateFiles()))
 	}
 	e.ok(append([]string{"upload", a}, longArgs...)...)

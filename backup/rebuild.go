@@ -51,8 +51,22 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 		}
 		l.Edges = append(l.Edges, e)
 	}
+	ps, err := b.loadPending()
+	if err != nil {
+		return err
+	}
+	of := map[string]*pending{}
+	for _, p := range ps {
+		for _, k := range p.Upload.Keys() {
+			of[k] = p
+		}
+	}
 	for _, o := range objs {
-		if streamKey.MatchString(o.Key) && !seen[o.Key] {
+		switch p := of[o.Key]; {
+		case !streamKey.MatchString(o.Key) || seen[o.Key]:
+		case p != nil:
+			b.Out("skipped object %s: it belongs to the unfinished upload of %s; run zfs2s3 resume_upload or abort_upload %s", o.Key, p.Edge, p.Edge.Target.Name)
+		default:
 			b.Out("skipped object %s: it has no manifest (an upload that was never recorded); delete it or abort that upload", o.Key)
 		}
 	}
@@ -94,7 +108,7 @@ func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, err
 	}
 	object, _ := s3up.ManifestOf(key)
 	var m manifest
-	if err := yaml.Unmarshal(data, &m); err != nil || m.Format < 1 || m.Format > ledger.FormatVersion || m.Edge.Key != object {
+	if err := yaml.Unmarshal(data, &m); err != nil || m.Format < 1 || m.Format > ledger.FormatVersion || m.Edge.Key != object || !ledger.SegmentsValid(m.Edge) {
 		return ledger.Edge{}, fmt.Errorf("manifest s3://%s/%s is damaged or of another format (%v); move it away and run ledger rebuild again", b.S3.Bucket(), key, err)
 	}
 	m.Edge.Removing = false

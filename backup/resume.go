@@ -61,22 +61,8 @@ func (b *Backup) Abort(ctx context.Context, target string) error {
 func (b *Backup) abort(ctx context.Context, p *pending) error {
 	u := p.Upload
 	keys := u.Keys()
-	for _, f := range u.Full {
-		if f.UploadID != "" {
-			if err := b.S3.Abort(ctx, f.Key, f.UploadID); err != nil {
-				return err
-			}
-		}
-	}
-	if u.UploadID != "" {
-		if err := b.S3.Abort(ctx, keys[len(keys)-1], u.UploadID); err != nil {
-			return err
-		}
-	}
-	for _, k := range keys {
-		if _, err := b.S3.AbortAll(ctx, k); err != nil {
-			return err
-		}
+	if err := b.S3.AbortUpload(ctx, &u); err != nil {
+		return err
 	}
 	if u.Completing || len(u.Full) > 0 {
 		// Completed objects may exist without a ledger edge: delete them,

@@ -133,7 +133,7 @@ func PlanPartSize(est int64) int64 {
 // Names are percent-encoded because S3 metadata must be ASCII.
 func objectMetadata(e ledger.Edge) map[string]string {
 	m := map[string]string{
-		"zfs2s3-format":      strconv.Itoa(ledger.FormatVersion),
+		"zfs2s3-format":      strconv.Itoa(e.Format()),
 		"zfs2s3-target":      url.PathEscape(e.Target.Name),
 		"zfs2s3-target-guid": strconv.FormatUint(e.Target.GUID, 10),
 	}
@@ -211,7 +211,7 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
 	e.Segments = p.Upload.Segments()
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
-	data, err := yaml.Marshal(manifest{Format: ledger.FormatVersion, Edge: e})
+	data, err := yaml.Marshal(manifest{Format: e.Format(), Edge: e})
 	if err != nil {
 		return err
 	}

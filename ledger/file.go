@@ -113,7 +113,7 @@ func (l *Ledger) validate() error {
 	if l.Version < 1 || l.Version > FormatVersion {
 		return fmt.Errorf("%w: format version %d, this zfs2s3 reads versions 1 to %d; use a zfs2s3 that matches", ErrDamaged, l.Version, FormatVersion)
 	}
-	l.Version = FormatVersion // what it is written as
+	l.Version = FormatVersion // in memory; Marshal picks what it is written as
 	seen := make(map[ID]bool, len(l.Edges))
 	for i, e := range l.Edges {
 		switch {
@@ -123,8 +123,8 @@ func (l *Ledger) validate() error {
 			return fmt.Errorf("%w: edge %d (%s) has a base without GUID or name", ErrDamaged, i+1, e)
 		case seen[e.ID()]:
 			return fmt.Errorf("%w: edge %s appears twice", ErrDamaged, e)
-		case !segmentsValid(e):
-			return fmt.Errorf("%w: edge %s lists objects without key or bytes, or more bytes than it stores", ErrDamaged, e)
+		case !SegmentsValid(e):
+			return fmt.Errorf("%w: edge %s lists further objects not named KEY.2, KEY.3, …, or without bytes", ErrDamaged, e)
 		}
 		seen[e.ID()] = true
 	}
@@ -134,9 +134,11 @@ func (l *Ledger) validate() error {
 	return nil
 }
 
-func segmentsValid(e Edge) bool {
-	for _, o := range e.Objects() {
-		if o.Key == "" || o.Bytes <= 0 && len(e.Segments) > 0 {
+// SegmentsValid reports whether an edge's further objects, if any, are
+// named by SegmentKey and each hold some of the stream.
+func SegmentsValid(e Edge) bool {
+	for i, o := range e.Objects() {
+		if o.Key != SegmentKey(e.Key, i) || o.Bytes <= 0 && len(e.Segments) > 0 {
 			return false
 		}
 	}
@@ -158,6 +160,15 @@ func (s Store) Exists() bool {
 	return err == nil
 }
 
+// format is the oldest format version that holds the ledger.
+func (l *Ledger) format() int {
+	v := 1
+	for _, e := range l.Edges {
+		v = max(v, e.Format())
+	}
+	return v
+}
+
 // Marshal encodes a ledger as its file does: YAML in the JSON-compatible
 // flow style, one edge per line, so that Parse takes the fast path, any
 // YAML or JSON tool reads it, and a diff shows whole edges.
@@ -172,7 +183,7 @@ func Marshal(l *Ledger) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "{\"version\": %d,\n \"bucket\": %s,\n \"prefix\": %s,\n \"generation\": %d,\n \"edges\": [",
-		FormatVersion, bucket, prefix, l.Generation)
+		l.format(), bucket, prefix, l.Generation)
 	for i := range l.Edges {
 		if i > 0 {
 			buf.WriteByte(',')

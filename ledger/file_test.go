@@ -92,6 +92,10 @@ func TestFileIsYAML(t *testing.T) {
 		if err := yaml.Unmarshal(data, &viaYAML); err != nil {
 			t.Fatalf("yaml.Unmarshal of\n%s: %v", data, err)
 		}
+		if viaYAML.Version != 1 {
+			t.Errorf("written as version %d, want 1 (no edge has segments)", viaYAML.Version)
+		}
+		viaYAML.Version = l.Version
 		if d := cmp.Diff(l, &viaYAML); d != "" {
 			t.Errorf("read by a YAML parser (-written +read):\n%s", d)
 		}
@@ -128,7 +132,7 @@ func TestParseReadsBlockYAML(t *testing.T) {
 func TestSegmentsRoundTripAndObjects(t *testing.T) {
 	l := oddLedger()
 	l.Edges[0].StoredBytes = 10
-	l.Edges[0].Segments = []Segment{{Key: "tank/my%20data/k.2", Bytes: 3}, {Key: "tank/my%20data/k.3", Bytes: 1}}
+	l.Edges[0].Segments = []Segment{{Key: SegmentKey(l.Edges[0].Key, 1), Bytes: 3}, {Key: SegmentKey(l.Edges[0].Key, 2), Bytes: 1}}
 	data, err := Marshal(l)
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +153,9 @@ func TestSegmentsRoundTripAndObjects(t *testing.T) {
 	}
 }
 
-// TestParseReadsVersion1 reads a ledger written before Edge.Segments: it
-// loads and is written back as the current version.
+// TestParseReadsVersion1 reads a ledger written before Edge.Segments, and
+// writes version 1 for as long as no edge needs version 2, so that older
+// zfs2s3 sharing the bucket keep reading it.
 func TestParseReadsVersion1(t *testing.T) {
 	l, err := Parse([]byte("version: 1\nbucket: b\nprefix: \"\"\ngeneration: 3\nedges:\n- {target: {name: a@b, guid: 1}, key: k, stored_bytes: 5}\n"))
 	if err != nil {
@@ -160,8 +165,12 @@ func TestParseReadsVersion1(t *testing.T) {
 		t.Errorf("parsed %+v", l)
 	}
 	data, _ := Marshal(l)
-	if !bytes.HasPrefix(data, []byte(`{"version": 2,`)) {
-		t.Errorf("written as\n%s", data)
+	if !bytes.HasPrefix(data, []byte(`{"version": 1,`)) {
+		t.Errorf("a ledger without segments written as\n%s", data)
+	}
+	l.Edges[0].Segments = []Segment{{Key: "k.2", Bytes: 1}}
+	if data, _ := Marshal(l); !bytes.HasPrefix(data, []byte(`{"version": 2,`)) {
+		t.Errorf("a ledger with segments written as\n%s", data)
 	}
 }
 
@@ -170,6 +179,8 @@ func TestParseRefusesBadSegments(t *testing.T) {
 		"no key":         `[{"key": "", "bytes": 1}]`,
 		"no bytes":       `[{"key": "k.2", "bytes": 0}]`,
 		"more than all":  `[{"key": "k.2", "bytes": 5}]`,
+		"another key":    `[{"key": "other.full.zfs", "bytes": 1}]`,
+		"out of order":   `[{"key": "k.3", "bytes": 1}, {"key": "k.2", "bytes": 1}]`,
 		"unknown member": `[{"key": "k.2", "bytes": 1, "etag": "x"}]`,
 	} {
 		t.Run(name, func(t *testing.T) {

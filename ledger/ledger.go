@@ -10,14 +10,25 @@ package ledger
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// FormatVersion is the ledger file format this code writes. It reads
-// version 1 too, which lacks Edge.Segments; files are written as version 2
-// from the first change on, and older zfs2s3 refuse them with a message.
+// FormatVersion is the newest ledger format, which this code reads along
+// with the older ones. Version 2 added Edge.Segments. A ledger or manifest
+// is written in the oldest version that holds it, so older zfs2s3 sharing
+// the bucket keep working until an edge needs the newer format; then they
+// refuse it with a message instead of misreading it.
 const FormatVersion = 2
+
+// Format is the oldest format version that holds the edge.
+func (e Edge) Format() int {
+	if len(e.Segments) > 0 {
+		return 2
+	}
+	return 1
+}
 
 // Snapshot identifies a snapshot by GUID; Name is what it was called when stored.
 type Snapshot struct {
@@ -56,6 +67,16 @@ type Edge struct {
 type Segment struct {
 	Key   string `yaml:"key" json:"key"`
 	Bytes int64  `yaml:"bytes" json:"bytes"`
+}
+
+// SegmentKey names object i (from 0) of a stream stored under key: the key
+// itself, then KEY.2, KEY.3 and so on. The ledger holds edges to this rule,
+// so a damaged file cannot make remove delete another edge's object.
+func SegmentKey(key string, i int) string {
+	if i == 0 {
+		return key
+	}
+	return key + "." + strconv.Itoa(i+1)
 }
 
 // Objects lists the objects that hold the edge's stream, in order.

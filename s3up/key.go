@@ -35,15 +35,6 @@ func ObjectKey(prefix string, target ledger.Snapshot, base *ledger.Snapshot) str
 	return b.String()
 }
 
-// SegmentKey names object i (from 0) of a stream too long for one object:
-// the edge's key, then KEY.2, KEY.3 and so on.
-func SegmentKey(key string, i int) string {
-	if i == 0 {
-		return key
-	}
-	return fmt.Sprintf("%s.%d", key, i+1)
-}
-
 // ManifestKey is the small object written after an edge's object is complete.
 // It carries what is only known at the end (size, SHA-256), so the ledger
 // can be rebuilt from the bucket alone.

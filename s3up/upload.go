@@ -23,11 +23,15 @@ import (
 	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
-// S3's multipart limits.
+// S3's multipart limits. MaxObjectSize is the largest object that
+// S3-compatible stores generally take (R2, GCS, Wasabi, Ceph: 5 TiB; AWS
+// now takes more): a stream continues in a further object before either
+// limit is reached.
 const (
-	MinPartSize = 5 << 20
-	MaxPartSize = 5 << 30
-	MaxParts    = 10000
+	MinPartSize   = 5 << 20
+	MaxPartSize   = 5 << 30
+	MaxParts      = 10000
+	MaxObjectSize = 5 << 40
 )
 
 // Part is one finished part.
@@ -59,10 +63,10 @@ type Upload struct {
 	SHA256      string `yaml:"sha256,omitempty"`
 	// Full lists the objects this stream filled before the current one: a
 	// stream longer than PartsPerObject parts continues in a further object
-	// at SegmentKey(Key, 1), 2, and so on. Parts, UploadId and the fields
+	// at ledger.SegmentKey(Key, 1), 2, and so on. Parts, UploadId and the fields
 	// above are the current object's.
 	Full []FullObject `yaml:"full,omitempty"`
-	// PartsPerObject is S3's limit of MaxParts unless set lower (in tests).
+	// PartsPerObject lowers the parts per object below the limits (tests).
 	PartsPerObject int `yaml:"parts_per_object,omitempty"`
 }
 
@@ -79,13 +83,17 @@ type FullObject struct {
 }
 
 // current is the key of the object being uploaded.
-func (u *Upload) current() string { return SegmentKey(u.Key, len(u.Full)) }
+func (u *Upload) current() string { return ledger.SegmentKey(u.Key, len(u.Full)) }
 
 func (u *Upload) partsPerObject() int {
-	if u.PartsPerObject > 0 && u.PartsPerObject < MaxParts {
-		return u.PartsPerObject
+	n := MaxParts
+	if u.PartSize > 0 {
+		n = min(n, int(MaxObjectSize/u.PartSize))
 	}
-	return MaxParts
+	if u.PartsPerObject > 0 {
+		n = min(n, u.PartsPerObject)
+	}
+	return n
 }
 
 // fullBytes is the stream's length in the filled objects.
@@ -119,11 +127,36 @@ func (u *Upload) Progress() (parts int, bytes int64) {
 	return len(u.Full)*u.partsPerObject() + len(u.Parts), bytes
 }
 
+// AbortUpload aborts every multipart upload u started, including one whose
+// UploadId a crash kept from being saved. Objects it completed stay; the
+// caller decides about them (they may be recorded already).
+func (c *Client) AbortUpload(ctx context.Context, u *Upload) error {
+	keys := u.Keys()
+	for _, f := range u.Full {
+		if f.UploadID != "" {
+			if err := c.Abort(ctx, f.Key, f.UploadID); err != nil {
+				return err
+			}
+		}
+	}
+	if u.UploadID != "" {
+		if err := c.Abort(ctx, keys[len(keys)-1], u.UploadID); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		if _, err := c.AbortAll(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Keys lists every object key the upload has used, first to current.
 func (u *Upload) Keys() []string {
 	keys := make([]string, 0, len(u.Full)+1)
 	for i := range u.Full {
-		keys = append(keys, SegmentKey(u.Key, i))
+		keys = append(keys, ledger.SegmentKey(u.Key, i))
 	}
 	return append(keys, u.current())
 }
@@ -217,7 +250,10 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 		parts, err := up.Client.listParts(ctx, key, u.UploadID)
 		if errors.Is(err, ErrNotFound) {
 			if u.Completing {
-				return true, up.verifyCompleted(ctx, key, u.StreamBytes-u.fullBytes(), u.Parts)
+				if err := up.verifyCompleted(ctx, key, u.StreamBytes-u.fullBytes(), MultipartETag(u.Parts)); err != nil {
+					return false, err
+				}
+				return true, up.checkFull(ctx, u)
 			}
 			slog.Warn("multipart upload is gone from the bucket; starting it again", "key", key, "upload_id", u.UploadID)
 			u.UploadID, u.Parts = "", nil
@@ -440,7 +476,9 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 		return Result{}, fmt.Errorf("%w: it ends within the objects already filled", ErrStreamChanged)
 	}
 	for num, p := range saved {
-		if int64(filled*per+int(num)-1)*u.PartSize >= total {
+		// A saved part must start within the stream (an empty stream's one
+		// empty part starts at its end).
+		if start := int64(filled*per+int(num)-1) * u.PartSize; start > total || start == total && p.Size > 0 {
 			return Result{}, fmt.Errorf("%w: it ends before part %d (%d bytes uploaded there)", ErrStreamChanged, num, p.Size)
 		}
 	}
@@ -482,7 +520,7 @@ func (up *Uploader) completeFull(ctx context.Context, u *Upload, i int) error {
 		return nil
 	}
 	if _, err := up.Client.listParts(ctx, f.Key, f.UploadID); errors.Is(err, ErrNotFound) {
-		if err := up.verifyCompleted(ctx, f.Key, f.Bytes, f.Parts); err != nil {
+		if err := up.verifyCompleted(ctx, f.Key, f.Bytes, f.ETag); err != nil {
 			return err
 		}
 	} else if err != nil {
@@ -532,8 +570,23 @@ func insertPart(parts []Part, p Part) []Part {
 	return parts
 }
 
+// checkFull checks that the objects filled earlier are still in the
+// bucket as they were completed, so that an edge whose first objects were
+// deleted meanwhile is never recorded.
+func (up *Uploader) checkFull(ctx context.Context, u *Upload) error {
+	for _, f := range u.Full {
+		if err := up.verifyCompleted(ctx, f.Key, f.Bytes, f.ETag); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // complete records the totals, then completes the last object.
 func (up *Uploader) complete(ctx context.Context, u *Upload, res Result) error {
+	if err := up.checkFull(ctx, u); err != nil {
+		return err
+	}
 	u.Completing, u.StreamBytes, u.SHA256 = true, res.Bytes, res.SHA256
 	if err := up.Save(u); err != nil {
 		return fmt.Errorf("save upload state: %w", err)
@@ -555,7 +608,7 @@ func (up *Uploader) completeObject(ctx context.Context, key, uploadID string, si
 		Bucket: &up.Client.bucket, Key: &key, UploadId: &uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: cps},
 	})
-	if err != nil && up.verifyCompleted(ctx, key, size, parts) == nil {
+	if err != nil && up.verifyCompleted(ctx, key, size, MultipartETag(parts)) == nil {
 		// The server completed it and the answer was lost (a cut connection,
 		// or a retry that found the upload already gone).
 		return nil
@@ -563,18 +616,21 @@ func (up *Uploader) completeObject(ctx context.Context, key, uploadID string, si
 	return wrap("complete multipart upload", key, err)
 }
 
-// verifyCompleted checks that the object at key is the one made of parts:
-// the size and the multipart ETag derived from the parts must match.
-func (up *Uploader) verifyCompleted(ctx context.Context, key string, size int64, parts []Part) error {
+// verifyCompleted checks that the object at key is the completed one: its
+// size and multipart ETag must be as the upload's parts make them.
+func (up *Uploader) verifyCompleted(ctx context.Context, key string, size int64, etag string) error {
 	obj, err := up.Client.Head(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("object %q of this upload is missing from the bucket; run abort_upload and upload again", key)
+	}
 	if err != nil {
-		return fmt.Errorf("upload was being completed but the object is missing: %w; run abort_upload and upload again", err)
+		return fmt.Errorf("check the completed object: %w", err)
 	}
 	if obj.Size != size {
 		return fmt.Errorf("object %q has %d bytes, the upload had %d; run abort_upload and upload again", key, obj.Size, size)
 	}
-	if want := MultipartETag(parts); obj.ETag != want {
-		return fmt.Errorf("object %q has ETag %s, the upload's parts give %s; run abort_upload and upload again", key, obj.ETag, want)
+	if obj.ETag != etag {
+		return fmt.Errorf("object %q has ETag %s, the upload's parts give %s; run abort_upload and upload again", key, obj.ETag, etag)
 	}
 	return nil
 }

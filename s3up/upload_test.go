@@ -11,13 +11,16 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"gopkg.in/yaml.v3"
 
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
+	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
 var minio struct {
@@ -74,11 +77,24 @@ func randomBytes(t *testing.T, n int) []byte {
 
 func shaHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
-// run uploads data into a new Upload and returns what Save saw last.
+// persist copies u as a state file on disk would hold it.
+func persist(t *testing.T, u *Upload) Upload {
+	b, err := yaml.Marshal(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Upload
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// run uploads data into u and leaves in u what Save saved last.
 func run(t *testing.T, c *Client, u *Upload, src Source) (Result, error) {
 	t.Helper()
-	up := &Uploader{Client: c, Concurrency: 3, Save: func(s *Upload) error { *u = *s; return nil }}
-	cp := *u
+	up := &Uploader{Client: c, Concurrency: 3, Save: func(s *Upload) error { *u = persist(t, s); return nil }}
+	cp := persist(t, u)
 	return up.Run(context.Background(), &cp, func() (Source, error) { return src, nil })
 }
 
@@ -292,8 +308,8 @@ func TestStreamContinuesInFurtherObjects(t *testing.T) {
 			}
 			var sizes []int64
 			for i, k := range u.Keys() {
-				if k != SegmentKey(u.Key, i) {
-					t.Errorf("object %d is %s, want %s", i, k, SegmentKey(u.Key, i))
+				if k != ledger.SegmentKey(u.Key, i) {
+					t.Errorf("object %d is %s, want %s", i, k, ledger.SegmentKey(u.Key, i))
 				}
 				obj, err := c.Head(context.Background(), k)
 				if err != nil {
@@ -334,7 +350,7 @@ func TestResumeAcrossObjects(t *testing.T) {
 			if len(u.Full) > 0 {
 				changed := bytes.Clone(data)
 				changed[7] ^= 1
-				cp := *u
+				cp := persist(t, u)
 				if _, err := run(t, c, &cp, source{Reader: bytes.NewReader(changed)}); !errors.Is(err, ErrStreamChanged) {
 					t.Fatalf("resume with a stream changed in a full object = %v, want ErrStreamChanged", err)
 				}
@@ -356,7 +372,7 @@ func TestResumeAcrossObjects(t *testing.T) {
 			}
 			return nil
 		}}
-		cp := *u
+		cp := persist(t, u)
 		if _, err := up.Run(context.Background(), &cp, func() (Source, error) { return source{Reader: bytes.NewReader(data)}, nil }); err == nil {
 			t.Fatal("Run went on after its state could not be saved")
 		}
@@ -429,5 +445,107 @@ func TestPayloadSignedUnlessTLSGuardsIt(t *testing.T) {
 				t.Errorf("a part changed after TLS: refused=%v (%v)", refused, err)
 			}
 		})
+	}
+}
+
+// runKilled runs an upload whose process dies at its k-th Save: before or
+// after that state reached the disk (landed). disk holds what a state file
+// would. It reports how many Saves the run made.
+func runKilled(t *testing.T, c *Client, disk *Upload, data []byte, k int, landed bool, concurrency int) (saves int, err error) {
+	var mu sync.Mutex
+	dead := false
+	up := &Uploader{Client: c, Concurrency: concurrency, Save: func(s *Upload) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if dead {
+			return errors.New("killed")
+		}
+		if saves++; saves == k {
+			dead = true
+			if landed {
+				*disk = persist(t, s)
+			}
+			return errors.New("killed")
+		}
+		*disk = persist(t, s)
+		return nil
+	}}
+	u := persist(t, disk)
+	_, err = up.Run(context.Background(), &u, func() (Source, error) { return source{Reader: bytes.NewReader(data)}, nil })
+	return saves, err
+}
+
+// TestKillAtEverySave kills uploads of one, two and three objects at each
+// of their state changes, and checks both ways on: resume_upload stores
+// exactly the stream, and abort_upload (AbortUpload, then deleting the
+// keys) leaves no object and no multipart upload.
+func TestKillAtEverySave(t *testing.T) {
+	c := newBucket(t, nil)
+	ctx := context.Background()
+	for _, tc := range []struct{ size, per, concurrency int }{
+		{5*MinPartSize + 3, 2, 3}, {4 * MinPartSize, 2, 1}, {2*MinPartSize + 1, 1, 2}, {0, 2, 1},
+	} {
+		data := randomBytes(t, tc.size)
+		for k := 1; ; k++ {
+			finished := false
+			for _, landed := range []bool{false, true} {
+				name := fmt.Sprintf("%d-%d-%d-save%d-landed=%v", tc.size, tc.per, tc.concurrency, k, landed)
+				disk := Upload{Key: "resume-" + name, PartSize: MinPartSize, PartsPerObject: tc.per}
+				if saves, err := runKilled(t, c, &disk, data, k, landed, tc.concurrency); err == nil && saves < k {
+					finished = true // the upload makes fewer than k saves
+					break
+				}
+				if _, err := run(t, c, &disk, source{Reader: bytes.NewReader(data)}); err != nil {
+					t.Errorf("%s: resume: %v", name, err)
+				} else if got := c.concat(t, &disk); !bytes.Equal(got, data) {
+					t.Errorf("%s: resumed objects differ from the stream", name)
+				}
+				aborted := Upload{Key: "abort-" + name, PartSize: MinPartSize, PartsPerObject: tc.per}
+				runKilled(t, c, &aborted, data, k, landed, tc.concurrency)
+				if err := c.AbortUpload(ctx, &aborted); err != nil {
+					t.Fatal(err)
+				}
+				for _, key := range aborted.Keys() {
+					c.Delete(ctx, key)
+				}
+				if ups, _ := c.AllMultipartUploads(ctx, "abort-"+name); len(ups) != 0 {
+					t.Errorf("%s: abort left multipart uploads %v", name, ups)
+				}
+				if objs, _ := c.List(ctx, "abort-"+name); len(objs) != 0 {
+					t.Errorf("%s: abort left objects %v", name, objs)
+				}
+			}
+			if finished {
+				t.Logf("%d bytes, %d parts per object: killed at each of %d saves", tc.size, tc.per, k-1)
+				break
+			}
+		}
+	}
+	if ups, _ := c.AllMultipartUploads(ctx, ""); len(ups) != 0 {
+		t.Errorf("multipart uploads left in the bucket: %d", len(ups))
+	}
+}
+
+// TestMissingFullObjectIsNeverRecorded deletes the first object of a
+// pending three-object upload: the resume refuses to complete it.
+func TestMissingFullObjectIsNeverRecorded(t *testing.T) {
+	c := newBucket(t, nil)
+	data := randomBytes(t, 5*MinPartSize+3)
+	u := Upload{Key: "gone", PartSize: MinPartSize, PartsPerObject: 2}
+	if _, err := run(t, c, &u, source{Reader: failAfter(data, 4*MinPartSize+1)}); err == nil {
+		t.Fatal("Run over a failing reader succeeded")
+	}
+	if len(u.Full) != 1 {
+		t.Fatalf("%d full objects after the cut, want 1", len(u.Full))
+	}
+	if err := c.Delete(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, c, &u, source{Reader: bytes.NewReader(data)})
+	if err == nil || !strings.Contains(err.Error(), `object "gone" of this upload is missing`) {
+		t.Fatalf("resume with its first object deleted = %v", err)
+	}
+	if u.Completing {
+		t.Error("the upload was marked completing")
 	}
 }
