@@ -75,6 +75,13 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		// A HEAD says so without fetching a ledger that may be tens of MB.
 		if obj, err := b.S3.Head(ctx, LedgerKey(b.Opt.Prefix)); err == nil && obj.ETag != "" && obj.ETag == b.syncedETag() {
 			b.remoteETag = obj.ETag
+			if gen, err := strconv.ParseUint(obj.Metadata["zfs2s3-generation"], 10, 64); err == nil && gen < local.Generation {
+				// This machine's last write to the bucket failed: repair it now,
+				// rather than leave the copy behind until the next change.
+				if err := b.pushLedger(ctx, local); err != nil {
+					slog.Warn("the bucket's ledger copy is behind the local one and could not be updated", "error", err)
+				}
+			}
 			return local, nil
 		}
 	}
@@ -121,12 +128,18 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 
 // saveLedger writes the next generation of the ledger locally, then to the
 // bucket over the copy this command read. A failed bucket write is repaired
-// by the next save; a conflicting one is reported and left to the user.
+// by the next command (loadLedger); a conflicting one is reported and left to the user.
 func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 	l.Generation++
 	if err := b.store.Save(l); err != nil {
 		return err
 	}
+	return b.pushLedger(ctx, l)
+}
+
+// pushLedger writes the local ledger to the bucket over the copy this
+// command read.
+func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 	data, err := ledger.Marshal(l)
 	if err != nil {
 		return err
@@ -142,7 +155,7 @@ func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("ledger saved locally but not to the bucket (%w); the next change writes it again", err)
+		return fmt.Errorf("ledger saved locally but not to the bucket (%w); the next zfs2s3 command writes it again", err)
 	}
 	b.remoteETag = etag
 	return b.setSynced(etag)

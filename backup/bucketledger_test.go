@@ -180,3 +180,45 @@ func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
 		t.Errorf("a's change over b's copy: %v after %d GETs; want a refusal after reading it", err, gets.Load())
 	}
 }
+
+// TestFailedBucketWriteIsRepairedByTheNextCommand: when writing the
+// bucket's copy fails after a change, the next command, even a read-only
+// one, brings the copy up to date, so a new machine does not restore from
+// a ledger that lacks the last edge.
+func TestFailedBucketWriteIsRepairedByTheNextCommand(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	var failPuts atomic.Bool
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if failPuts.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+			return testbed.Fault{Status: http.StatusInternalServerError}
+		}
+		return testbed.Fault{}
+	})
+	ctx := context.Background()
+	a := machine(t, proxy.URL)
+	if err := addEdge(ctx, a, 1); err != nil {
+		t.Fatal(err)
+	}
+	failPuts.Store(true)
+	if err := addEdge(ctx, a, 2); err == nil || !strings.Contains(err.Error(), "ledger saved locally but not to the bucket") {
+		t.Fatalf("change with the bucket write failing = %v", err)
+	}
+	if got := bucketKeys(t, a); got != "k1" {
+		t.Fatalf("bucket copy after the failed write: %q", got)
+	}
+	failPuts.Store(false)
+	if _, err := a.readLedger(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := bucketKeys(t, a); got != "k1 k2" {
+		t.Errorf("bucket copy after the next command: %q, want k1 k2", got)
+	}
+	// The repaired copy is this machine's: its next change goes through.
+	if err := addEdge(ctx, a, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := bucketKeys(t, machine(t, m.Endpoint)); got != "k1 k2 k3" {
+		t.Errorf("bucket copy: %q", got)
+	}
+}
