@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -223,4 +224,31 @@ func vmHWM(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// TestLedgerCopyWriteFailsAfterUpload: the stream is stored and recorded
+// locally, the command says the bucket's copy is behind and exits 1, and
+// the next command (status) brings the copy up to date.
+func TestLedgerCopyWriteFailsAfterUpload(t *testing.T) {
+	var failPuts atomic.Bool
+	e, _ := faultyEnv(t, "ledger put", func(r *http.Request) testbed.Fault {
+		if failPuts.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+			return testbed.Fault{Status: http.StatusInternalServerError}
+		}
+		return testbed.Fault{}
+	})
+	t.Setenv("AWS_MAX_ATTEMPTS", "2") // keep the failing writes short
+	a := e.snap("a", 1)
+	failPuts.Store(true)
+	r := e.fails(1, "ledger saved locally but not to the bucket", "upload", a)
+	if !strings.Contains(r.stdout, "stored "+a) || len(e.stateFiles()) != 0 || len(e.ledger().Edges) != 1 {
+		t.Errorf("after the failed copy: stdout %q, %d state files, %d local edges", r.stdout, len(e.stateFiles()), len(e.ledger().Edges))
+	}
+	failPuts.Store(false)
+	e.ok("status")
+	e.stateDir = t.TempDir() // a new machine sees the edge
+	e.ok("status")
+	if _, err := e.ledger().Find(a, "", 0, 0); err != nil {
+		t.Error(err)
+	}
 }

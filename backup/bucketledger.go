@@ -76,11 +76,7 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		if obj, err := b.S3.Head(ctx, LedgerKey(b.Opt.Prefix)); err == nil && obj.ETag != "" && obj.ETag == b.syncedETag() {
 			b.remoteETag = obj.ETag
 			if gen, err := strconv.ParseUint(obj.Metadata["zfs2s3-generation"], 10, 64); err == nil && gen < local.Generation {
-				// This machine's last write to the bucket failed: repair it now,
-				// rather than leave the copy behind until the next change.
-				if err := b.pushLedger(ctx, local); err != nil {
-					slog.Warn("the bucket's ledger copy is behind the local one and could not be updated", "error", err)
-				}
+				b.repairCopy(ctx, local) // this machine's last write to the bucket failed
 			}
 			return local, nil
 		}
@@ -100,6 +96,9 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	case err != nil:
 		return nil, err
 	case remote == nil:
+		if local.Generation > 0 { // the first write to the bucket failed
+			b.repairCopy(ctx, local)
+		}
 		return local, nil
 	case !b.store.Exists():
 		slog.Info("no local ledger; using the bucket's copy", "generation", remote.Generation)
@@ -125,6 +124,18 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	}
 	return local, nil
 }
+
+// repairCopy writes the local ledger to the bucket when a write after the
+// last change failed, rather than leave the copy behind until the next
+// change; a failure is only a warning, the command goes on.
+func (b *Backup) repairCopy(ctx context.Context, l *ledger.Ledger) {
+	if err := b.pushLedger(ctx, l); err != nil {
+		slog.Warn("the bucket's ledger copy is behind the local one and could not be updated", "error", err)
+	}
+}
+
+// errCopyBehind means a change reached the local ledger but not the bucket's copy.
+var errCopyBehind = errors.New("ledger saved locally but not to the bucket")
 
 // saveLedger writes the next generation of the ledger locally, then to the
 // bucket over the copy this command read. A failed bucket write is repaired
@@ -155,7 +166,7 @@ func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("ledger saved locally but not to the bucket (%w); the next zfs2s3 command writes it again", err)
+		return fmt.Errorf("%w (%w); the next zfs2s3 command writes it again", errCopyBehind, err)
 	}
 	b.remoteETag = etag
 	return b.setSynced(etag)

@@ -224,9 +224,10 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 		}
 		return true, l.Add(e)
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errCopyBehind) {
 		return fmt.Errorf("upload of %s completed but not recorded: %w", e, err)
 	}
+	copyErr := err
 	if err := p.release(); err != nil {
 		return err
 	}
@@ -235,5 +236,5 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 		more = fmt.Sprintf(" and %d further objects %s.2 to .%d", n, e.Key, n+1)
 	}
 	b.Out("stored %s as s3://%s/%s%s (%d bytes, sha256 %s)", e, b.S3.Bucket(), e.Key, more, e.StoredBytes, e.SHA256)
-	return nil
+	return copyErr
 }
