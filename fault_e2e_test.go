@@ -232,7 +232,7 @@ func vmHWM(pid int) int64 {
 func TestLedgerCopyWriteFailsAfterUpload(t *testing.T) {
 	var failPuts atomic.Bool
 	e, _ := faultyEnv(t, "ledger put", func(r *http.Request) testbed.Fault {
-		if failPuts.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+		if failPuts.Load() && testbed.IsLedger(r, http.MethodPut) {
 			return testbed.Fault{Status: http.StatusInternalServerError}
 		}
 		return testbed.Fault{}

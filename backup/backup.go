@@ -105,7 +105,7 @@ func (b *Backup) readLedger(ctx context.Context) (*ledger.Ledger, error) {
 // drops them, saving after each.
 func (b *Backup) finishRemovals(ctx context.Context, l *ledger.Ledger) error {
 	for _, e := range l.Removing() {
-		if err := b.deleteObjects(ctx, objectKeys(e)); err != nil {
+		if err := b.deleteObjects(ctx, e.Keys()); err != nil {
 			return fmt.Errorf("finish the interrupted removal of %s: %w", e, err)
 		}
 		l.Drop(e.ID())
@@ -130,15 +130,6 @@ func (b *Backup) deleteObjects(ctx context.Context, keys []string) error {
 		}
 	}
 	return nil
-}
-
-// objectKeys lists the keys of an edge's objects.
-func objectKeys(e ledger.Edge) []string {
-	var keys []string
-	for _, o := range e.Objects() {
-		keys = append(keys, o.Key)
-	}
-	return keys
 }
 
 // lockedHint turns a held lock into the one-line error users see.

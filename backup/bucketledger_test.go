@@ -76,7 +76,7 @@ func TestUnreadableBucketLedgerRefusesChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
-		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+		if testbed.IsLedger(r, http.MethodGet) {
 			return testbed.SlowDown
 		}
 		return testbed.Fault{}
@@ -98,7 +98,7 @@ func TestLostAnswerToALedgerWriteIsRecognised(t *testing.T) {
 	}
 	hung := false
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
-		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "ledger.yaml") && !hung {
+		if testbed.IsLedger(r, http.MethodPut) && !hung {
 			hung = true
 			return testbed.Fault{Hang: true} // stored, but the answer never comes
 		}
@@ -148,7 +148,7 @@ func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
 	proxy := testbed.StartProxy(t, m.Endpoint)
 	var gets atomic.Int32
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
-		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+		if testbed.IsLedger(r, http.MethodGet) {
 			gets.Add(1)
 		}
 		return testbed.Fault{}
@@ -190,7 +190,7 @@ func TestFailedBucketWriteIsRepairedByTheNextCommand(t *testing.T) {
 	proxy := testbed.StartProxy(t, m.Endpoint)
 	var failPuts atomic.Bool
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
-		if failPuts.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "ledger.yaml") {
+		if failPuts.Load() && testbed.IsLedger(r, http.MethodPut) {
 			return testbed.Fault{Status: http.StatusInternalServerError}
 		}
 		return testbed.Fault{}

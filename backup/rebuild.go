@@ -3,7 +3,6 @@ package backup
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 
 	"gopkg.in/yaml.v3"
@@ -63,7 +62,7 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	}
 	for _, o := range objs {
 		switch p := of[o.Key]; {
-		case !streamKey.MatchString(o.Key) || seen[o.Key]:
+		case !s3up.IsStreamKey(o.Key) || seen[o.Key]:
 		case p != nil:
 			b.Out("skipped object %s: it belongs to the unfinished upload of %s; run zfs2s3 resume_upload or abort_upload %s", o.Key, p.Edge, p.Edge.Target.Name)
 		default:
@@ -80,10 +79,6 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	b.Out("rebuilt the ledger from the bucket: %d edges, generation %d", len(l.Edges), l.Generation)
 	return nil
 }
-
-// streamKey matches the keys of stream objects: KEY.zfs, and KEY.zfs.2 and
-// on for the further objects of a long stream.
-var streamKey = regexp.MustCompile(`\.zfs(\.[0-9]+)?$`)
 
 // objectsProblem says what is wrong with an edge's objects in the bucket,
 // given the sizes of the objects there; "" when nothing is.

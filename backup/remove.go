@@ -35,7 +35,7 @@ func (b *Backup) Remove(ctx context.Context, ref EdgeRef) error {
 		if err := b.saveLedger(ctx, l); err != nil {
 			return false, err
 		}
-		if err := b.deleteObjects(ctx, objectKeys(e)); err != nil {
+		if err := b.deleteObjects(ctx, e.Keys()); err != nil {
 			return false, fmt.Errorf("remove %s: %w; the ledger marks it as being removed, run the command again to finish", e, err)
 		}
 		l.Drop(e.ID())

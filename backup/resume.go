@@ -68,7 +68,7 @@ func (b *Backup) abort(ctx context.Context, p *pending) error {
 		// Completed objects may exist without a ledger edge: delete them,
 		// unless a run that crashed before cleaning up had recorded the edge.
 		err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
-			if old, ok := l.Get(p.Edge.ID()); ok && old.Key == p.Edge.Key {
+			if l.Stored(p.Edge) {
 				return false, nil
 			}
 			return false, b.deleteObjects(ctx, keys)

@@ -127,6 +127,7 @@ func (in statusInput) report() Status {
 	}
 	sort.Slice(st.Datasets, func(i, j int) bool { return st.Datasets[i].Dataset < st.Datasets[j].Dataset })
 	tracked := map[string]bool{}
+	known := []string{in.ledgerKey} // and the objects pending uploads completed
 	for _, p := range in.pending {
 		tracked[p.Upload.UploadID] = true
 		for _, f := range p.Upload.Full {
@@ -134,6 +135,7 @@ func (in statusInput) report() Status {
 				tracked[f.UploadID] = true
 			}
 		}
+		known = append(known, p.Upload.Keys()...)
 		parts, done := p.Upload.Progress()
 		st.Pending = append(st.Pending, PendingStatus{Edge: p.Edge.String(), Key: p.Edge.Key, UploadID: p.Upload.UploadID,
 			Parts: parts, Bytes: done, Started: p.Started, Completing: p.Upload.Completing})
@@ -143,20 +145,7 @@ func (in statusInput) report() Status {
 			st.UntrackedUploads = append(st.UntrackedUploads, u)
 		}
 	}
-	// Objects a pending upload completed are its own, not unknown.
-	mine := map[string]bool{}
-	for _, p := range in.pending {
-		for _, k := range p.Upload.Keys() {
-			mine[k] = true
-		}
-	}
-	objs := in.objects[:0:0]
-	for _, o := range in.objects {
-		if !mine[o.Key] {
-			objs = append(objs, o)
-		}
-	}
-	st.UnknownObjects = unknownObjects(in.ledger, objs, in.ledgerKey)
+	st.UnknownObjects = unknownObjects(in.ledger, in.objects, known...)
 	return st
 }
 
@@ -200,15 +189,17 @@ func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map
 	return d
 }
 
-// unknownObjects lists keys under the prefix that neither an edge nor the
-// ledger copy accounts for.
-func unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo, ledgerKey string) []string {
-	known := make(map[string]bool, 2*len(l.Edges)+1)
-	known[ledgerKey] = true
+// unknownObjects lists keys under the prefix that neither an edge nor
+// alsoKnown (the ledger copy's key, ...) accounts for.
+func unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo, alsoKnown ...string) []string {
+	known := make(map[string]bool, 2*len(l.Edges)+len(alsoKnown))
+	for _, k := range alsoKnown {
+		known[k] = true
+	}
 	for _, e := range l.Edges {
 		known[s3up.ManifestKey(e.Key)] = true
-		for _, o := range e.Objects() {
-			known[o.Key] = true
+		for _, k := range e.Keys() {
+			known[k] = true
 		}
 	}
 	unknown := []string{}
@@ -230,12 +221,12 @@ func (st Status) WriteText(w io.Writer) error {
 		for _, e := range d.Edges {
 			base, ok := "full", "yes"
 			if e.Base != "" {
-				base = "@" + strings.SplitN(e.Base, "@", 2)[1]
+				base = "@" + ledger.Snapshot{Name: e.Base}.Short()
 			}
 			if !e.Restorable {
 				ok = "no: " + e.Why
 			}
-			fmt.Fprintf(tw, "@%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", strings.SplitN(e.Snapshot, "@", 2)[1], base, ok, e.Local,
+			fmt.Fprintf(tw, "@%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", ledger.Snapshot{Name: e.Snapshot}.Short(), base, ok, e.Local,
 				e.StreamBytes, e.StoredBytes, e.Uploaded.Format("2006-01-02 15:04"), e.StorageClass)
 		}
 		if len(d.NotStored) > 0 {

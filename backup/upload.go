@@ -219,7 +219,7 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 		return fmt.Errorf("upload of %s: write manifest: %w; run zfs2s3 resume_upload to finish", e, err)
 	}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
-		if old, ok := l.Get(e.ID()); ok && old.Key == e.Key {
+		if l.Stored(e) {
 			return false, nil // recorded by a run that crashed before cleaning up
 		}
 		return true, l.Add(e)

@@ -88,6 +88,15 @@ func (e Edge) Objects() []Segment {
 	return append([]Segment{first}, e.Segments...)
 }
 
+// Keys lists the keys of the edge's objects, in order.
+func (e Edge) Keys() []string {
+	keys := []string{e.Key}
+	for _, s := range e.Segments {
+		keys = append(keys, s.Key)
+	}
+	return keys
+}
+
 // ID identifies an edge by the GUIDs of its ends; BaseGUID is 0 for a full stream.
 type ID struct{ BaseGUID, TargetGUID uint64 }
 
@@ -142,6 +151,13 @@ func (l *Ledger) Get(id ID) (Edge, bool) {
 		}
 	}
 	return Edge{}, false
+}
+
+// Stored reports whether e is recorded, under the same key: true when a
+// run that crashed before cleaning up had recorded it already.
+func (l *Ledger) Stored(e Edge) bool {
+	old, ok := l.Get(e.ID())
+	return ok && old.Key == e.Key
 }
 
 // Find returns the edge to target from base (empty base: the full stream),

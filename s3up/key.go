@@ -2,6 +2,7 @@ package s3up
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -34,6 +35,13 @@ func ObjectKey(prefix string, target ledger.Snapshot, base *ledger.Snapshot) str
 	fmt.Fprintf(&b, ".from.%s@%016x.zfs", escape(base.Short()), base.GUID)
 	return b.String()
 }
+
+// IsStreamKey reports whether key names a stream object: KEY.zfs, or
+// KEY.zfs.2 and on for the further objects of a long stream
+// (ledger.SegmentKey).
+func IsStreamKey(key string) bool { return streamKey.MatchString(key) }
+
+var streamKey = regexp.MustCompile(`\.zfs(\.[0-9]+)?$`)
 
 // ManifestKey is the small object written after an edge's object is complete.
 // It carries what is only known at the end (size, SHA-256), so the ledger

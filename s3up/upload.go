@@ -245,25 +245,25 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 			return false, err
 		}
 	}
-	if u.UploadID != "" {
-		key := u.current()
-		parts, err := up.Client.listParts(ctx, key, u.UploadID)
-		if errors.Is(err, ErrNotFound) {
-			if u.Completing {
-				if err := up.verifyCompleted(ctx, key, u.StreamBytes-u.fullBytes(), MultipartETag(u.Parts)); err != nil {
-					return false, err
-				}
-				return true, up.checkFull(ctx, u)
-			}
-			slog.Warn("multipart upload is gone from the bucket; starting it again", "key", key, "upload_id", u.UploadID)
-			u.UploadID, u.Parts = "", nil
-		} else if err != nil {
-			return false, err
-		} else {
-			u.Parts = reconcile(u.Parts, parts)
-			return false, up.Save(u)
-		}
+	if u.UploadID == "" {
+		return false, up.create(ctx, u)
 	}
+	key := u.current()
+	parts, err := up.Client.listParts(ctx, key, u.UploadID)
+	switch {
+	case err == nil:
+		u.Parts = reconcile(u.Parts, parts)
+		return false, up.Save(u)
+	case !errors.Is(err, ErrNotFound):
+		return false, err
+	case u.Completing:
+		if err := up.verifyCompleted(ctx, key, u.StreamBytes-u.fullBytes(), MultipartETag(u.Parts)); err != nil {
+			return false, err
+		}
+		return true, up.checkFull(ctx, u)
+	}
+	slog.Warn("multipart upload is gone from the bucket; starting it again", "key", key, "upload_id", u.UploadID)
+	u.UploadID, u.Parts = "", nil
 	return false, up.create(ctx, u)
 }
 
@@ -326,16 +326,12 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 	var wg sync.WaitGroup
 	var mu sync.Mutex       // guards u and the progress counters
 	var sent sync.WaitGroup // parts handed to workers and not yet saved
-	var doneBytes int64
+	_, doneBytes := u.Progress()
 	var inFlight int
 	report := func() { // hold mu
 		if up.Progress != nil {
 			up.Progress(Progress{Done: doneBytes, InFlight: inFlight})
 		}
-	}
-	doneBytes = u.fullBytes()
-	for _, p := range u.Parts {
-		doneBytes += p.Size
 	}
 	for i := 0; i < n; i++ {
 		wg.Add(1)

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 // newBucket returns a client for a fresh bucket, optionally through a proxy.
-func newBucket(t *testing.T, proxy *testbed.Proxy) *Client {
+func newBucket(t testing.TB, proxy *testbed.Proxy) *Client {
 	t.Helper()
 	testbed.Require(t, "MinIO", minio.err)
 	bucket := fmt.Sprintf("s3up-%d", minio.n.Add(1))

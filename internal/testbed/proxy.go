@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,6 +235,11 @@ func (p *Proxy) Close() {
 	if p.CAFile != "" {
 		os.Remove(p.CAFile)
 	}
+}
+
+// IsLedger reports whether r, with method, is for zfs2s3's ledger copy.
+func IsLedger(r *http.Request, method string) bool {
+	return r.Method == method && strings.HasSuffix(r.URL.Path, "/ledger.yaml")
 }
 
 // IsUploadPart reports whether r is an UploadPart request.
