@@ -58,11 +58,14 @@ type Backup struct {
 	// remoteETag is the ETag of the bucket's ledger copy as this command
 	// read it ("" when there was none), for the conditional write.
 	remoteETag string
+	// notices are what loading the ledger found wrong with the bucket's
+	// copy, for status to show.
+	notices []string
 }
 
 // New returns a Backup; out prints results.
 func New(z zfs.Runner, c *s3up.Client, opt Options, out func(string, ...any)) *Backup {
-	opt.Prefix = s3up.NormalizePrefix(opt.Prefix)
+	opt.Prefix = ledger.NormalizePrefix(opt.Prefix)
 	return &Backup{ZFS: z, S3: c, Opt: opt, Out: out,
 		store: ledger.OpenStore(opt.StateDir, c.Bucket(), opt.Prefix)}
 }

@@ -18,7 +18,9 @@ import (
 
 // LedgerKey is where the bucket keeps its copy of the ledger, so that the
 // backups can be restored when the machine that made them is gone.
-func LedgerKey(prefix string) string { return s3up.NormalizePrefix(prefix) + ".zfs2s3/ledger.yaml" }
+func LedgerKey(prefix string) string { return ledger.NormalizePrefix(prefix) + ledgerSuffix }
+
+const ledgerSuffix = ".zfs2s3/ledger.yaml"
 
 // The bucket's copy is written with conditional PUTs: only over the copy
 // this command read (If-Match on its ETag), or only if there was none. The
@@ -43,19 +45,28 @@ func (b *Backup) setSynced(etag string) error {
 // with its ETag and an error wrapping ledger.ErrDamaged.
 func (b *Backup) bucketLedger(ctx context.Context) (*ledger.Ledger, []byte, string, error) {
 	key := LedgerKey(b.Opt.Prefix)
-	data, etag, err := b.S3.ReadAll(ctx, key)
-	if errors.Is(err, s3up.ErrNotFound) {
+	data, etag, err := b.S3.ReadAll(ctx, key, ledger.MaxFileBytes)
+	switch {
+	case errors.Is(err, s3up.ErrNotFound):
 		return nil, nil, "", nil
-	}
-	if err != nil {
+	case errors.Is(err, s3up.ErrTooLarge):
+		obj, herr := b.S3.Head(ctx, key)
+		if herr != nil {
+			return nil, nil, "", err
+		}
+		etag, err = obj.ETag, fmt.Errorf("%w: %w", ledger.ErrDamaged, err)
+	case err != nil:
 		return nil, nil, "", err
 	}
-	l, err := ledger.Parse(data)
+	var l *ledger.Ledger
+	if err == nil {
+		l, err = ledger.Parse(data)
+	}
 	if err == nil && (l.Bucket != b.S3.Bucket() || l.Prefix != b.Opt.Prefix) {
 		err = fmt.Errorf("%w: it is for bucket %q prefix %q", ledger.ErrDamaged, l.Bucket, l.Prefix)
 	}
 	if err != nil {
-		return nil, nil, etag, fmt.Errorf("the bucket's ledger s3://%s/%s: %w; run zfs2s3 ledger rebuild", b.S3.Bucket(), key, err)
+		return nil, nil, etag, fmt.Errorf("the bucket's ledger s3://%s/%s: %w", b.S3.Bucket(), key, err)
 	}
 	return l, data, etag, nil
 }
@@ -84,14 +95,22 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	remote, _, etag, err := b.bucketLedger(ctx)
 	b.remoteETag = etag
 	switch {
+	case errors.Is(err, ledger.ErrNewerFormat) && mutate:
+		// Never overwritten: this zfs2s3 would drop what it cannot read.
+		return nil, fmt.Errorf("%w; this zfs2s3 changes nothing while the bucket holds a newer ledger", err)
+	case errors.Is(err, ledger.ErrNewerFormat) && b.store.Exists():
+		b.notice("using this machine's ledger: %v", err)
+		return local, nil
 	case errors.Is(err, ledger.ErrDamaged) && b.store.Exists():
 		// Replaced on the next change, but only over the damaged copy read here.
-		slog.Warn("using the local ledger; the bucket's damaged copy will be replaced on the next change", "error", err)
+		b.notice("%v; this machine's ledger is used, and replaces that copy on the next change", err)
 		return local, nil
+	case errors.Is(err, ledger.ErrDamaged):
+		return nil, fmt.Errorf("%w; run zfs2s3 ledger rebuild to make a new one from the manifests", err)
 	case err != nil && mutate:
 		return nil, fmt.Errorf("cannot read the bucket's ledger to check that no other machine changed it (%w); try again", err)
 	case err != nil && b.store.Exists():
-		slog.Warn("using the local ledger; the bucket's copy cannot be read", "error", err)
+		b.notice("the bucket's ledger copy cannot be read (%v); using this machine's ledger", err)
 		return local, nil
 	case err != nil:
 		return nil, err
@@ -115,14 +134,29 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	if sameLedger(local, remote) {
 		return local, b.setSynced(etag)
 	}
+	how := "changed by another machine"
+	if remote.Generation < local.Generation {
+		how = "changed by another machine or rolled back to an older version"
+	}
 	if mutate {
-		return nil, fmt.Errorf("the bucket's ledger (generation %d) was changed by another machine since this one's (generation %d); move %s away to adopt the bucket's copy, or run zfs2s3 ledger rebuild to merge both from the manifests",
-			remote.Generation, local.Generation, b.store.Path())
+		return nil, fmt.Errorf("the bucket's ledger (generation %d) was %s since this one's (generation %d); move %s away to adopt the bucket's copy, or run zfs2s3 ledger rebuild to merge both from the manifests",
+			remote.Generation, how, local.Generation, b.store.Path())
 	}
 	if remote.Generation > local.Generation {
+		slog.Info("another machine changed the bucket's ledger copy; using it", "generation", remote.Generation, "local_generation", local.Generation)
 		return remote, nil
 	}
+	b.notice("the bucket's ledger copy (generation %d) was %s; this machine's (generation %d) is shown; run zfs2s3 ledger rebuild to merge both from the manifests",
+		remote.Generation, how, local.Generation)
 	return local, nil
+}
+
+// notice reports something about the bucket's ledger copy that the user
+// should know although the command goes on: logged, and kept for status.
+func (b *Backup) notice(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	slog.Warn(msg)
+	b.notices = append(b.notices, msg)
 }
 
 // repairCopy writes the local ledger to the bucket when a write after the

@@ -17,8 +17,11 @@ import (
 // Tests of the bucket's ledger copy shared by several machines (Backups
 // with their own state dirs), against a real MinIO.
 
+// edgeN is a full stream of snapshot guid as an upload under the empty
+// prefix records it.
 func edgeN(guid uint64) ledger.Edge {
-	return ledger.Edge{Target: ledger.Snapshot{Name: fmt.Sprintf("p/d@s%d", guid), GUID: guid}, Key: fmt.Sprintf("k%d", guid), SHA256: "x"}
+	t := ledger.Snapshot{Name: fmt.Sprintf("p/d@s%d", guid), GUID: guid}
+	return ledger.Edge{Target: t, Key: ledger.ObjectKey("", t, nil), StreamBytes: 10, StoredBytes: 10, SHA256: fmt.Sprintf("%064x", guid)}
 }
 
 func startMinIO(t *testing.T) *testbed.MinIO {
@@ -47,6 +50,7 @@ func addEdge(ctx context.Context, b *Backup, guid uint64) error {
 	return b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) { return true, l.Add(edgeN(guid)) })
 }
 
+// bucketKeys lists the bucket copy's edges as k<guid>, in order.
 func bucketKeys(t *testing.T, b *Backup) string {
 	t.Helper()
 	l, _, _, err := b.bucketLedger(context.Background())
@@ -55,7 +59,7 @@ func bucketKeys(t *testing.T, b *Backup) string {
 	}
 	var keys []string
 	for _, e := range l.Edges {
-		keys = append(keys, e.Key)
+		keys = append(keys, fmt.Sprintf("k%d", e.Target.GUID))
 	}
 	return strings.Join(keys, " ")
 }

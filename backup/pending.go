@@ -74,7 +74,7 @@ func (b *Backup) relock(p *pending) (fresh *pending, ok bool, err error) {
 	if err != nil {
 		return nil, false, lockedHint(err, "the upload of "+p.Edge.String())
 	}
-	fresh, err = readPending(p.path)
+	fresh, err = b.readPending(p.path)
 	if errors.Is(err, os.ErrNotExist) {
 		lock.Unlock()
 		return nil, false, nil
@@ -100,6 +100,24 @@ func readPending(name string) (*pending, error) {
 	return p, nil
 }
 
+// readPending reads an upload state file and checks that its keys are the
+// ones zfs2s3 derives for its edge under the prefix, so that abort_upload
+// can never be made to delete an object the upload did not write.
+func (b *Backup) readPending(name string) (*pending, error) {
+	p, err := readPending(name)
+	if err != nil {
+		return nil, err
+	}
+	err = p.Edge.CheckKeys(b.Opt.Prefix)
+	if err == nil && p.Upload.Key != p.Edge.Key {
+		err = fmt.Errorf("its upload key %q is not the edge's key", p.Upload.Key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upload state file %s was edited or tampered with (%v); move it away after checking the bucket for its multipart upload", name, err)
+	}
+	return p, nil
+}
+
 // loadPending reads all upload state files, oldest first. A damaged state
 // file is an error: it may describe an upload that must not be forgotten.
 func (b *Backup) loadPending() ([]*pending, error) {
@@ -109,7 +127,7 @@ func (b *Backup) loadPending() ([]*pending, error) {
 	}
 	var ps []*pending
 	for _, name := range names {
-		p, err := readPending(name)
+		p, err := b.readPending(name)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // finished meanwhile
 		}

@@ -2,82 +2,305 @@ package backup
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"sort"
-
-	"gopkg.in/yaml.v3"
+	"strconv"
+	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
-// Rebuild reconstructs the ledger from the manifests in the bucket alone,
-// for when the bucket's copy and the local one are lost or damaged. Objects
-// without a manifest were never recorded (an upload interrupted after
-// completing) and are reported, not added.
+// Rebuild reconstructs the ledger from the bucket, for when the bucket's
+// copy or the local one is lost or damaged. Everything in the bucket is
+// input: an edge is taken only when its manifest passes the ledger's checks
+// (keys derived under this prefix, plausible sizes and digest) and its
+// objects are there with the recorded sizes. What the local ledger knows
+// and the bucket still holds is kept, and its lost manifests written again;
+// a stream object without a manifest is recovered from its metadata when
+// its bytes prove it (a whole zfs stream of the snapshots the metadata
+// names), else reported. The result is checked like any loaded ledger
+// before it is written, and it counts as newer than both copies.
 func (b *Backup) Rebuild(ctx context.Context) error {
 	lock, err := b.store.Lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
-	objs, err := b.S3.List(ctx, b.Opt.Prefix)
+	objs, _, err := b.listObjects(ctx)
 	if err != nil {
 		return err
 	}
-	sizes := map[string]int64{}
+	r := rebuild{b: b, sizes: map[string]int64{}, byID: map[ledger.ID]ledger.Edge{}, taken: map[string]bool{}}
 	for _, o := range objs {
-		sizes[o.Key] = o.Size
+		r.sizes[o.Key] = o.Size
 	}
-	l := ledger.New(b.S3.Bucket(), b.Opt.Prefix)
-	l.Generation = b.lastGeneration(ctx)
-	b.remoteETag = s3up.AnyVersion // rebuilding is the explicit override
-	seen := map[string]bool{}
+	gen, err := r.readLedgers(ctx)
+	if err != nil {
+		return err
+	}
 	for _, o := range objs {
 		if _, ok := s3up.ManifestOf(o.Key); !ok {
 			continue
 		}
 		e, err := b.readManifest(ctx, o.Key)
 		if err != nil {
-			return err
-		}
-		if problem := objectsProblem(e, sizes); problem != "" {
-			b.Out("skipped %s: %s", e, problem)
+			b.Out("skipped manifest %s: %v", o.Key, err)
 			continue
 		}
-		for _, o := range e.Objects() {
-			seen[o.Key] = true
+		r.add(ctx, e, "manifest")
+	}
+	for _, e := range r.known {
+		if _, ok := r.byID[e.ID()]; !ok && r.add(ctx, e, "local ledger") {
+			if err := b.writeManifest(ctx, e); err != nil {
+				return fmt.Errorf("write the lost manifest of %s: %w", e, err)
+			}
+			b.Out("kept %s from the local ledger and wrote its lost manifest", e)
 		}
+	}
+	if err := r.recoverUnrecorded(ctx, objs); err != nil {
+		return err
+	}
+	l := ledger.New(b.S3.Bucket(), b.Opt.Prefix)
+	l.Generation = gen
+	for _, e := range r.byID {
 		l.Edges = append(l.Edges, e)
 	}
+	sort.Slice(l.Edges, func(i, j int) bool {
+		if !l.Edges[i].Uploaded.Equal(l.Edges[j].Uploaded) {
+			return l.Edges[i].Uploaded.Before(l.Edges[j].Uploaded)
+		}
+		return l.Edges[i].Key < l.Edges[j].Key
+	})
+	// Checked as any loaded ledger is, so a rebuild never writes a ledger
+	// that later commands reject.
+	data, err := ledger.Marshal(l)
+	if err == nil {
+		_, err = ledger.Parse(data)
+	}
+	if err != nil {
+		return fmt.Errorf("the rebuilt ledger does not pass its own checks, nothing written: %w", err)
+	}
+	for _, e := range l.Unrestorable() {
+		b.Out("warning: %s has no restorable chain in the bucket", e)
+	}
+	b.remoteETag = s3up.AnyVersion // rebuilding is the explicit override
+	if err := b.saveLedger(ctx, l); err != nil {
+		return err
+	}
+	b.Out("rebuilt the ledger from the bucket: %d edges, generation %d", len(l.Edges), l.Generation)
+	return nil
+}
+
+// rebuild is the state of one Rebuild.
+type rebuild struct {
+	b     *Backup
+	sizes map[string]int64 // the tree's objects
+	known []ledger.Edge    // the local ledger's edges, when it could be read
+	byID  map[ledger.ID]ledger.Edge
+	taken map[string]bool // keys of the edges taken
+}
+
+// readLedgers reads both ledger copies for what survives a rebuild: the
+// local edges and the highest generation. A bucket copy in a newer format
+// stops the rebuild, which would overwrite it.
+func (r *rebuild) readLedgers(ctx context.Context) (uint64, error) {
+	b := r.b
+	var gen uint64
+	local, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
+	switch {
+	case errors.Is(err, ledger.ErrNewerFormat):
+		return 0, err
+	case err != nil:
+		b.Out("warning: the local ledger cannot be used (%v); rebuilding from the bucket alone", err)
+	default:
+		r.known, gen = local.Edges, local.Generation
+	}
+	remote, _, _, err := b.bucketLedger(ctx)
+	switch {
+	case errors.Is(err, ledger.ErrNewerFormat):
+		return 0, fmt.Errorf("%w; a rebuild by this zfs2s3 would overwrite it", err)
+	case err == nil && remote != nil:
+		gen = max(gen, remote.Generation)
+	case err != nil && !errors.Is(err, ledger.ErrDamaged):
+		return 0, err
+	}
+	return gen, nil
+}
+
+// add takes e unless its objects are missing or of other sizes, or another
+// edge between the same snapshots was taken; it reports whether e was taken.
+func (r *rebuild) add(ctx context.Context, e ledger.Edge, from string) bool {
+	if problem := objectsProblem(e, r.sizes); problem != "" {
+		r.b.Out("skipped %s (%s): %s", e, from, problem)
+		return false
+	}
+	if other, dup := r.byID[e.ID()]; dup {
+		// Two edges between the same snapshots under different names: a
+		// forgery. Keep the one the local ledger has, else the one its
+		// object's metadata vouches for, else the first.
+		if r.rank(ctx, e) <= r.rank(ctx, other) {
+			r.b.Out("skipped %s (%s, %s): it duplicates %s stored as %s", e, from, e.Key, other, other.Key)
+			return false
+		}
+		r.b.Out("skipped %s (%s): it duplicates %s stored as %s", other, other.Key, e, e.Key)
+		for _, k := range other.Keys() {
+			delete(r.taken, k)
+		}
+	}
+	r.byID[e.ID()] = e
+	for _, k := range e.Keys() {
+		r.taken[k] = true
+	}
+	return true
+}
+
+// rank orders edges between the same snapshots by how far they are to be
+// trusted: 2 when the local ledger has it, 1 when its object's metadata
+// names the same snapshots, else 0.
+func (r *rebuild) rank(ctx context.Context, e ledger.Edge) int {
+	for _, k := range r.known {
+		if k.ID() == e.ID() && k.Key == e.Key {
+			return 2
+		}
+	}
+	head, err := r.b.S3.Head(ctx, e.Key)
+	if err != nil {
+		return 0
+	}
+	m, err := edgeFromMetadata(head.Metadata)
+	if err != nil || m.Target != e.Target || (m.Base == nil) != (e.Base == nil) || m.Base != nil && *m.Base != *e.Base {
+		return 0
+	}
+	return 1
+}
+
+// recoverUnrecorded handles the stream objects no edge took: objects of
+// an unfinished upload on this machine are named, others are recovered
+// from their metadata when their bytes prove it, or reported.
+func (r *rebuild) recoverUnrecorded(ctx context.Context, objs []s3up.ObjectInfo) error {
+	b := r.b
 	ps, err := b.loadPending()
 	if err != nil {
 		return err
 	}
-	of := map[string]*pending{}
+	of, reported := map[string]*pending{}, map[string]bool{}
 	for _, p := range ps {
 		for _, k := range p.Upload.Keys() {
 			of[k] = p
 		}
 	}
 	for _, o := range objs {
-		switch p := of[o.Key]; {
-		case !s3up.IsStreamKey(o.Key) || seen[o.Key]:
-		case p != nil:
+		if !s3up.IsStreamKey(o.Key) || r.taken[o.Key] {
+			continue
+		}
+		if p := of[o.Key]; p != nil {
 			b.Out("skipped object %s: it belongs to the unfinished upload of %s; run zfs2s3 resume_upload or abort_upload %s", o.Key, p.Edge, p.Edge.Target.Name)
-		default:
-			b.Out("skipped object %s: it has no manifest (an upload that was never recorded); delete it or abort that upload", o.Key)
+			continue
+		}
+		if !strings.HasSuffix(o.Key, ".zfs") {
+			continue // a further object: recovered with its first, or reported below
+		}
+		e, err := r.recover(ctx, o.Key)
+		if err != nil {
+			b.Out("skipped object %s: no valid manifest describes it, and %v; check it, then delete it or abort its upload", o.Key, err)
+			reported[o.Key] = true
+			continue
+		}
+		if r.add(ctx, e, "object metadata") {
+			if err := b.writeManifest(ctx, e); err != nil {
+				return fmt.Errorf("write the manifest of %s: %w", e, err)
+			}
+			b.Out("recovered %s from its object's metadata and contents, and wrote its manifest", e)
 		}
 	}
-	sort.Slice(l.Edges, func(i, j int) bool { return l.Edges[i].Uploaded.Before(l.Edges[j].Uploaded) })
-	for _, e := range l.Unrestorable() {
-		b.Out("warning: %s has no restorable chain in the bucket", e)
+	for _, o := range objs {
+		if s3up.IsStreamKey(o.Key) && !r.taken[o.Key] && of[o.Key] == nil && !reported[o.Key] {
+			b.Out("skipped object %s: no edge could be made of it (an upload that was never recorded); check it, then delete it or abort that upload", o.Key)
+		}
 	}
-	if err := b.saveLedger(ctx, l); err != nil {
-		return err
-	}
-	b.Out("rebuilt the ledger from the bucket: %d edges, generation %d", len(l.Edges), l.Generation)
 	return nil
+}
+
+// recover makes the edge of the stream stored under key, and any further
+// objects KEY.2, KEY.3, … after it, from the first object's metadata,
+// and proves it by reading them: a whole zfs stream of the snapshots the
+// metadata names, whose SHA-256 becomes the edge's.
+func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) {
+	b := r.b
+	head, err := b.S3.Head(ctx, key)
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	e, err := edgeFromMetadata(head.Metadata)
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	e.Key = key
+	for i := 1; ; i++ {
+		size, ok := r.sizes[ledger.SegmentKey(key, i)]
+		if !ok {
+			break
+		}
+		e.Segments = append(e.Segments, ledger.Segment{Key: ledger.SegmentKey(key, i), Bytes: size})
+	}
+	for _, o := range e.Objects() {
+		e.StoredBytes += r.sizes[o.Key]
+	}
+	e.StreamBytes = e.StoredBytes
+	e.Uploaded = head.LastModified.UTC()
+	e.StorageClass = head.StorageClass
+	if e.StorageClass == "" {
+		e.StorageClass = "STANDARD"
+	}
+	e.SHA256 = strings.Repeat("0", 64) // for the check; the real one follows
+	if err := e.Check(b.Opt.Prefix); err != nil {
+		return ledger.Edge{}, fmt.Errorf("its metadata does not describe it (%v)", err)
+	}
+	b.Out("reading %s (%d bytes) to recover its edge", key, e.StoredBytes)
+	h, check := sha256.New(), &zfs.StreamCheck{}
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+	defer body.Close()
+	if _, err := io.Copy(io.MultiWriter(h, check), body); err != nil {
+		return ledger.Edge{}, fmt.Errorf("reading it failed: %w", err)
+	}
+	if err := check.Check(e.Target.GUID, e.ID().BaseGUID); err != nil {
+		return ledger.Edge{}, fmt.Errorf("its contents do not match its metadata: %w", err)
+	}
+	e.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return e, nil
+}
+
+// edgeFromMetadata reads the edge an upload wrote into its objects'
+// metadata (objectMetadata).
+func edgeFromMetadata(m map[string]string) (ledger.Edge, error) {
+	snap := func(name, guid string) (ledger.Snapshot, error) {
+		n, err1 := url.PathUnescape(m[name])
+		g, err2 := strconv.ParseUint(m[guid], 10, 64)
+		if err1 != nil || err2 != nil || n == "" {
+			return ledger.Snapshot{}, fmt.Errorf("its metadata lacks %s or %s", name, guid)
+		}
+		return ledger.Snapshot{Name: n, GUID: g}, nil
+	}
+	t, err := snap("zfs2s3-target", "zfs2s3-target-guid")
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	e := ledger.Edge{Target: t}
+	if m["zfs2s3-base"] != "" {
+		base, err := snap("zfs2s3-base", "zfs2s3-base-guid")
+		if err != nil {
+			return ledger.Edge{}, err
+		}
+		e.Base = &base
+	}
+	return e, nil
 }
 
 // objectsProblem says what is wrong with an edge's objects in the bucket,
@@ -93,32 +316,4 @@ func objectsProblem(e ledger.Edge, sizes map[string]int64) string {
 		}
 	}
 	return ""
-}
-
-// readManifest reads the edge a manifest object records.
-func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, error) {
-	data, _, err := b.S3.ReadAll(ctx, key)
-	if err != nil {
-		return ledger.Edge{}, err
-	}
-	object, _ := s3up.ManifestOf(key)
-	var m manifest
-	if err := yaml.Unmarshal(data, &m); err != nil || m.Format < 1 || m.Format > ledger.FormatVersion || m.Edge.Key != object || !ledger.SegmentsValid(m.Edge) {
-		return ledger.Edge{}, fmt.Errorf("manifest s3://%s/%s is damaged or of another format (%v); move it away and run ledger rebuild again", b.S3.Bucket(), key, err)
-	}
-	m.Edge.Removing = false
-	return m.Edge, nil
-}
-
-// lastGeneration is the highest generation either ledger copy reached, so
-// that a rebuilt ledger counts as newer than both.
-func (b *Backup) lastGeneration(ctx context.Context) uint64 {
-	var g uint64
-	if l, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix); err == nil {
-		g = l.Generation
-	}
-	if l, _, _, err := b.bucketLedger(ctx); err == nil && l != nil {
-		g = max(g, l.Generation)
-	}
-	return g
 }

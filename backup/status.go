@@ -23,6 +23,9 @@ type Status struct {
 	Pending          []PendingStatus      `json:"pending_uploads"`
 	UntrackedUploads []s3up.PendingUpload `json:"untracked_multipart_uploads"`
 	UnknownObjects   []string             `json:"unknown_objects"`
+	// Warnings say what is wrong with the bucket's ledger copy: damaged,
+	// tampered with, rolled back, written by a newer zfs2s3.
+	Warnings []string `json:"warnings"`
 }
 
 // DatasetStatus lists one dataset's stored edges and unstored snapshots.
@@ -76,13 +79,17 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 	if in.pending, err = b.loadPending(); err != nil {
 		return Status{}, err
 	}
-	if in.uploads, err = b.S3.AllMultipartUploads(ctx, b.Opt.Prefix); err != nil {
+	objs, others, err := b.listObjects(ctx)
+	if err != nil {
 		return Status{}, err
 	}
-	if in.objects, err = b.S3.List(ctx, b.Opt.Prefix); err != nil {
+	in.objects = objs
+	if in.uploads, err = b.listUploads(ctx, others); err != nil {
 		return Status{}, err
 	}
-	return in.report(), nil
+	st := in.report()
+	st.Warnings = append(st.Warnings, b.notices...)
+	return st, nil
 }
 
 // statusInput is everything a status report is made from, gathered first
@@ -117,7 +124,7 @@ func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
 }
 
 func (in statusInput) report() Status {
-	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}, UntrackedUploads: []s3up.PendingUpload{}}
+	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}, UntrackedUploads: []s3up.PendingUpload{}, Warnings: []string{}}
 	bad := map[ledger.ID]bool{}
 	for _, e := range in.ledger.Unrestorable() {
 		bad[e.ID()] = true
@@ -214,8 +221,8 @@ func unknownObjects(l *ledger.Ledger, objs []s3up.ObjectInfo, alsoKnown ...strin
 
 // WriteText prints the status as one table per dataset, then what is
 // pending, untracked or unknown.
-func (st Status) WriteText(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+func (st Status) WriteText(out io.Writer) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, d := range st.Datasets {
 		fmt.Fprintf(tw, "%s\nSNAPSHOT\tBASE\tRESTORABLE\tLOCAL\tSTREAM\tSTORED\tUPLOADED\tCLASS\n", d.Dataset)
 		for _, e := range d.Edges {
@@ -243,5 +250,11 @@ func (st Status) WriteText(w io.Writer) error {
 	for _, k := range st.UnknownObjects {
 		fmt.Fprintf(tw, "unknown object\t%s\n", k)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, msg := range st.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", msg)
+	}
+	return nil
 }

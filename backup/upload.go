@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
@@ -57,7 +55,7 @@ func (b *Backup) liveEdge(ctx context.Context, target, base string) (ledger.Edge
 		}
 		edge.Base = &ledger.Snapshot{Name: bs.Name, GUID: bs.GUID}
 	}
-	edge.Key = s3up.ObjectKey(b.Opt.Prefix, edge.Target, edge.Base)
+	edge.Key = ledger.ObjectKey(b.Opt.Prefix, edge.Target, edge.Base)
 	return edge, nil
 }
 
@@ -198,12 +196,6 @@ func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
 	return b.ZFS.Send(ctx, e.Target.Name, e.BaseName())
 }
 
-// manifest is the small object that completes an edge in the bucket.
-type manifest struct {
-	Format int         `yaml:"format"`
-	Edge   ledger.Edge `yaml:"edge"`
-}
-
 // record writes the manifest and adds the edge to the ledger, then drops the
 // upload state. A crash in between is finished by resume_upload.
 func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error {
@@ -211,14 +203,10 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
 	e.Segments = p.Upload.Segments()
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
-	data, err := yaml.Marshal(manifest{Format: e.Format(), Edge: e})
-	if err != nil {
-		return err
-	}
-	if err := b.S3.Put(ctx, s3up.ManifestKey(e.Key), data, nil); err != nil {
+	if err := b.writeManifest(ctx, e); err != nil {
 		return fmt.Errorf("upload of %s: write manifest: %w; run zfs2s3 resume_upload to finish", e, err)
 	}
-	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
+	err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if l.Stored(e) {
 			return false, nil // recorded by a run that crashed before cleaning up
 		}

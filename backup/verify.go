@@ -34,7 +34,7 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 	if err != nil {
 		return VerifyReport{}, err
 	}
-	objs, err := b.S3.List(ctx, b.Opt.Prefix)
+	objs, _, err := b.listObjects(ctx)
 	if err != nil {
 		return VerifyReport{}, err
 	}

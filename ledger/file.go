@@ -17,8 +17,20 @@ import (
 	"github.com/zfs2s3/zfs2s3/statefile"
 )
 
+// MaxFileBytes bounds a ledger file and the bucket's copy, written and
+// read: about 400,000 edges. A larger file is refused rather than read
+// whole, since the copy in the bucket is input that anyone with write
+// access there could inflate.
+const MaxFileBytes = 128 << 20
+
 // ErrDamaged means the ledger file cannot be trusted; it is never overwritten.
 var ErrDamaged = errors.New("ledger file is damaged")
+
+// ErrNewerFormat means a ledger was written by a newer zfs2s3. It is not
+// damaged, and never overwritten or rebuilt by this one: that would lose
+// what only the newer format records. Such errors also match ErrDamaged,
+// so that nothing acts on a ledger it cannot read.
+var ErrNewerFormat = errors.New("written by a newer zfs2s3")
 
 // Store is the state directory of one bucket and prefix: the ledger file,
 // its lock, and the upload state files next to it.
@@ -55,8 +67,11 @@ func (s Store) Load(bucket, prefix string) (*Ledger, error) {
 		return nil, err
 	}
 	l, err := Parse(b)
-	if err != nil {
+	if errors.Is(err, ErrNewerFormat) {
 		return nil, fmt.Errorf("%s: %w", s.Path(), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w; fix it or move it away (zfs2s3 ledger rebuild makes a new one from the bucket), zfs2s3 will not overwrite it", s.Path(), err)
 	}
 	if l.Bucket != bucket || l.Prefix != prefix {
 		return nil, fmt.Errorf("%s: %w: it is for bucket %q prefix %q, not %q %q", s.Path(), ErrDamaged, l.Bucket, l.Prefix, bucket, prefix)
@@ -73,7 +88,7 @@ func Parse(b []byte) (*Ledger, error) {
 	l, err := decodeJSON(b)
 	if err != nil {
 		if l, err = decodeYAML(b); err != nil {
-			return nil, fmt.Errorf("%w (%v); fix or move it away, it will not be overwritten", ErrDamaged, err)
+			return nil, fmt.Errorf("%w (%v)", ErrDamaged, err)
 		}
 	}
 	if err := l.validate(); err != nil {
@@ -107,42 +122,42 @@ func decodeYAML(b []byte) (*Ledger, error) {
 	return &l, nil
 }
 
-// validate checks what the decoders cannot: version, required fields and
-// that no edge appears twice.
+// validate checks what the decoders cannot: the version, that every edge
+// passes Edge.Check under the ledger's prefix, that no edge or key appears
+// twice and that the edges form no cycle. A file that fails was damaged or
+// tampered with; nothing in it is acted on.
 func (l *Ledger) validate() error {
-	if l.Version < 1 || l.Version > FormatVersion {
-		return fmt.Errorf("%w: format version %d, this zfs2s3 reads versions 1 to %d; use a zfs2s3 that matches", ErrDamaged, l.Version, FormatVersion)
+	if l.Version > FormatVersion {
+		return fmt.Errorf("%w: %w: format version %d, this zfs2s3 reads versions 1 to %d; upgrade zfs2s3", ErrDamaged, ErrNewerFormat, l.Version, FormatVersion)
+	}
+	if l.Version < 1 {
+		return fmt.Errorf("%w: format version %d", ErrDamaged, l.Version)
 	}
 	l.Version = FormatVersion // in memory; Marshal picks what it is written as
 	seen := make(map[ID]bool, len(l.Edges))
+	keys := make(map[string]bool, len(l.Edges))
 	for i, e := range l.Edges {
-		switch {
-		case e.Target.GUID == 0 || e.Target.Name == "" || e.Key == "":
-			return fmt.Errorf("%w: edge %d lacks a target GUID, name or key", ErrDamaged, i+1)
-		case e.Base != nil && (e.Base.GUID == 0 || e.Base.Name == ""):
-			return fmt.Errorf("%w: edge %d (%s) has a base without GUID or name", ErrDamaged, i+1, e)
-		case seen[e.ID()]:
+		if err := e.Check(l.Prefix); err != nil {
+			return fmt.Errorf("%w: edge %d (%s): %v; the file was edited or tampered with", ErrDamaged, i+1, e, err)
+		}
+		if seen[e.ID()] {
 			return fmt.Errorf("%w: edge %s appears twice", ErrDamaged, e)
-		case !SegmentsValid(e):
-			return fmt.Errorf("%w: edge %s lists further objects not named KEY.2, KEY.3, …, or without bytes", ErrDamaged, e)
 		}
 		seen[e.ID()] = true
+		for _, k := range e.Keys() {
+			if keys[k] {
+				return fmt.Errorf("%w: key %s appears twice", ErrDamaged, k)
+			}
+			keys[k] = true
+		}
+	}
+	if guid, ok := cycle(l.Edges); ok {
+		return fmt.Errorf("%w: its edges form a cycle through guid %d, which zfs send cannot produce", ErrDamaged, guid)
 	}
 	if l.Edges == nil {
 		l.Edges = []Edge{}
 	}
 	return nil
-}
-
-// SegmentsValid reports whether an edge's further objects, if any, are
-// named by SegmentKey and each hold some of the stream.
-func SegmentsValid(e Edge) bool {
-	for i, o := range e.Objects() {
-		if o.Key != SegmentKey(e.Key, i) || o.Bytes <= 0 && len(e.Segments) > 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Save writes the ledger atomically. Hold the lock.
@@ -197,5 +212,8 @@ func Marshal(l *Ledger) ([]byte, error) {
 		buf.WriteString("\n ")
 	}
 	buf.WriteString("]}\n")
+	if buf.Len() > MaxFileBytes {
+		return nil, fmt.Errorf("the ledger would take %d bytes, over the %d zfs2s3 reads back; remove old edges or back up further datasets under another prefix", buf.Len(), MaxFileBytes)
+	}
 	return buf.Bytes(), nil
 }

@@ -21,10 +21,13 @@ func TestStoreRoundTrip(t *testing.T) {
 	e := full(1)
 	e.Target.GUID = 18446744073709551615 // GUIDs use all 64 bits
 	e.Uploaded = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e.Key = ObjectKey("backups/host 1/", e.Target, nil)
 	if err := l.Add(e); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Add(Edge{Target: snap(2), Base: &e.Target, Key: "k2"}); err != nil {
+	e2 := stored(Edge{Target: snap(2), Base: &e.Target})
+	e2.Key = ObjectKey("backups/host 1/", e2.Target, e2.Base)
+	if err := l.Add(e2); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(l); err != nil {
@@ -73,9 +76,10 @@ func oddLedger() *Ledger {
 	l := New("bucket", "host 1/")
 	l.Generation = 7
 	a := Snapshot{Name: `tank/my data@"quoted" é:1`, GUID: 18446744073709551615}
+	b := Snapshot{Name: "tank/my data@b", GUID: 2}
 	l.Edges = []Edge{
-		{Target: a, Key: "tank/my%20data/k", StreamBytes: 5, StoredBytes: 6, SHA256: "ab", Uploaded: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), StorageClass: "GLACIER"},
-		{Target: Snapshot{Name: "tank/my data@b", GUID: 2}, Base: &a, Key: "k2", Uploaded: time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC), Removing: true},
+		{Target: a, Key: ObjectKey(l.Prefix, a, nil), StreamBytes: 5, StoredBytes: 6, SHA256: strings.Repeat("ab", 32), Uploaded: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), StorageClass: "GLACIER"},
+		{Target: b, Base: &a, Key: ObjectKey(l.Prefix, b, &a), StreamBytes: 1, StoredBytes: 1, SHA256: strings.Repeat("0", 64), Uploaded: time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC), Removing: true},
 	}
 	return l
 }
@@ -144,11 +148,12 @@ func TestSegmentsRoundTripAndObjects(t *testing.T) {
 	if d := cmp.Diff(l, got); d != "" {
 		t.Errorf("round trip (-written +read):\n%s", d)
 	}
-	want := []Segment{{Key: "tank/my%20data/k", Bytes: 6}, {Key: "tank/my%20data/k.2", Bytes: 3}, {Key: "tank/my%20data/k.3", Bytes: 1}}
+	k := l.Edges[0].Key
+	want := []Segment{{Key: k, Bytes: 6}, {Key: k + ".2", Bytes: 3}, {Key: k + ".3", Bytes: 1}}
 	if d := cmp.Diff(want, got.Edges[0].Objects()); d != "" {
 		t.Errorf("Objects (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]Segment{{Key: "k2", Bytes: 0}}, got.Edges[1].Objects()); d != "" {
+	if d := cmp.Diff([]Segment{{Key: l.Edges[1].Key, Bytes: 1}}, got.Edges[1].Objects()); d != "" {
 		t.Errorf("Objects of a one-object edge (-want +got):\n%s", d)
 	}
 }
@@ -157,21 +162,55 @@ func TestSegmentsRoundTripAndObjects(t *testing.T) {
 // writes version 1 for as long as no edge needs version 2, so that older
 // zfs2s3 sharing the bucket keep reading it.
 func TestParseReadsVersion1(t *testing.T) {
-	l, err := Parse([]byte("version: 1\nbucket: b\nprefix: \"\"\ngeneration: 3\nedges:\n- {target: {name: a@b, guid: 1}, key: k, stored_bytes: 5}\n"))
+	l, err := Parse(readFixture(t, "ledger-v1.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Version != FormatVersion || len(l.Edges) != 1 || l.Edges[0].StoredBytes != 5 {
+	if l.Version != FormatVersion || len(l.Edges) != 4 || l.Edges[0].StoredBytes != 3162920 {
 		t.Errorf("parsed %+v", l)
 	}
 	data, _ := Marshal(l)
 	if !bytes.HasPrefix(data, []byte(`{"version": 1,`)) {
 		t.Errorf("a ledger without segments written as\n%s", data)
 	}
-	l.Edges[0].Segments = []Segment{{Key: "k.2", Bytes: 1}}
+	l.Edges[0].Segments = []Segment{{Key: l.Edges[0].Key + ".2", Bytes: 1}}
 	if data, _ := Marshal(l); !bytes.HasPrefix(data, []byte(`{"version": 2,`)) {
 		t.Errorf("a ledger with segments written as\n%s", data)
 	}
+}
+
+// TestReadsWhatReleasesWrote parses ledger files written by the release
+// before keys, sizes and digests were checked on load (testdata/*.yaml,
+// made with that release's ledger.Marshal and yaml.v3), and writes them
+// back byte for byte: people's existing ledgers keep working.
+func TestReadsWhatReleasesWrote(t *testing.T) {
+	for name, edges := range map[string]int{"ledger-v1.yaml": 4, "ledger-v1-block.yaml": 4, "ledger-v2.yaml": 5} {
+		t.Run(name, func(t *testing.T) {
+			data := readFixture(t, name)
+			l, err := Parse(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.Edges) != edges || l.Prefix != "host1/" || !l.Edges[2].Removing {
+				t.Errorf("parsed %d edges, prefix %q, removal mark %v", len(l.Edges), l.Prefix, l.Edges[2].Removing)
+			}
+			if strings.HasSuffix(name, "block.yaml") {
+				return
+			}
+			if again, _ := Marshal(l); !bytes.Equal(again, data) {
+				t.Errorf("written back as\n%s\nwant\n%s", again, data)
+			}
+		})
+	}
+}
+
+func readFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func TestParseRefusesBadSegments(t *testing.T) {
@@ -184,9 +223,77 @@ func TestParseRefusesBadSegments(t *testing.T) {
 		"unknown member": `[{"key": "k.2", "bytes": 1, "etag": "x"}]`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			data := `{"version": 2, "bucket": "b", "prefix": "", "generation": 1, "edges": [{"target": {"name": "a@b", "guid": 1}, "key": "k", "stored_bytes": 5, "segments": ` + seg + `}]}`
+			seg = strings.ReplaceAll(seg, `"k.`, `"a/b@0000000000000001.full.zfs.`)
+			data := `{"version": 2, "bucket": "b", "prefix": "", "generation": 1, "edges": [{"target": {"name": "a@b", "guid": 1}, "key": "a/b@0000000000000001.full.zfs", "stream_bytes": 5, "stored_bytes": 5, "sha256": "` + strings.Repeat("a", 64) + `", "segments": ` + seg + `}]}`
 			if _, err := Parse([]byte(data)); !errors.Is(err, ErrDamaged) {
 				t.Errorf("Parse = %v, want ErrDamaged", err)
+			}
+		})
+	}
+}
+
+// TestParseRefusesTampering feeds Parse ledgers (local files or the
+// bucket's copy) whose edges point at objects zfs2s3 would not have
+// written, or carry sizes, digests or shapes no upload produces. Each is
+// refused whole, so no command reads, restores from or deletes anything a
+// tampered ledger names.
+func TestParseRefusesTampering(t *testing.T) {
+	victim := func(key string) func(l *Ledger) { return func(l *Ledger) { l.Edges[3].Key = key } }
+	for name, tc := range map[string]struct {
+		change func(l *Ledger)
+		want   string
+	}{
+		"key outside the prefix": {victim("victim-outside"), `key "victim-outside" is not the key zfs2s3 derives`},
+		"key of another host":    {victim("host2/tank/my%20data/thu@8000000000000001.from.mon@f553cdab2fc018e6.zfs"), "not the key zfs2s3 derives"},
+		"key with ..":            {victim("host1/../host2/tank/my%20data/thu@8000000000000001.from.mon@f553cdab2fc018e6.zfs"), "not the key zfs2s3 derives"},
+		"another edge's key":     {func(l *Ledger) { l.Edges[3].Key = l.Edges[0].Key }, "not the key zfs2s3 derives"},
+		"segment of another edge": {func(l *Ledger) {
+			l.Edges[3].Segments = []Segment{{Key: l.Edges[0].Key, Bytes: 1}}
+		}, "further object 2"},
+		"dot-dot dataset": {func(l *Ledger) {
+			e := &l.Edges[0]
+			e.Target.Name = "tank/../other@mon"
+			e.Key = ObjectKey(l.Prefix, e.Target, nil)
+		}, "'..' dataset component"},
+		"option-like name": {func(l *Ledger) {
+			e := &l.Edges[0]
+			e.Target.Name = "-R tank@mon"
+			e.Key = ObjectKey(l.Prefix, e.Target, nil)
+		}, "begins with '-'"},
+		"base on another dataset": {func(l *Ledger) {
+			e := &l.Edges[1]
+			e.Base.Name = "tank/other@mon"
+			e.Key = ObjectKey(l.Prefix, e.Target, e.Base)
+		}, "another dataset"},
+		"negative size":    {func(l *Ledger) { l.Edges[3].StoredBytes = -5 }, "never empty"},
+		"zero size":        {func(l *Ledger) { l.Edges[3].StreamBytes, l.Edges[3].StoredBytes = 0, 0 }, "never empty"},
+		"absurd size":      {func(l *Ledger) { l.Edges[3].StoredBytes = 1 << 62 }, "1 byte to 5 TiB"},
+		"not a sha256":     {func(l *Ledger) { l.Edges[3].SHA256 = "ab" }, "not 64 hex digits"},
+		"duplicate key":    {func(l *Ledger) { l.Edges = append(l.Edges, l.Edges[3]) }, "appears twice"},
+		"zero guid target": {func(l *Ledger) { l.Edges[0].Target.GUID = 0 }, "has no GUID"},
+		"cycle": {func(l *Ledger) {
+			// thu -> tue next to mon -> tue -> wed and mon -> thu: no cycle yet;
+			// tue -> thu closes thu -> tue -> thu.
+			tue, thu := l.Edges[1].Target, l.Edges[3].Target
+			l.Edges = append(l.Edges, stored(Edge{Target: tue, Base: &thu}), stored(Edge{Target: thu, Base: &tue}))
+			for i := len(l.Edges) - 2; i < len(l.Edges); i++ {
+				l.Edges[i].Key = ObjectKey(l.Prefix, l.Edges[i].Target, l.Edges[i].Base)
+			}
+		}, "cycle"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l, err := Parse(readFixture(t, "ledger-v1.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.change(l)
+			data, err := Marshal(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse(data)
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse = %v, want ErrDamaged saying %q", err, tc.want)
 			}
 		})
 	}

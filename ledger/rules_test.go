@@ -11,11 +11,19 @@ import (
 
 func snap(n uint64) Snapshot { return Snapshot{Name: fmt.Sprintf("tank/data@s%d", n), GUID: n} }
 
-func full(t uint64) Edge { return Edge{Target: snap(t), Key: fmt.Sprintf("k%d", t)} }
+func full(t uint64) Edge { return stored(Edge{Target: snap(t)}) }
 
 func incr(b, t uint64) Edge {
 	s := snap(b)
-	return Edge{Target: snap(t), Base: &s, Key: fmt.Sprintf("k%d-%d", b, t)}
+	return stored(Edge{Target: snap(t), Base: &s})
+}
+
+// stored completes e as an upload would: its key, sizes and digest.
+func stored(e Edge) Edge {
+	e.Key = ObjectKey("", e.Target, e.Base)
+	e.StreamBytes, e.StoredBytes = 100, 100
+	e.SHA256 = fmt.Sprintf("%064x", e.Target.GUID)
+	return e
 }
 
 // chain builds the ledger A(1) full, 1->2, 2->3, 3->4 plus extra edges.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -128,18 +129,21 @@ func wrap(op, key string, err error) error {
 
 // Object is what HeadObject tells about a stored object.
 type Object struct {
-	Size     int64
-	ETag     string
-	Metadata map[string]string
+	Size         int64
+	ETag         string
+	Metadata     map[string]string
+	LastModified time.Time
+	StorageClass string // "" for STANDARD, which S3 leaves out
 }
 
-// Head returns an object's size, ETag and user metadata.
+// Head returns an object's size, ETag, user metadata, time and class.
 func (c *Client) Head(ctx context.Context, key string) (Object, error) {
 	out, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: &key})
 	if err != nil {
 		return Object{}, wrap("head", key, err)
 	}
-	return Object{Size: aws.ToInt64(out.ContentLength), ETag: etagOf(out.ETag), Metadata: out.Metadata}, nil
+	return Object{Size: aws.ToInt64(out.ContentLength), ETag: etagOf(out.ETag), Metadata: out.Metadata,
+		LastModified: aws.ToTime(out.LastModified), StorageClass: string(out.StorageClass)}, nil
 }
 
 // etagOf unquotes an ETag as S3 returns it.
@@ -189,16 +193,28 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 	return etagOf(out.ETag), nil
 }
 
-// ReadAll reads a small object whole, with its ETag.
-func (c *Client) ReadAll(ctx context.Context, key string) ([]byte, string, error) {
+// ErrTooLarge means an object holds more than the caller reads.
+var ErrTooLarge = errors.New("object too large")
+
+// ReadAll reads a small object whole, with its ETag. An object of more
+// than limit bytes is not read: what the bucket holds is input, and a
+// huge ledger copy or manifest must not exhaust memory.
+func (c *Client) ReadAll(ctx context.Context, key string, limit int64) ([]byte, string, error) {
 	out, err := c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: &key})
 	if err != nil {
 		return nil, "", wrap("get", key, err)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(out.Body)
+	tooLarge := fmt.Errorf("s3 key %q has more than %d bytes: %w", key, limit, ErrTooLarge)
+	if aws.ToInt64(out.ContentLength) > limit {
+		return nil, "", tooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(out.Body, limit+1))
 	if err != nil {
 		return nil, "", fmt.Errorf("read s3 key %q: %w", key, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, "", tooLarge
 	}
 	return data, etagOf(out.ETag), nil
 }

@@ -100,7 +100,7 @@ func run(t *testing.T, c *Client, u *Upload, src Source) (Result, error) {
 
 func (c *Client) bytesOf(t *testing.T, key string) []byte {
 	t.Helper()
-	b, _, err := c.ReadAll(context.Background(), key)
+	b, _, err := c.ReadAll(context.Background(), key, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}

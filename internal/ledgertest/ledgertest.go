@@ -20,7 +20,7 @@ func Daily(n int) *ledger.Ledger {
 		}
 		at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 		for i := 0; i < per; i++ {
-			e := ledger.Edge{Target: snap(i), Key: fmt.Sprintf("tank/ds%d/day%05d@%d.zfs", d, i, d*per+i+1),
+			e := ledger.Edge{Target: snap(i),
 				StreamBytes: 1 << 20, StoredBytes: 1 << 20, SHA256: fmt.Sprintf("%064x", d*per+i),
 				Uploaded: at.AddDate(0, 0, i), StorageClass: "STANDARD"}
 			switch {
@@ -28,13 +28,14 @@ func Daily(n int) *ledger.Ledger {
 			case i%30 == 0 && len(l.Edges) < n:
 				b := snap(i - 30)
 				bypass := e
-				bypass.Base, bypass.Key = &b, bypass.Key+".monthly"
+				bypass.Base, bypass.Key = &b, ledger.ObjectKey(l.Prefix, bypass.Target, &b)
 				l.Edges = append(l.Edges, bypass)
 				fallthrough
 			default:
 				b := snap(i - 1)
 				e.Base = &b
 			}
+			e.Key = ledger.ObjectKey(l.Prefix, e.Target, e.Base)
 			if len(l.Edges) < n {
 				l.Edges = append(l.Edges, e)
 			}

@@ -1,0 +1,67 @@
+package backup
+
+import (
+	"context"
+	"strings"
+
+	"github.com/zfs2s3/zfs2s3/s3up"
+)
+
+// A bucket may hold several zfs2s3 trees: hosts under their own prefixes,
+// possibly nested in ours (prefix "" and another host's "host2/"). A tree
+// is marked by its ledger copy, PREFIX/.zfs2s3/ledger.yaml. What lies in
+// another tree is that tree's business: never ours to list as unknown,
+// adopt in a rebuild, or delete.
+
+// listObjects lists the objects under the prefix that belong to this
+// tree, and the prefixes of the other trees it saw there.
+func (b *Backup) listObjects(ctx context.Context) (own []s3up.ObjectInfo, others []string, err error) {
+	objs, err := b.S3.List(ctx, b.Opt.Prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	others = b.otherTrees(objs)
+	for _, o := range objs {
+		if !inTree(o.Key, others) {
+			own = append(own, o)
+		}
+	}
+	return own, others, nil
+}
+
+// listUploads lists the unfinished multipart uploads under the prefix
+// that belong to this tree, given the other trees listObjects saw.
+func (b *Backup) listUploads(ctx context.Context, others []string) ([]s3up.PendingUpload, error) {
+	ups, err := b.S3.AllMultipartUploads(ctx, b.Opt.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	own := ups[:0:0]
+	for _, u := range ups {
+		if !inTree(u.Key, others) {
+			own = append(own, u)
+		}
+	}
+	return own, nil
+}
+
+// otherTrees returns the prefixes of the other zfs2s3 trees among objs.
+func (b *Backup) otherTrees(objs []s3up.ObjectInfo) []string {
+	ours := LedgerKey(b.Opt.Prefix)
+	var others []string
+	for _, o := range objs {
+		if p, ok := strings.CutSuffix(o.Key, ledgerSuffix); ok && o.Key != ours && (p == "" || strings.HasSuffix(p, "/")) {
+			others = append(others, p)
+		}
+	}
+	return others
+}
+
+func inTree(key string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}

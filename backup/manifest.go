@@ -1,0 +1,63 @@
+package backup
+
+import (
+	"context"
+	"fmt"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+)
+
+// manifest is the small object that completes an edge in the bucket,
+// next to its first object (s3up.ManifestKey). It carries what is only
+// known at the end of an upload (sizes, SHA-256), so that the ledger can
+// be rebuilt from the bucket alone. Its format is documented in README.md.
+type manifest struct {
+	Format int         `yaml:"format"`
+	Edge   ledger.Edge `yaml:"edge"`
+}
+
+// maxManifestBytes bounds what is read of a manifest: one of an edge with
+// ledger.MaxSegments further objects takes about 1.5 MB.
+const maxManifestBytes = 4 << 20
+
+// writeManifest stores e's manifest.
+func (b *Backup) writeManifest(ctx context.Context, e ledger.Edge) error {
+	data, err := yaml.Marshal(manifest{Format: e.Format(), Edge: e})
+	if err != nil {
+		return err
+	}
+	return b.S3.Put(ctx, s3up.ManifestKey(e.Key), data, nil)
+}
+
+// readManifest reads the edge a manifest object records. A manifest is
+// input like anything else in the bucket: it must be the manifest of its
+// own object, and its edge must pass ledger.Edge.Check under the prefix.
+func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, error) {
+	data, _, err := b.S3.ReadAll(ctx, key, maxManifestBytes)
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	return parseManifest(data, key, b.Opt.Prefix)
+}
+
+// parseManifest decodes the manifest stored at key and checks it.
+func parseManifest(data []byte, key, prefix string) (ledger.Edge, error) {
+	var m manifest
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return ledger.Edge{}, fmt.Errorf("damaged: %v", err)
+	}
+	if m.Format < 1 || m.Format > ledger.FormatVersion {
+		return ledger.Edge{}, fmt.Errorf("format %d, this zfs2s3 reads 1 to %d", m.Format, ledger.FormatVersion)
+	}
+	if err := m.Edge.Check(prefix); err != nil {
+		return ledger.Edge{}, fmt.Errorf("tampered or damaged: %v", err)
+	}
+	if object, _ := s3up.ManifestOf(key); m.Edge.Key != object {
+		return ledger.Edge{}, fmt.Errorf("tampered or damaged: it records the edge of %s, not of %s", m.Edge.Key, object)
+	}
+	m.Edge.Removing = false
+	return m.Edge, nil
+}

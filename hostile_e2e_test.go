@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+)
+
+// Everything zfs2s3 reads from the bucket is input that whoever can write
+// there (a compromised host sharing it, a careless script) controls. These
+// tests tamper with ledger copies and manifests and check that zfs2s3
+// never reads, restores from or deletes an object it did not write.
+
+func (e *env) put(key string, data []byte) {
+	e.t.Helper()
+	if _, err := bed.minio.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) del(key string) {
+	e.t.Helper()
+	if _, err := bed.minio.Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) has(key string) bool {
+	for _, k := range e.keys() {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// bucketLedger reads and parses the bucket's ledger copy under prefix,
+// without the checks a tampered copy would fail.
+func (e *env) bucketLedger(prefix string) *ledger.Ledger {
+	e.t.Helper()
+	l, err := ledger.Parse(e.object(backup.LedgerKey(prefix)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+// forge writes l as the bucket's ledger copy under prefix, unchecked.
+func (e *env) forge(prefix string, l *ledger.Ledger) {
+	e.t.Helper()
+	data, err := ledger.Marshal(l)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.put(backup.LedgerKey(prefix), data)
+}
+
+// TestTamperedBucketLedgerNeverDeletesOtherObjects is the attack from
+// issue 11: a ledger copy whose edge names an object outside the prefix
+// (or another host's, or one reached through "..") made a new machine
+// call it restorable and its remove delete that object.
+func TestTamperedBucketLedgerNeverDeletesOtherObjects(t *testing.T) {
+	e := newEnv(t, "tampered copy")
+	a := e.snap("a", 1)
+	e.ok("upload", a, "--prefix", "host1")
+	honest := e.bucketLedger("host1/")
+	// (Keys with ".." are refused by MinIO itself; ledger tests cover them.)
+	for _, victim := range []string{"victim-outside", "host2/" + strings.TrimPrefix(honest.Edges[0].Key, "host1/")} {
+		t.Run(victim, func(t *testing.T) {
+			e.t = t
+			e.put(victim, []byte("not zfs2s3's"))
+			forged := e.bucketLedger("host1/")
+			forged.Edges[0].Key = victim
+			e.forge("host1/", forged)
+
+			admin := *e
+			admin.stateDir = t.TempDir() // a new machine reads the bucket's copy
+			admin.fails(1, "not the key zfs2s3 derives", "status", "--prefix", "host1")
+			admin.fails(1, "not the key zfs2s3 derives", "remove", a, "--prefix", "host1")
+			admin.fails(1, "not the key zfs2s3 derives", "restore", a, "--into", pool+"/never", "--dry-run", "--prefix", "host1")
+			admin.fails(1, "not the key zfs2s3 derives", "verify", "--prefix", "host1")
+			if !e.has(victim) {
+				t.Fatalf("%s was deleted", victim)
+			}
+			// The machine that made the backups keeps its own ledger, says
+			// what is wrong with the copy, and its next change replaces it.
+			r := e.ok("status", "--prefix", "host1")
+			if !strings.Contains(r.stdout, "warning: ") || !strings.Contains(r.stdout, "not the key zfs2s3 derives") {
+				t.Errorf("status does not report the tampered copy:\n%s", r.stdout)
+			}
+			e.put(backup.LedgerKey("host1/"), mustMarshal(t, honest))
+			e.del(victim)
+		})
+	}
+	e.t = t
+	e.ok("remove", a, "--prefix", "host1")
+	if e.has(honest.Edges[0].Key) {
+		t.Error("remove left the real object")
+	}
+}
+
+func mustMarshal(t *testing.T, l *ledger.Ledger) []byte {
+	t.Helper()
+	data, err := ledger.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestEditedLocalLedgerKeyIsRefused: an edge whose key was edited to
+// another edge's key made remove delete that other object.
+func TestEditedLocalLedgerKeyIsRefused(t *testing.T) {
+	e := newEnv(t, "edited key")
+	a, b := e.snap("a", 1), e.snap("b", 1)
+	e.ok("upload", a)
+	e.ok("upload", b, "-i", a)
+	st := ledger.OpenStore(e.stateDir, e.bucket, "")
+	l := e.ledger()
+	fullKey := l.Edges[0].Key
+	l.Edges[1].Key = fullKey
+	if err := st.Save(l); err != nil {
+		t.Fatal(err)
+	}
+	e.fails(1, "not the key zfs2s3 derives", "remove", b, "-i", a)
+	if !e.has(fullKey) {
+		t.Fatal("remove deleted the full stream through an edited key")
+	}
+}
+
+// TestRebuildTakesOnlyWhatItCanProve rebuilds a ledger, with an empty
+// prefix, in a bucket that also holds another host's tree and hostile or
+// damaged manifests, and where one manifest was lost.
+func TestRebuildTakesOnlyWhatItCanProve(t *testing.T) {
+	e := newEnv(t, "rebuild")
+	a, b, c := e.snap("a", 1), e.snap("b", 1), e.snap("c", 1)
+	e.ok("upload", a)
+	e.ok("upload", b, "-i", a)
+	e.ok("upload", c, "-i", b)
+	host2 := *e
+	host2.stateDir = t.TempDir()
+	host2.ok("upload", a, "--prefix", "host2")
+	keyA, keyB, keyC := e.edgeKey(a, ""), e.edgeKey(b, a), e.edgeKey(c, b)
+
+	// Hostile: a manifest of ours naming host2's object, a huge manifest,
+	// one with an absurd size, and a forged duplicate of a -> b under
+	// another name, next to an object of the claimed size.
+	host2Key := "host2/" + keyA
+	stolen := bytes.Replace(e.object(s3up.ManifestKey(keyA)), []byte("key: "+keyA), []byte("key: "+host2Key), 1)
+	e.put(strings.Replace(keyA, "@", "x@", 1)+".manifest.yaml", stolen)
+	e.put(strings.Replace(keyC, "@", "y@", 1)+".manifest.yaml", bytes.Repeat([]byte("#"), 5<<20))
+	absurd := bytes.Replace(e.object(s3up.ManifestKey(keyC)), []byte("stored_bytes: "), []byte("stored_bytes: -"), 1)
+	e.put(s3up.ManifestKey(keyC), absurd)
+	forged := strings.Replace(keyB, "/b@", "/b2@", 1)
+	e.put(forged, e.object(keyB))
+	forgedManifest := bytes.ReplaceAll(e.object(s3up.ManifestKey(keyB)), []byte("/b@"), []byte("/b2@"))
+	e.put(s3up.ManifestKey(forged), bytes.Replace(forgedManifest, []byte("rebuild@b\n"), []byte("rebuild@b2\n"), 1))
+	// The manifest of the full stream is lost: its object's metadata and
+	// contents still say what it is.
+	e.del(s3up.ManifestKey(keyA))
+	e.del(backup.LedgerKey(""))
+
+	e.stateDir = t.TempDir() // a new machine, with nothing but the bucket
+	r := e.ok("ledger", "rebuild")
+	for _, want := range []string{"recovered " + a + " (full) from its object's metadata", "rebuilt the ledger from the bucket: 3 edges",
+		"it duplicates " + a + " -> " + b + " stored as " + keyB, "skipped object " + forged} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("rebuild output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	for _, bad := range []string{host2Key + " ", "host2/.zfs2s3"} {
+		if strings.Contains(r.stdout, "adopt") || strings.Contains(r.stdout, "recovered "+bad) {
+			t.Errorf("rebuild took %s:\n%s", bad, r.stdout)
+		}
+	}
+	if got := e.edges(); len(got) != 3 {
+		t.Errorf("rebuilt edges = %v, want a, a->b, b->c", got)
+	}
+	if !e.has(s3up.ManifestKey(keyA)) {
+		t.Error("the recovered edge's manifest was not written again")
+	}
+	for _, k := range []string{keyA, keyB, keyC, host2Key} {
+		if !e.has(k) {
+			t.Errorf("%s is gone", k)
+		}
+	}
+	// The absurd manifest was skipped, but its object is recovered too.
+	if !strings.Contains(r.stdout, "skipped manifest "+s3up.ManifestKey(keyC)) {
+		t.Errorf("the absurd manifest was not reported:\n%s", r.stdout)
+	}
+	gen := e.ledger().Generation
+	e.ok("ledger", "rebuild")
+	if again := e.ledger().Generation; again <= gen {
+		t.Errorf("a second rebuild wrote generation %d after %d", again, gen)
+	}
+	// host2's tree is not ours to call unknown; the hostile manifests are.
+	st := e.run("status", "--json")
+	if strings.Contains(st.stdout, "host2/") {
+		t.Errorf("status lists host2's tree:\n%s", st.stdout)
+	}
+	e.ok("restore", c, "--into", pool+"/"+strings.ReplaceAll(t.Name(), "/", "-"))
+}
+
+// TestNewerFormatBucketLedgerIsNeverOverwritten: an older zfs2s3 sharing
+// the bucket with a newer one must not overwrite its ledger copy.
+func TestNewerFormatBucketLedgerIsNeverOverwritten(t *testing.T) {
+	e := newEnv(t, "newer format")
+	a, b := e.snap("a", 1), e.snap("b", 1)
+	e.ok("upload", a)
+	key := backup.LedgerKey("")
+	newer := bytes.Replace(e.object(key), []byte(`{"version": 1,`), []byte(`{"version": 9,`), 1)
+	e.put(key, newer)
+	e.fails(1, "written by a newer zfs2s3", "upload", b, "-i", a)
+	e.fails(1, "written by a newer zfs2s3", "ledger", "rebuild")
+	if r := e.ok("status"); !strings.Contains(r.stdout, "warning: ") {
+		t.Errorf("status does not say the copy is newer:\n%s", r.stdout)
+	}
+	if !bytes.Equal(e.object(key), newer) {
+		t.Fatal("the newer ledger copy was overwritten")
+	}
+}
+
+// TestRolledBackLedgerCopyIsReported: a copy restored from an old version
+// of the bucket is named in status and blocks changes.
+func TestRolledBackLedgerCopyIsReported(t *testing.T) {
+	e := newEnv(t, "rolled back")
+	a, b, c := e.snap("a", 1), e.snap("b", 1), e.snap("c", 1)
+	e.ok("upload", a)
+	key := backup.LedgerKey("")
+	old := e.object(key)
+	e.ok("upload", b, "-i", a)
+	e.put(key, old)
+	if r := e.ok("status"); !strings.Contains(r.stdout, "rolled back") {
+		t.Errorf("status does not report the rolled-back copy:\n%s", r.stdout)
+	}
+	e.fails(1, "rolled back", "upload", c, "-i", b)
+	e.ok("ledger", "rebuild")
+	e.ok("upload", c, "-i", b)
+}

@@ -1,0 +1,155 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Limits a stored edge must respect. They are S3's and zfs's own, so an
+// edge outside them can only come from a damaged or tampered file.
+const (
+	// MaxObjectBytes is the most one S3 object holds (5 TiB).
+	MaxObjectBytes = 5 << 40
+	// MaxSegments bounds an edge's further objects: 10,000 objects of
+	// 5 TiB hold more than any pool sends.
+	MaxSegments = 10_000
+	// maxNameLen is ZFS's limit on a snapshot's full name.
+	maxNameLen = 255
+)
+
+// Check reports what makes e unusable as a stored edge of a ledger for
+// prefix. Everything zfs2s3 reads back, from the local ledger file, the
+// bucket's copy or a manifest, is held to it before anything is read,
+// restored from or deleted: names are snapshot names, the keys are exactly
+// the ones ObjectKey derives under prefix (so a tampered file can never
+// point at an object outside the prefix, at another host's backups or at
+// another edge's object), sizes and the digest are plausible.
+func (e Edge) Check(prefix string) error {
+	if err := e.CheckKeys(prefix); err != nil {
+		return err
+	}
+	if e.StreamBytes <= 0 || e.StoredBytes <= 0 {
+		return fmt.Errorf("sizes %d/%d bytes: a stored stream is never empty", e.StreamBytes, e.StoredBytes)
+	}
+	for _, o := range e.Objects() {
+		if o.Bytes <= 0 || o.Bytes > MaxObjectBytes {
+			return fmt.Errorf("object %s of %d bytes: S3 objects hold 1 byte to 5 TiB", o.Key, o.Bytes)
+		}
+	}
+	if !isSHA256(e.SHA256) {
+		return fmt.Errorf("sha256 %q is not 64 hex digits", e.SHA256)
+	}
+	return nil
+}
+
+// CheckKeys checks e's snapshot names and its objects' keys (see Check),
+// for an edge whose sizes are not known yet: a pending upload's.
+func (e Edge) CheckKeys(prefix string) error {
+	if err := checkSnapshot(e.Target); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if e.Base != nil {
+		if err := checkSnapshot(*e.Base); err != nil {
+			return fmt.Errorf("base: %w", err)
+		}
+		if e.Base.Dataset() != e.Target.Dataset() {
+			return fmt.Errorf("base %s is on another dataset than its target", e.Base.Name)
+		}
+		if e.Base.GUID == e.Target.GUID {
+			return errors.New("base and target are the same snapshot")
+		}
+	}
+	if want := ObjectKey(prefix, e.Target, e.Base); e.Key != want {
+		return fmt.Errorf("key %q is not the key zfs2s3 derives for this edge under prefix %q (%q)", e.Key, NormalizePrefix(prefix), want)
+	}
+	if len(e.Segments) > MaxSegments {
+		return fmt.Errorf("%d further objects: at most %d", len(e.Segments), MaxSegments)
+	}
+	for i, s := range e.Segments {
+		if want := SegmentKey(e.Key, i+1); s.Key != want {
+			return fmt.Errorf("further object %d is %q, not %q", i+2, s.Key, want)
+		}
+	}
+	return nil
+}
+
+// checkSnapshot accepts what ZFS itself accepts as a snapshot name, as far
+// as keys depend on it: one '@', non-empty dataset components that are not
+// "." or "..", no control characters, no leading '-', and a GUID.
+func checkSnapshot(s Snapshot) error {
+	ds, short, ok := strings.Cut(s.Name, "@")
+	switch {
+	case s.GUID == origin:
+		return fmt.Errorf("%q has no GUID", s.Name)
+	case !ok || ds == "" || short == "" || strings.ContainsAny(short, "@/"):
+		return fmt.Errorf("%q is not a snapshot name (DATASET@SNAPSHOT)", s.Name)
+	case len(s.Name) > maxNameLen:
+		return fmt.Errorf("snapshot name of %d bytes: ZFS allows %d", len(s.Name), maxNameLen)
+	case strings.HasPrefix(s.Name, "-"):
+		return fmt.Errorf("%q begins with '-'", s.Name)
+	case strings.ContainsFunc(s.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%q contains a control character", s.Name)
+	}
+	for _, c := range strings.Split(ds, "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%q has an empty, '.' or '..' dataset component", s.Name)
+		}
+	}
+	return nil
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !(s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// cycle returns a GUID on a cycle of edges, if any. zfs sends an
+// incremental only from an older snapshot to a newer one, so stored edges
+// never form a cycle; a file that does is damaged, and walking it would
+// never end.
+func cycle(edges []Edge) (uint64, bool) {
+	next := make(map[uint64][]uint64, len(edges))
+	indegree := make(map[uint64]int, len(edges))
+	for _, e := range edges {
+		id := e.ID()
+		next[id.BaseGUID] = append(next[id.BaseGUID], id.TargetGUID)
+		indegree[id.TargetGUID]++
+		if _, ok := indegree[id.BaseGUID]; !ok {
+			indegree[id.BaseGUID] = 0
+		}
+	}
+	var todo []uint64
+	for v, n := range indegree {
+		if n == 0 {
+			todo = append(todo, v)
+		}
+	}
+	done := 0
+	for len(todo) > 0 {
+		v := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		done++
+		for _, w := range next[v] {
+			if indegree[w]--; indegree[w] == 0 {
+				todo = append(todo, w)
+			}
+		}
+	}
+	if done == len(indegree) {
+		return 0, false
+	}
+	for v, n := range indegree {
+		if n > 0 {
+			return v, true
+		}
+	}
+	return 0, false
+}
