@@ -1,0 +1,36 @@
+package backup
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/zfs2s3/zfs2s3/s3up"
+)
+
+// TestParseManifestsOfEarlierReleases reads manifests written by the
+// release before manifests were checked (testdata, made with its code):
+// existing buckets keep rebuilding.
+func TestParseManifestsOfEarlierReleases(t *testing.T) {
+	for name, key := range map[string]string{
+		"manifest-v1.yaml": "host1/tank/my%20data/tue@83e742d3c709233a.from.mon@f553cdab2fc018e6.zfs",
+		"manifest-v2.yaml": "host1/tank/db/big@0000000000000042.full.zfs",
+	} {
+		data, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := parseManifest(data, s3up.ManifestKey(key), "host1/")
+		if err != nil || e.Key != key {
+			t.Errorf("%s: parseManifest = %v, %v", name, e, err)
+		}
+		// The same manifest found under another prefix, or next to another
+		// object, is not taken.
+		if _, err := parseManifest(data, s3up.ManifestKey("host2/"+strings.TrimPrefix(key, "host1/")), "host2/"); err == nil {
+			t.Errorf("%s: taken under another prefix", name)
+		}
+		if _, err := parseManifest(data, s3up.ManifestKey(key+"x"), "host1/"); err == nil {
+			t.Errorf("%s: taken next to another object", name)
+		}
+	}
+}
