@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -112,7 +113,7 @@ func newApp() *cli.App {
 				Name: "upload", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",
 				Usage: "store a full or incremental zfs send stream",
 				Flags: append(commonFlags(), baseFlag),
-				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Upload(ctx, c.Args().First(), c.String("i"))
 				}),
 			},
@@ -120,7 +121,7 @@ func newApp() *cli.App {
 				Name: "resume_upload", ArgsUsage: "[DATASET@SNAP]",
 				Usage: "continue interrupted uploads (all of them, or those of one snapshot)",
 				Flags: commonFlags(),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{optSnapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Resume(ctx, c.Args().First())
 				}),
 			},
@@ -128,7 +129,7 @@ func newApp() *cli.App {
 				Name: "abort_upload", ArgsUsage: "[DATASET@SNAP]",
 				Usage: "discard interrupted uploads and their multipart uploads in the bucket",
 				Flags: commonFlags(),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{optSnapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Abort(ctx, c.Args().First())
 				}),
 			},
@@ -136,7 +137,7 @@ func newApp() *cli.App {
 				Name: "remove", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",
 				Usage: "delete a stored edge, if no stored edge still needs it",
 				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
-				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Remove(ctx, backup.EdgeRef{Target: c.Args().First(), Base: c.String("i"),
 						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")})
 				}),
@@ -149,7 +150,7 @@ func newApp() *cli.App {
 					&cli.BoolFlag{Name: "force", Aliases: []string{"F"}, Usage: "zfs receive -F: roll the destination back first"},
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the chain and the commands, run nothing"},
 					guidFlags[0]),
-				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Restore(ctx, backup.RestoreOptions{Target: c.Args().First(), GUID: c.Uint64("guid"),
 						Into: c.String("into"), Force: c.Bool("force"), DryRun: c.Bool("dry-run")})
 				}),
@@ -158,7 +159,7 @@ func newApp() *cli.App {
 				Name: "save", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE] FILE|-",
 				Usage: "write one stored stream, verified, to a file or stdout (for zfs receive elsewhere)",
 				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
-				Action: withBackup(2, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg, fileArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Save(ctx, backup.EdgeRef{Target: c.Args().Get(0), Base: c.String("i"),
 						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")}, c.Args().Get(1), c.App.Writer)
 				}),
@@ -169,10 +170,15 @@ func newApp() *cli.App {
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "read-data", Usage: "download every object and check its SHA-256"},
 					&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
-					rep, err := b.Verify(ctx, c.Args().First(), c.Bool("read-data"))
+				Action: withBackup([]arg{optDatasetArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					ds := c.Args().First()
+					rep, err := b.Verify(ctx, ds, c.Bool("read-data"))
 					if err != nil {
 						return err
+					}
+					if ds != "" && len(rep.Edges) == 0 {
+						// Checking nothing is not "all intact": most likely a typo.
+						return usageErr{fmt.Errorf("verify %s: the ledger holds no edge of dataset %s; zfs2s3 status lists what is stored", ds, ds)}
 					}
 					return printVerify(c.App.Writer, rep, c.Bool("json"))
 				}),
@@ -181,7 +187,7 @@ func newApp() *cli.App {
 				Name: "status", ArgsUsage: "[DATASET]",
 				Usage: "show stored edges, local snapshots not stored, pending uploads and strays in the bucket",
 				Flags: append(commonFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON (a stable shape, see README.md)"}),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{optDatasetArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					st, err := b.Status(ctx, c.Args().First())
 					if err != nil {
 						return err
@@ -196,7 +202,7 @@ func newApp() *cli.App {
 					Name:  "rebuild",
 					Usage: "reconstruct the ledger from the manifests in the bucket alone",
 					Flags: commonFlags(),
-					Action: withBackup(0, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					Action: withBackup(nil, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 						return b.Rebuild(ctx)
 					}),
 				}},
@@ -255,16 +261,37 @@ func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
 	return fmt.Errorf("verify found %d problem(s), listed on stdout", bad)
 }
 
-// withBackup checks the argument count (-1: zero or one), builds a Backup
-// from the flags and runs fn.
-func withBackup(nargs int, fn func(context.Context, *cli.Context, *backup.Backup) error) cli.ActionFunc {
+// arg is what one positional argument of a command is, for counting and
+// checking it.
+type arg int
+
+const (
+	snapArg       arg = iota // DATASET@SNAP, required
+	optSnapArg               // DATASET@SNAP, optional
+	optDatasetArg            // DATASET, optional
+	fileArg                  // FILE or -, required
+)
+
+// withBackup checks the arguments (count, and names by ZFS's rules), builds
+// a Backup from the flags and runs fn. Everything the user typed is checked
+// before anything runs, so a mistake is exit 2 with nothing touched.
+func withBackup(args []arg, fn func(context.Context, *cli.Context, *backup.Backup) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if n := c.NArg(); (nargs >= 0 && n != nargs) || (nargs < 0 && n > 1) {
+		required := 0
+		for _, a := range args {
+			if a == snapArg || a == fileArg {
+				required++
+			}
+		}
+		if n := c.NArg(); n < required || n > len(args) {
 			want := c.Command.ArgsUsage
 			if want == "" {
 				want = "no arguments"
 			}
 			return usageErr{fmt.Errorf("%s takes %s, got %d argument(s); see zfs2s3 %s --help", c.Command.FullName(), want, n, c.Command.FullName())}
+		}
+		if err := checkNames(c, args); err != nil {
+			return usageErr{err}
 		}
 		b, err := newBackup(c)
 		if err != nil {
@@ -273,6 +300,55 @@ func withBackup(nargs int, fn func(context.Context, *cli.Context, *backup.Backup
 		return fn(c.Context, c, b)
 	}
 }
+
+// checkNames checks the dataset and snapshot names among a command's
+// arguments and its -i and --into flags. A flag given with an empty value is
+// refused rather than read as absent: "-i $BASE" with $BASE unset would
+// otherwise turn an incremental into a full stream, or remove the full edge.
+func checkNames(c *cli.Context, args []arg) error {
+	for i, a := range args {
+		if i >= c.NArg() {
+			break
+		}
+		var err error
+		switch a {
+		case snapArg, optSnapArg:
+			err = zfs.CheckSnapshotName(c.Args().Get(i))
+		case optDatasetArg:
+			err = zfs.CheckDatasetName(c.Args().Get(i))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		name, absent string
+		check        func(string) error
+	}{
+		{"i", "leave -i out for a full stream", zfs.CheckSnapshotName},
+		{"into", "leave --into out to restore into the original dataset", zfs.CheckDatasetName},
+	} {
+		if !c.IsSet(f.name) {
+			continue
+		}
+		flag := "-" + f.name
+		if len(f.name) > 1 {
+			flag = "-" + flag
+		}
+		v := c.String(f.name)
+		if v == "" {
+			return fmt.Errorf("%s was given an empty name (an unset variable?); %s", flag, f.absent)
+		}
+		if err := f.check(v); err != nil {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	return nil
+}
+
+// maxConcurrency caps --concurrency: each part in flight holds a part-size
+// buffer, and beyond a few dozen parallel requests no link gets faster.
+const maxConcurrency = 64
 
 func newBackup(c *cli.Context) (*backup.Backup, error) {
 	level := slog.LevelWarn
@@ -288,8 +364,14 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if err != nil {
 		return nil, usageErr{err}
 	}
-	if c.Int("concurrency") < 1 {
-		return nil, usageErr{fmt.Errorf("--concurrency %d: want at least 1", c.Int("concurrency"))}
+	if n := c.Int("concurrency"); n < 1 || n > maxConcurrency {
+		return nil, usageErr{fmt.Errorf("--concurrency %d: want 1 to %d parts in flight (each holds a part in memory)", n, maxConcurrency)}
+	}
+	if err := checkPrefix(c.String("prefix")); err != nil {
+		return nil, usageErr{err}
+	}
+	if err := checkEndpoint(c.String("endpoint")); err != nil {
+		return nil, usageErr{err}
 	}
 	if !slices.Contains(s3up.Checksums, c.String("checksum")) {
 		return nil, usageErr{fmt.Errorf("--checksum %q: want one of %s", c.String("checksum"), strings.Join(s3up.Checksums, ", "))}
@@ -313,6 +395,67 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		b.Progress, b.ProgressDone = pr.update, pr.finish
 	}
 	return b, nil
+}
+
+// checkPrefix refuses prefixes whose keys a store may file elsewhere: a
+// leading '/' (MinIO and others drop it, so "--prefix /" shares the root
+// prefix's keys and ledger copy), "//", and "." or ".." segments, which
+// stores, proxies and URL-cleaning clients resolve away.
+func checkPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	why := ""
+	switch {
+	case strings.HasPrefix(p, "/"):
+		why = "it begins with '/'"
+	case strings.Contains(p, "//"):
+		why = "it contains '//'"
+	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		why = "it contains a control character"
+	default:
+		for _, seg := range strings.Split(strings.TrimSuffix(p, "/"), "/") {
+			if seg == "." || seg == ".." {
+				why = fmt.Sprintf("it has a %q segment", seg)
+			}
+		}
+	}
+	if why != "" {
+		return fmt.Errorf("--prefix %q: %s; want folder names separated by '/', e.g. host1 or backups/host1", p, why)
+	}
+	return nil
+}
+
+// checkEndpoint wants http(s)://host[:port] and nothing more: with
+// path-style addressing a path would put the bucket, and so every key and
+// the ledger's copy, somewhere else than the user means.
+func checkEndpoint(e string) error {
+	if e == "" {
+		return nil
+	}
+	u, err := url.Parse(e)
+	why := ""
+	switch {
+	case err != nil:
+		why = "it is not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		why = "the scheme is not http or https"
+	case u.Host == "" || u.Hostname() == "":
+		why = "it has no host"
+	case u.User != nil:
+		why = "it holds credentials; give them through the AWS environment or profile"
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
+		why = "it has a path or query; the bucket is added by zfs2s3"
+	}
+	if why != "" {
+		if u != nil { // never echo a password
+			e = u.Redacted()
+		} else if i := strings.LastIndex(e, "@"); i >= 0 {
+			e = "…" + e[i:]
+		}
+		return fmt.Errorf("--endpoint %q: %s; want http(s)://HOST[:PORT], e.g. https://s3.example.com or http://127.0.0.1:9000", e, why)
+	}
+	return nil
 }
 
 func defaultStateDir(flag string) (string, error) {
@@ -341,6 +484,9 @@ func parsePartSize(s string) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
 	if !ok || err != nil || n <= 0 {
 		return 0, fmt.Errorf("--part-size %q: want a size like 16MiB, 64M or 1G", s)
+	}
+	if n > s3up.MaxPartSize>>shift { // also keeps n << shift from overflowing
+		return 0, fmt.Errorf("--part-size %s: S3 parts must be between 5MiB and 5GiB", s)
 	}
 	size := n << shift
 	if size < s3up.MinPartSize || size > s3up.MaxPartSize {
