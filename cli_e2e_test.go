@@ -12,9 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // cliEnv runs the built binary against a fake zfs (a shell script) and a
@@ -147,6 +150,115 @@ func TestBadCommandLineIsUsageErrorAndTouchesNothing(t *testing.T) {
 			e.touchedNothing(t)
 		})
 	}
+}
+
+// TestSignalsInterrupt sends each signal to an upload whose zfs hangs: it
+// must stop, say "interrupted" and exit 1 like any failed command.
+func TestSignalsInterrupt(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			e := newCLIEnv(t, "exec sleep 30")
+			c, stderr := e.startHung("upload", "tank/x@a")
+			c.Process.Signal(sig)
+			code, took := e.wait(c)
+			msg := strings.TrimSpace(stderr.String())
+			if code != exitFailed || took > 5*time.Second {
+				t.Errorf("after %v: exit %d after %v, want exit 1 at once; stderr %q", sig, code, took, msg)
+			}
+			if !strings.HasPrefix(msg, "zfs2s3: ") || !strings.Contains(msg, "interrupted") ||
+				strings.Contains(msg, "context canceled") || strings.Contains(msg, "\n") {
+				t.Errorf("after %v: stderr %q, want one line that says interrupted", sig, msg)
+			}
+		})
+	}
+}
+
+// TestSecondSIGINTExitsAtOnce: a zfs that ignores its kill (its child keeps
+// the output pipe open, as a zfs hung in the kernel would) keeps the
+// command from stopping; a second Ctrl-C must exit at once with 130.
+func TestSecondSIGINTExitsAtOnce(t *testing.T) {
+	e := newCLIEnv(t, "")
+	pidFile := filepath.Join(e.dir, "sleep.pid")
+	body := "#!/bin/sh\necho \"$@\" >> '" + e.zfsRan + "'\nsleep 30 &\necho $! > '" + pidFile + "'\nwait\n"
+	if err := os.WriteFile(e.zfsCmd, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // the sleep this test started, by its pid
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	c, stderr := e.startHung("upload", "tank/x@a")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- c.Wait() }()
+	c.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		t.Fatalf("the first SIGINT already ended it (%v, stderr %q): the test's hang does not hang", err, stderr)
+	case <-time.After(time.Second):
+	}
+	c.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		if code := exitCodeOf(t, err); code != 130 {
+			t.Errorf("exit %d after the second SIGINT, want 130; stderr %q", code, stderr)
+		}
+		if !strings.Contains(stderr.String(), "SIGINT again: exiting at once") {
+			t.Errorf("stderr %q does not say why it exits", stderr)
+		}
+	case <-time.After(5 * time.Second):
+		c.Process.Kill()
+		t.Fatalf("still running %v after the second SIGINT", time.Since(start))
+	}
+}
+
+// startHung starts zfs2s3 and waits until it runs the fake zfs, so its
+// signal handling is in place.
+func (e *cliEnv) startHung(args ...string) (*exec.Cmd, *bytes.Buffer) {
+	e.t.Helper()
+	c := e.cmd(nil, args...)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Process.Kill() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(e.zfsRan); err == nil {
+			time.Sleep(100 * time.Millisecond)
+			return c, &stderr
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("zfs2s3 %q never ran zfs; stderr %q", args, stderr.String())
+		}
+	}
+}
+
+func (e *cliEnv) wait(c *exec.Cmd) (int, time.Duration) {
+	start := time.Now()
+	err := c.Wait()
+	return exitCodeOf(e.t, err), time.Since(start)
+}
+
+// TestCommonFlagsBeforeTheCommand: README shows "zfs2s3 -v ...".
+func TestCommonFlagsBeforeTheCommand(t *testing.T) {
+	e := newEnv(t, "flags first")
+	a := e.snap("a", 1)
+	e.ok("-v", "--prefix", "host1", "upload", a)
+	found := false
+	for _, k := range e.keys() {
+		found = found || strings.HasPrefix(k, "host1/")
+	}
+	if !found {
+		t.Errorf("--prefix before the command was ignored: keys %v", e.keys())
+	}
+	if r := e.ok("--prefix=host1", "-q", "status", e.ds); !strings.Contains(r.stdout, "@a") {
+		t.Errorf("status --prefix=host1 does not list @a:\n%s", r.stdout)
+	}
+	e.ok("--prefix", "host1", "ledger", "rebuild")
 }
 
 // TestRestoreIntoASnapshotNameReceivesNothing is defect 8 on real zfs:

@@ -2,7 +2,8 @@
 // guarded by a ledger that never lets a stored snapshot become unrestorable.
 //
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 refused by
-// the ledger's safety rule.
+// the ledger's safety rule, 128 + the signal's number (130 for SIGINT) when a
+// second signal ended it at once.
 package main
 
 import (
@@ -37,14 +38,52 @@ const (
 	exitRefused = 3
 )
 
+// exitInterrupted is the exit code after a second interrupt: 128 plus the
+// signal's number, as shells report a command a signal ended (130 for SIGINT).
+const exitInterrupted = 128
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		// The first signal stops the command at its next safe point; a
+		// second one exits at once, for a command that does not stop (a
+		// hung zfs, an unreachable store). What it leaves is what a crash
+		// leaves, which every command already recovers from.
+		sig := <-sigs
+		cancel(interrupt{sig})
+		sig = <-sigs
+		fmt.Fprintf(os.Stderr, "zfs2s3: %s again: exiting at once; run zfs2s3 status to see anything left unfinished\n", signalName(sig))
+		code := exitInterrupted + 2 // SIGINT
+		if n, ok := sig.(syscall.Signal); ok {
+			code = exitInterrupted + int(n)
+		}
+		os.Exit(code)
+	}()
 	os.Exit(run(ctx, os.Args))
+}
+
+// interrupt is the cause of a context cancelled by a signal.
+type interrupt struct{ sig os.Signal }
+
+func (i interrupt) Error() string { return "interrupted by " + signalName(i.sig) }
+
+func signalName(sig os.Signal) string {
+	switch sig {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return sig.String()
 }
 
 func run(ctx context.Context, args []string) int {
 	app := newApp()
+	args = hoistCommonFlags(app, args)
 	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && args[1] != "help" && app.Command(args[1]) == nil {
 		fmt.Fprintf(os.Stderr, "zfs2s3: unknown command %q; run zfs2s3 --help for the list\n", args[1])
 		return exitUsage
@@ -53,8 +92,24 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(os.Stderr, "zfs2s3: "+oneLine(err.Error()))
+	msg := oneLine(err.Error())
+	if errors.As(context.Cause(ctx), new(interrupt)) {
+		msg = interruptedMessage(msg)
+	}
+	fmt.Fprintln(os.Stderr, "zfs2s3: "+msg)
 	return exitCode(err)
+}
+
+// interruptedMessage words an error that a signal caused: "context
+// canceled" means nothing to the user who pressed Ctrl-C.
+func interruptedMessage(msg string) string {
+	canceled := context.Canceled.Error()
+	msg = strings.ReplaceAll(msg, ": "+canceled, "")
+	msg = strings.ReplaceAll(msg, canceled, "interrupted")
+	if !strings.Contains(msg, "interrupted") {
+		msg = "interrupted: " + msg
+	}
+	return msg
 }
 
 func exitCode(err error) int {
@@ -500,6 +555,47 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// flagArity maps each flag name to whether it takes a value.
+func flagArity(flags []cli.Flag) map[string]bool {
+	takesValue := map[string]bool{}
+	for _, f := range flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, name := range f.Names() {
+			takesValue[name] = !isBool
+		}
+	}
+	return takesValue
+}
+
+// hoistCommonFlags moves the flags every command shares from before the
+// command to just behind it ("zfs2s3 -v upload ..." becomes "zfs2s3 upload
+// -v ..."), where the command's flag set parses them. Anything else before
+// the command is left for the parser to refuse.
+func hoistCommonFlags(app *cli.App, args []string) []string {
+	common := flagArity(commonFlags())
+	i := 1
+	for ; i < len(args) && strings.HasPrefix(args[i], "-") && len(args[i]) > 1 && args[i] != "--"; i++ {
+		name, _, inline := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		takesValue, ok := common[name]
+		if !ok {
+			return args
+		}
+		if takesValue && !inline {
+			i++
+		}
+	}
+	if i == 1 || i >= len(args) || strings.HasPrefix(args[i], "-") {
+		return args
+	}
+	end := i + 1 // the command, and its subcommand if there is one
+	if cmd := app.Command(args[i]); cmd != nil && end < len(args) && cmd.Command(args[end]) != nil {
+		end++
+	}
+	out := append([]string{args[0]}, args[i:end]...)
+	out = append(out, args[1:i]...)
+	return append(out, args[end:]...)
+}
+
 // reorderArgs moves a command's positional arguments behind its flags, so
 // that "upload tank/data@b -i tank/data@a" parses as users type it.
 func reorderArgs(app *cli.App, args []string) []string {
@@ -515,13 +611,7 @@ func reorderArgs(app *cli.App, args []string) []string {
 			return append(args[:2:2], reorderArgs(&cli.App{Commands: []*cli.Command{sub}}, append([]string{args[0]}, args[2:]...))[1:]...)
 		}
 	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		_, isBool := f.(*cli.BoolFlag)
-		for _, name := range f.Names() {
-			takesValue[name] = !isBool
-		}
-	}
+	takesValue := flagArity(cmd.Flags)
 	var flags, pos []string
 	rest := args[2:]
 	for i := 0; i < len(rest); i++ {

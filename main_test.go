@@ -59,6 +59,29 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+func TestHoistCommonFlags(t *testing.T) {
+	app := newApp()
+	tests := []struct{ in, want []string }{
+		{[]string{"zfs2s3", "-v", "upload", "t@b"}, []string{"zfs2s3", "upload", "-v", "t@b"}},
+		{[]string{"zfs2s3", "--bucket", "b", "-q", "--prefix=h1", "remove", "t@b", "-i", "t@a"},
+			[]string{"zfs2s3", "remove", "--bucket", "b", "-q", "--prefix=h1", "t@b", "-i", "t@a"}},
+		{[]string{"zfs2s3", "-v", "ledger", "rebuild", "--prefix", "x"},
+			[]string{"zfs2s3", "ledger", "rebuild", "-v", "--prefix", "x"}},
+		// Left alone: nothing before the command, app flags, flags only
+		// commands have, and a value with no command after it.
+		{[]string{"zfs2s3", "upload", "-v", "t@b"}, []string{"zfs2s3", "upload", "-v", "t@b"}},
+		{[]string{"zfs2s3", "--help"}, []string{"zfs2s3", "--help"}},
+		{[]string{"zfs2s3", "-i", "t@a", "upload", "t@b"}, []string{"zfs2s3", "-i", "t@a", "upload", "t@b"}},
+		{[]string{"zfs2s3", "--bucket", "b"}, []string{"zfs2s3", "--bucket", "b"}},
+		{[]string{"zfs2s3", "-v", "--help"}, []string{"zfs2s3", "-v", "--help"}},
+	}
+	for _, tt := range tests {
+		if d := cmp.Diff(tt.want, hoistCommonFlags(app, tt.in)); d != "" {
+			t.Errorf("hoistCommonFlags(%q) (-want +got):\n%s", tt.in, d)
+		}
+	}
+}
+
 func TestCheckPrefix(t *testing.T) {
 	for p, ok := range map[string]bool{
 		"": true, "host1": true, "host1/": true, "backups/host1": true, "a.b/c..d/.e": true, "my host": true,
@@ -86,6 +109,19 @@ func TestCheckEndpoint(t *testing.T) {
 	for _, e := range []string{"http://me:s3cret@h/x", "http://me:s3cret@h:port"} {
 		if err := checkEndpoint(e); err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("checkEndpoint(%q) = %v, want an error that does not echo the password", e, err)
+		}
+	}
+}
+
+func TestInterruptedMessage(t *testing.T) {
+	for in, want := range map[string]string{
+		"upload of t@a (full) interrupted: part 3: context canceled; run zfs2s3 resume_upload to continue": "upload of t@a (full) interrupted: part 3; run zfs2s3 resume_upload to continue",
+		"wait for the ledger lock: context canceled":                                                       "interrupted: wait for the ledger lock",
+		"context canceled":                      "interrupted",
+		"zfs get -H -p ... t@a: signal: killed": "interrupted: zfs get -H -p ... t@a: signal: killed",
+	} {
+		if got := interruptedMessage(in); got != want {
+			t.Errorf("interruptedMessage(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
