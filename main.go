@@ -2,7 +2,8 @@
 // guarded by a ledger that never lets a stored snapshot become unrestorable.
 //
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 refused by
-// the ledger's safety rule.
+// the ledger's safety rule, 128 + the signal's number (130 for SIGINT) when a
+// second signal ended it at once.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,14 +38,52 @@ const (
 	exitRefused = 3
 )
 
+// exitInterrupted is the exit code after a second interrupt: 128 plus the
+// signal's number, as shells report a command a signal ended (130 for SIGINT).
+const exitInterrupted = 128
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		// The first signal stops the command at its next safe point; a
+		// second one exits at once, for a command that does not stop (a
+		// hung zfs, an unreachable store). What it leaves is what a crash
+		// leaves, which every command already recovers from.
+		sig := <-sigs
+		cancel(interrupt{sig})
+		sig = <-sigs
+		fmt.Fprintf(os.Stderr, "zfs2s3: %s again: exiting at once; run zfs2s3 status to see anything left unfinished\n", signalName(sig))
+		code := exitInterrupted + 2 // SIGINT
+		if n, ok := sig.(syscall.Signal); ok {
+			code = exitInterrupted + int(n)
+		}
+		os.Exit(code)
+	}()
 	os.Exit(run(ctx, os.Args))
+}
+
+// interrupt is the cause of a context cancelled by a signal.
+type interrupt struct{ sig os.Signal }
+
+func (i interrupt) Error() string { return "interrupted by " + signalName(i.sig) }
+
+func signalName(sig os.Signal) string {
+	switch sig {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return sig.String()
 }
 
 func run(ctx context.Context, args []string) int {
 	app := newApp()
+	args = hoistCommonFlags(app, args)
 	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && args[1] != "help" && app.Command(args[1]) == nil {
 		fmt.Fprintf(os.Stderr, "zfs2s3: unknown command %q; run zfs2s3 --help for the list\n", args[1])
 		return exitUsage
@@ -52,8 +92,24 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(os.Stderr, "zfs2s3: "+oneLine(err.Error()))
+	msg := oneLine(err.Error())
+	if errors.As(context.Cause(ctx), new(interrupt)) {
+		msg = interruptedMessage(msg)
+	}
+	fmt.Fprintln(os.Stderr, "zfs2s3: "+msg)
 	return exitCode(err)
+}
+
+// interruptedMessage words an error that a signal caused: "context
+// canceled" means nothing to the user who pressed Ctrl-C.
+func interruptedMessage(msg string) string {
+	canceled := context.Canceled.Error()
+	msg = strings.ReplaceAll(msg, ": "+canceled, "")
+	msg = strings.ReplaceAll(msg, canceled, "interrupted")
+	if !strings.Contains(msg, "interrupted") {
+		msg = "interrupted: " + msg
+	}
+	return msg
 }
 
 func exitCode(err error) int {
@@ -112,7 +168,7 @@ func newApp() *cli.App {
 				Name: "upload", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",
 				Usage: "store a full or incremental zfs send stream",
 				Flags: append(commonFlags(), baseFlag),
-				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Upload(ctx, c.Args().First(), c.String("i"))
 				}),
 			},
@@ -120,7 +176,7 @@ func newApp() *cli.App {
 				Name: "resume_upload", ArgsUsage: "[DATASET@SNAP]",
 				Usage: "continue interrupted uploads (all of them, or those of one snapshot)",
 				Flags: commonFlags(),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{optSnapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Resume(ctx, c.Args().First())
 				}),
 			},
@@ -128,7 +184,7 @@ func newApp() *cli.App {
 				Name: "abort_upload", ArgsUsage: "[DATASET@SNAP]",
 				Usage: "discard interrupted uploads and their multipart uploads in the bucket",
 				Flags: commonFlags(),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{optSnapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Abort(ctx, c.Args().First())
 				}),
 			},
@@ -136,7 +192,7 @@ func newApp() *cli.App {
 				Name: "remove", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE]",
 				Usage: "delete a stored edge, if no stored edge still needs it",
 				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
-				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Remove(ctx, backup.EdgeRef{Target: c.Args().First(), Base: c.String("i"),
 						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")})
 				}),
@@ -149,7 +205,7 @@ func newApp() *cli.App {
 					&cli.BoolFlag{Name: "force", Aliases: []string{"F"}, Usage: "zfs receive -F: roll the destination back first"},
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the chain and the commands, run nothing"},
 					guidFlags[0]),
-				Action: withBackup(1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Restore(ctx, backup.RestoreOptions{Target: c.Args().First(), GUID: c.Uint64("guid"),
 						Into: c.String("into"), Force: c.Bool("force"), DryRun: c.Bool("dry-run")})
 				}),
@@ -158,7 +214,7 @@ func newApp() *cli.App {
 				Name: "save", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE] FILE|-",
 				Usage: "write one stored stream, verified, to a file or stdout (for zfs receive elsewhere)",
 				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
-				Action: withBackup(2, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{snapArg, fileArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					return b.Save(ctx, backup.EdgeRef{Target: c.Args().Get(0), Base: c.String("i"),
 						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")}, c.Args().Get(1), c.App.Writer)
 				}),
@@ -169,10 +225,15 @@ func newApp() *cli.App {
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "read-data", Usage: "download every object and check its SHA-256"},
 					&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
-					rep, err := b.Verify(ctx, c.Args().First(), c.Bool("read-data"))
+				Action: withBackup([]arg{optDatasetArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					ds := c.Args().First()
+					rep, err := b.Verify(ctx, ds, c.Bool("read-data"))
 					if err != nil {
 						return err
+					}
+					if ds != "" && len(rep.Edges) == 0 {
+						// Checking nothing is not "all intact": most likely a typo.
+						return usageErr{fmt.Errorf("verify %s: the ledger holds no edge of dataset %s; zfs2s3 status lists what is stored", ds, ds)}
 					}
 					return printVerify(c.App.Writer, rep, c.Bool("json"))
 				}),
@@ -181,7 +242,7 @@ func newApp() *cli.App {
 				Name: "status", ArgsUsage: "[DATASET]",
 				Usage: "show stored edges, local snapshots not stored, pending uploads and strays in the bucket",
 				Flags: append(commonFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON (a stable shape, see README.md)"}),
-				Action: withBackup(-1, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+				Action: withBackup([]arg{optDatasetArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 					st, err := b.Status(ctx, c.Args().First())
 					if err != nil {
 						return err
@@ -196,7 +257,7 @@ func newApp() *cli.App {
 					Name:  "rebuild",
 					Usage: "reconstruct the ledger from the manifests in the bucket alone",
 					Flags: commonFlags(),
-					Action: withBackup(0, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					Action: withBackup(nil, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 						return b.Rebuild(ctx)
 					}),
 				}},
@@ -255,16 +316,37 @@ func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
 	return fmt.Errorf("verify found %d problem(s), listed on stdout", bad)
 }
 
-// withBackup checks the argument count (-1: zero or one), builds a Backup
-// from the flags and runs fn.
-func withBackup(nargs int, fn func(context.Context, *cli.Context, *backup.Backup) error) cli.ActionFunc {
+// arg is what one positional argument of a command is, for counting and
+// checking it.
+type arg int
+
+const (
+	snapArg       arg = iota // DATASET@SNAP, required
+	optSnapArg               // DATASET@SNAP, optional
+	optDatasetArg            // DATASET, optional
+	fileArg                  // FILE or -, required
+)
+
+// withBackup checks the arguments (count, and names by ZFS's rules), builds
+// a Backup from the flags and runs fn. Everything the user typed is checked
+// before anything runs, so a mistake is exit 2 with nothing touched.
+func withBackup(args []arg, fn func(context.Context, *cli.Context, *backup.Backup) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if n := c.NArg(); (nargs >= 0 && n != nargs) || (nargs < 0 && n > 1) {
+		required := 0
+		for _, a := range args {
+			if a == snapArg || a == fileArg {
+				required++
+			}
+		}
+		if n := c.NArg(); n < required || n > len(args) {
 			want := c.Command.ArgsUsage
 			if want == "" {
 				want = "no arguments"
 			}
 			return usageErr{fmt.Errorf("%s takes %s, got %d argument(s); see zfs2s3 %s --help", c.Command.FullName(), want, n, c.Command.FullName())}
+		}
+		if err := checkNames(c, args); err != nil {
+			return usageErr{err}
 		}
 		b, err := newBackup(c)
 		if err != nil {
@@ -273,6 +355,55 @@ func withBackup(nargs int, fn func(context.Context, *cli.Context, *backup.Backup
 		return fn(c.Context, c, b)
 	}
 }
+
+// checkNames checks the dataset and snapshot names among a command's
+// arguments and its -i and --into flags. A flag given with an empty value is
+// refused rather than read as absent: "-i $BASE" with $BASE unset would
+// otherwise turn an incremental into a full stream, or remove the full edge.
+func checkNames(c *cli.Context, args []arg) error {
+	for i, a := range args {
+		if i >= c.NArg() {
+			break
+		}
+		var err error
+		switch a {
+		case snapArg, optSnapArg:
+			err = zfs.CheckSnapshotName(c.Args().Get(i))
+		case optDatasetArg:
+			err = zfs.CheckDatasetName(c.Args().Get(i))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		name, absent string
+		check        func(string) error
+	}{
+		{"i", "leave -i out for a full stream", zfs.CheckSnapshotName},
+		{"into", "leave --into out to restore into the original dataset", zfs.CheckDatasetName},
+	} {
+		if !c.IsSet(f.name) {
+			continue
+		}
+		flag := "-" + f.name
+		if len(f.name) > 1 {
+			flag = "-" + flag
+		}
+		v := c.String(f.name)
+		if v == "" {
+			return fmt.Errorf("%s was given an empty name (an unset variable?); %s", flag, f.absent)
+		}
+		if err := f.check(v); err != nil {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	return nil
+}
+
+// maxConcurrency caps --concurrency: each part in flight holds a part-size
+// buffer, and beyond a few dozen parallel requests no link gets faster.
+const maxConcurrency = 64
 
 func newBackup(c *cli.Context) (*backup.Backup, error) {
 	level := slog.LevelWarn
@@ -288,8 +419,14 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if err != nil {
 		return nil, usageErr{err}
 	}
-	if c.Int("concurrency") < 1 {
-		return nil, usageErr{fmt.Errorf("--concurrency %d: want at least 1", c.Int("concurrency"))}
+	if n := c.Int("concurrency"); n < 1 || n > maxConcurrency {
+		return nil, usageErr{fmt.Errorf("--concurrency %d: want 1 to %d parts in flight (each holds a part in memory)", n, maxConcurrency)}
+	}
+	if err := checkPrefix(c.String("prefix")); err != nil {
+		return nil, usageErr{err}
+	}
+	if err := checkEndpoint(c.String("endpoint")); err != nil {
+		return nil, usageErr{err}
 	}
 	if !slices.Contains(s3up.Checksums, c.String("checksum")) {
 		return nil, usageErr{fmt.Errorf("--checksum %q: want one of %s", c.String("checksum"), strings.Join(s3up.Checksums, ", "))}
@@ -313,6 +450,67 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		b.Progress, b.ProgressDone = pr.update, pr.finish
 	}
 	return b, nil
+}
+
+// checkPrefix refuses prefixes whose keys a store may file elsewhere: a
+// leading '/' (MinIO and others drop it, so "--prefix /" shares the root
+// prefix's keys and ledger copy), "//", and "." or ".." segments, which
+// stores, proxies and URL-cleaning clients resolve away.
+func checkPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	why := ""
+	switch {
+	case strings.HasPrefix(p, "/"):
+		why = "it begins with '/'"
+	case strings.Contains(p, "//"):
+		why = "it contains '//'"
+	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		why = "it contains a control character"
+	default:
+		for _, seg := range strings.Split(strings.TrimSuffix(p, "/"), "/") {
+			if seg == "." || seg == ".." {
+				why = fmt.Sprintf("it has a %q segment", seg)
+			}
+		}
+	}
+	if why != "" {
+		return fmt.Errorf("--prefix %q: %s; want folder names separated by '/', e.g. host1 or backups/host1", p, why)
+	}
+	return nil
+}
+
+// checkEndpoint wants http(s)://host[:port] and nothing more: with
+// path-style addressing a path would put the bucket, and so every key and
+// the ledger's copy, somewhere else than the user means.
+func checkEndpoint(e string) error {
+	if e == "" {
+		return nil
+	}
+	u, err := url.Parse(e)
+	why := ""
+	switch {
+	case err != nil:
+		why = "it is not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		why = "the scheme is not http or https"
+	case u.Host == "" || u.Hostname() == "":
+		why = "it has no host"
+	case u.User != nil:
+		why = "it holds credentials; give them through the AWS environment or profile"
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
+		why = "it has a path or query; the bucket is added by zfs2s3"
+	}
+	if why != "" {
+		if u != nil { // never echo a password
+			e = u.Redacted()
+		} else if i := strings.LastIndex(e, "@"); i >= 0 {
+			e = "…" + e[i:]
+		}
+		return fmt.Errorf("--endpoint %q: %s; want http(s)://HOST[:PORT], e.g. https://s3.example.com or http://127.0.0.1:9000", e, why)
+	}
+	return nil
 }
 
 func defaultStateDir(flag string) (string, error) {
@@ -342,6 +540,9 @@ func parsePartSize(s string) (int64, error) {
 	if !ok || err != nil || n <= 0 {
 		return 0, fmt.Errorf("--part-size %q: want a size like 16MiB, 64M or 1G", s)
 	}
+	if n > s3up.MaxPartSize>>shift { // also keeps n << shift from overflowing
+		return 0, fmt.Errorf("--part-size %s: S3 parts must be between 5MiB and 5GiB", s)
+	}
 	size := n << shift
 	if size < s3up.MinPartSize || size > s3up.MaxPartSize {
 		return 0, fmt.Errorf("--part-size %s: S3 parts must be between 5MiB and 5GiB", s)
@@ -352,6 +553,47 @@ func parsePartSize(s string) (int64, error) {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// flagArity maps each flag name to whether it takes a value.
+func flagArity(flags []cli.Flag) map[string]bool {
+	takesValue := map[string]bool{}
+	for _, f := range flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, name := range f.Names() {
+			takesValue[name] = !isBool
+		}
+	}
+	return takesValue
+}
+
+// hoistCommonFlags moves the flags every command shares from before the
+// command to just behind it ("zfs2s3 -v upload ..." becomes "zfs2s3 upload
+// -v ..."), where the command's flag set parses them. Anything else before
+// the command is left for the parser to refuse.
+func hoistCommonFlags(app *cli.App, args []string) []string {
+	common := flagArity(commonFlags())
+	i := 1
+	for ; i < len(args) && strings.HasPrefix(args[i], "-") && len(args[i]) > 1 && args[i] != "--"; i++ {
+		name, _, inline := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		takesValue, ok := common[name]
+		if !ok {
+			return args
+		}
+		if takesValue && !inline {
+			i++
+		}
+	}
+	if i == 1 || i >= len(args) || strings.HasPrefix(args[i], "-") {
+		return args
+	}
+	end := i + 1 // the command, and its subcommand if there is one
+	if cmd := app.Command(args[i]); cmd != nil && end < len(args) && cmd.Command(args[end]) != nil {
+		end++
+	}
+	out := append([]string{args[0]}, args[i:end]...)
+	out = append(out, args[1:i]...)
+	return append(out, args[end:]...)
 }
 
 // reorderArgs moves a command's positional arguments behind its flags, so
@@ -369,13 +611,7 @@ func reorderArgs(app *cli.App, args []string) []string {
 			return append(args[:2:2], reorderArgs(&cli.App{Commands: []*cli.Command{sub}}, append([]string{args[0]}, args[2:]...))[1:]...)
 		}
 	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		_, isBool := f.(*cli.BoolFlag)
-		for _, name := range f.Names() {
-			takesValue[name] = !isBool
-		}
-	}
+	takesValue := flagArity(cmd.Flags)
 	var flags, pos []string
 	rest := args[2:]
 	for i := 0; i < len(rest); i++ {

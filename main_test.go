@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -19,7 +20,8 @@ func TestParsePartSize(t *testing.T) {
 			t.Errorf("parsePartSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"lots", "4MiB", "6GiB", "-8M", "8T", "M"} {
+	for _, in := range []string{"lots", "4MiB", "6GiB", "-8M", "8T", "M", "5121M",
+		"17592186044432M", "8796093022224G", "9223372036854775807K", "9223372036854775807"} { // 17592186044432M wrapped to 16 MiB
 		if _, err := parsePartSize(in); err == nil {
 			t.Errorf("parsePartSize(%q) accepted", in)
 		}
@@ -53,6 +55,73 @@ func TestExitCodes(t *testing.T) {
 	} {
 		if got := exitCode(err); got != want {
 			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
+		}
+	}
+}
+
+func TestHoistCommonFlags(t *testing.T) {
+	app := newApp()
+	tests := []struct{ in, want []string }{
+		{[]string{"zfs2s3", "-v", "upload", "t@b"}, []string{"zfs2s3", "upload", "-v", "t@b"}},
+		{[]string{"zfs2s3", "--bucket", "b", "-q", "--prefix=h1", "remove", "t@b", "-i", "t@a"},
+			[]string{"zfs2s3", "remove", "--bucket", "b", "-q", "--prefix=h1", "t@b", "-i", "t@a"}},
+		{[]string{"zfs2s3", "-v", "ledger", "rebuild", "--prefix", "x"},
+			[]string{"zfs2s3", "ledger", "rebuild", "-v", "--prefix", "x"}},
+		// Left alone: nothing before the command, app flags, flags only
+		// commands have, and a value with no command after it.
+		{[]string{"zfs2s3", "upload", "-v", "t@b"}, []string{"zfs2s3", "upload", "-v", "t@b"}},
+		{[]string{"zfs2s3", "--help"}, []string{"zfs2s3", "--help"}},
+		{[]string{"zfs2s3", "-i", "t@a", "upload", "t@b"}, []string{"zfs2s3", "-i", "t@a", "upload", "t@b"}},
+		{[]string{"zfs2s3", "--bucket", "b"}, []string{"zfs2s3", "--bucket", "b"}},
+		{[]string{"zfs2s3", "-v", "--help"}, []string{"zfs2s3", "-v", "--help"}},
+	}
+	for _, tt := range tests {
+		if d := cmp.Diff(tt.want, hoistCommonFlags(app, tt.in)); d != "" {
+			t.Errorf("hoistCommonFlags(%q) (-want +got):\n%s", tt.in, d)
+		}
+	}
+}
+
+func TestCheckPrefix(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"": true, "host1": true, "host1/": true, "backups/host1": true, "a.b/c..d/.e": true, "my host": true,
+		"/": false, "/host1": false, "//": false, "a//b": false, "a/": true, "a//": false,
+		".": false, "..": false, "./a": false, "a/../b": false, "a/.": false, "a/./": false, "a\nb": false,
+	} {
+		if err := checkPrefix(p); (err == nil) != ok {
+			t.Errorf("checkPrefix(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}
+
+func TestCheckEndpoint(t *testing.T) {
+	for e, ok := range map[string]bool{
+		"": true, "http://127.0.0.1:9000": true, "https://s3.example.com": true, "https://s3.example.com/": true,
+		"http://[::1]:9000": true,
+		"not a url":         false, "ftp://x": false, "s3.example.com": false, "127.0.0.1:9000": false,
+		"http://h/bucket": false, "http://h/a/b": false, "http://h?x=1": false, "http://h/#f": false,
+		"http://": false, "http://:9000": false, "http://u:p@h": false, "http://h:port": false, "http:h": false,
+	} {
+		if err := checkEndpoint(e); (err == nil) != ok {
+			t.Errorf("checkEndpoint(%q) = %v, want ok=%v", e, err, ok)
+		}
+	}
+	for _, e := range []string{"http://me:s3cret@h/x", "http://me:s3cret@h:port"} {
+		if err := checkEndpoint(e); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("checkEndpoint(%q) = %v, want an error that does not echo the password", e, err)
+		}
+	}
+}
+
+func TestInterruptedMessage(t *testing.T) {
+	for in, want := range map[string]string{
+		"upload of t@a (full) interrupted: part 3: context canceled; run zfs2s3 resume_upload to continue": "upload of t@a (full) interrupted: part 3; run zfs2s3 resume_upload to continue",
+		"wait for the ledger lock: context canceled":                                                       "interrupted: wait for the ledger lock",
+		"context canceled":                      "interrupted",
+		"zfs get -H -p ... t@a: signal: killed": "interrupted: zfs get -H -p ... t@a: signal: killed",
+	} {
+		if got := interruptedMessage(in); got != want {
+			t.Errorf("interruptedMessage(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

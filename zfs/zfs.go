@@ -168,18 +168,100 @@ func parseGet(out []byte) (map[string]string, error) {
 	return m, nil
 }
 
-// CheckSnapshotName rejects what cannot be a snapshot name before zfs sees it.
+// MaxNameLen is the longest dataset or snapshot name ZFS accepts, in bytes
+// (ZFS_MAX_DATASET_NAME_LEN less its terminating NUL).
+const MaxNameLen = 255
+
+// CheckSnapshotName rejects what cannot be a snapshot name, by OpenZFS's
+// own rules (see checkName), before zfs sees it: a name zfs would refuse,
+// read as an option, or half-act on never reaches it.
 func CheckSnapshotName(name string) error {
-	ds, snap, ok := strings.Cut(name, "@")
-	switch {
-	case !ok || ds == "" || snap == "":
-		return fmt.Errorf("%q is not a snapshot name: want DATASET@SNAPSHOT, e.g. tank/data@2026-01-01", name)
-	case strings.Contains(snap, "@") || strings.Contains(snap, "/"):
-		return fmt.Errorf("%q is not a snapshot name: the part after '@' may not contain '@' or '/'", name)
-	case strings.HasPrefix(ds, "/") || strings.HasSuffix(ds, "/") || strings.Contains(ds, "//"):
-		return fmt.Errorf("%q is not a snapshot name: the dataset part is malformed", name)
-	case strings.ContainsAny(name, "\t\n\x00"):
-		return fmt.Errorf("%q is not a snapshot name: it contains a control character", name)
+	if err := checkName(name, true); err != nil {
+		return fmt.Errorf("%s is not a snapshot name: %w", quoteName(name), err)
 	}
 	return nil
+}
+
+// CheckDatasetName rejects what cannot be a dataset (filesystem or volume)
+// name, by the rules of CheckSnapshotName, with no '@' part.
+func CheckDatasetName(name string) error {
+	if err := checkName(name, false); err != nil {
+		return fmt.Errorf("%s is not a dataset name: %w", quoteName(name), err)
+	}
+	return nil
+}
+
+// checkName applies the rules of OpenZFS's zfs_namecheck.c (entity_namecheck,
+// pool_namecheck and zfs_validate_name), which zfs-fuse shares: at most
+// MaxNameLen bytes; only ASCII letters, digits, space and "_-.:" besides the
+// '/' between components and the one '@' of a snapshot; no empty, "." or
+// ".." component; a pool name that begins with a letter. ZFS itself allows
+// '%' only in the hidden datasets of a receive in progress, and '#' only in
+// bookmarks; neither is something to back up or restore into.
+func checkName(name string, snapshot bool) error {
+	switch {
+	case name == "":
+		return errors.New("it is empty")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("it is %d bytes long, ZFS allows at most %d", len(name), MaxNameLen)
+	case name[0] == '-':
+		return errors.New("it begins with '-', which zfs would read as an option")
+	case name[0] == '/':
+		return errors.New("it begins with '/': a ZFS name starts with its pool, e.g. tank/data, not with a mount point")
+	}
+	for _, r := range name {
+		if !validNameRune(r) {
+			return fmt.Errorf("it contains %q; ZFS names hold only the letters A-Z and a-z, digits, space and _ - . : (besides / and @)", r)
+		}
+	}
+	ds, snap, hasAt := strings.Cut(name, "@")
+	switch {
+	case snapshot && !hasAt:
+		return errors.New("want DATASET@SNAPSHOT, e.g. tank/data@2026-01-01")
+	case !snapshot && hasAt:
+		return errors.New("'@' begins a snapshot name; want a dataset such as tank/data")
+	case strings.Contains(snap, "@"):
+		return errors.New("it has more than one '@'")
+	case strings.Contains(snap, "/"):
+		return errors.New("the part after '@' may not contain '/'")
+	}
+	for _, c := range strings.Split(ds, "/") {
+		if err := checkComponent(c); err != nil {
+			return err
+		}
+	}
+	if hasAt {
+		if err := checkComponent(snap); err != nil {
+			return fmt.Errorf("snapshot part: %w", err)
+		}
+	}
+	if p := ds[0]; !(p >= 'a' && p <= 'z' || p >= 'A' && p <= 'Z') {
+		return errors.New("a pool name begins with a letter")
+	}
+	return nil
+}
+
+func checkComponent(c string) error {
+	switch c {
+	case "":
+		return errors.New("it has an empty component ('//', a leading or trailing '/', or nothing beside '@')")
+	case ".", "..":
+		return fmt.Errorf("a component may not be %q", c)
+	}
+	return nil
+}
+
+// validNameRune is zfs_namecheck.c's valid_char, plus the delimiters.
+func validNameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.: /@", r)
+}
+
+// quoteName quotes a name for an error message, shortened when it is too
+// long to read on one line.
+func quoteName(name string) string {
+	const max = 64
+	if len(name) <= max {
+		return strconv.Quote(name)
+	}
+	return strconv.Quote(strings.ToValidUTF8(name[:max], "")) + "…"
 }

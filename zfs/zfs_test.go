@@ -3,6 +3,7 @@ package zfs
 import (
 	"errors"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -49,20 +50,85 @@ func TestClassify(t *testing.T) {
 }
 
 func TestCheckSnapshotName(t *testing.T) {
-	for name, ok := range map[string]bool{
-		"tank/data@a":          true,
-		"tank/my data@2026 01": true,
-		"tank/dätä@ü":          true,
-		"tank/data":            false,
-		"tank/data@":           false,
-		"@a":                   false,
-		"tank/data@a@b":        false,
-		"tank/data@a/b":        false,
-		"tank//data@a":         false,
-		"tank/data@a\tb":       false,
+	long := "tank/" + strings.Repeat("x", MaxNameLen-len("tank/@a")) + "@a"
+	for _, tt := range []struct {
+		name string
+		want string // "" when valid, else part of the error
+	}{
+		{"tank/data@a", ""},
+		{"tank/my data@2026 01", ""},
+		{"T_1-a.b:c/d@x.y_z-1:2", ""},
+		{"tank@a", ""},
+		{long, ""},
+		{long + "b", "at most 255"},
+		{"tank/" + strings.Repeat("x", 300) + "@a", "at most 255"},
+		{"", "empty"},
+		{"tank/data", "want DATASET@SNAPSHOT"},
+		{"tank/data@", "empty component"},
+		{"@a", "empty component"},
+		{"tank/data@a@b", "more than one '@'"},
+		{"tank/data@a/b", "after '@'"},
+		{"tank//data@a", "empty component"},
+		{"tank/data/@a", "empty component"},
+		{"/tank/data@a", "begins with '/'"},
+		{"tank/./data@a", `"."`},
+		{"tank/../data@a", `".."`},
+		{"tank/data@..", `".."`},
+		{"-tank@a", "begins with '-'"},
+		{"--help@a", "begins with '-'"},
+		{"1tank/data@a", "pool name begins with a letter"},
+		{"tank/dätä@ü", `'ä'`},
+		{"tank/data@$(id)", `'$'`},
+		{"tank/data@a\tb", `'\t'`},
+		{"tank/data@a\nb", `'\n'`},
+		{"tank/data@a\x00", `'\x00'`},
+		{"tank/data@a%recv", `'%'`},
+		{"tank/data#bm", `'#'`},
+		{"tank/data@a;rm", `';'`},
 	} {
-		if err := CheckSnapshotName(name); (err == nil) != ok {
-			t.Errorf("CheckSnapshotName(%q) = %v, want ok=%v", name, err, ok)
+		err := CheckSnapshotName(tt.name)
+		if tt.want == "" && err != nil {
+			t.Errorf("CheckSnapshotName(%q) = %v, want it valid", tt.name, err)
+		}
+		if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckSnapshotName(%q) = %v, want an error containing %q", tt.name, err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "\n") || len(err.Error()) > 250) {
+			t.Errorf("CheckSnapshotName(%q): error %q is not one short line", tt.name, err)
+		}
+	}
+}
+
+func TestCheckDatasetName(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		want string
+	}{
+		{"tank", ""},
+		{"tank/restored", ""},
+		{"tank/my data/x:y", ""},
+		{"tank/" + strings.Repeat("x", MaxNameLen-5), ""},
+		{"tank/" + strings.Repeat("x", MaxNameLen-4), "at most 255"},
+		{"tank/x@snap", "'@' begins a snapshot name"},
+		{"tank/x@", "'@' begins a snapshot name"},
+		{"", "empty"},
+		{"tank/", "empty component"},
+		{"tank//x", "empty component"},
+		{"/tank/x", "begins with '/'"},
+		{"-F", "begins with '-'"},
+		{"tank/..", `".."`},
+		{".", `"."`},
+		{"9tank", "pool name begins with a letter"},
+		{"tank/typo\u00e9", `'é'`},
+		{"tank/$(id)", `'$'`},
+		{"tank/a`id`", "'`'"},
+	} {
+		err := CheckDatasetName(tt.name)
+		if tt.want == "" && err != nil {
+			t.Errorf("CheckDatasetName(%q) = %v, want it valid", tt.name, err)
+		}
+		if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckDatasetName(%q) = %v, want an error containing %q", tt.name, err, tt.want)
 		}
 	}
 }
