@@ -39,15 +39,36 @@ func (s Store) Path() string { return filepath.Join(s.Dir, "ledger.yaml") }
 // UploadsDir holds one state file per pending upload.
 func (s Store) UploadsDir() string { return filepath.Join(s.Dir, "uploads") }
 
+// MaxFileBytes bounds what Load reads: a ledger of 100,000 edges is about
+// 32 MB, so anything past 256 MiB is not a ledger zfs2s3 wrote (a link to
+// /dev/zero, a misplaced disk image) and is refused before it fills memory.
+const MaxFileBytes = 256 << 20
+
+// CheckDirs refuses a state dir, or this store's dir in it, that another
+// user owns or can write (see statefile.CheckDir).
+func (s Store) CheckDirs() error {
+	if err := statefile.CheckDir(filepath.Dir(s.Dir)); err != nil {
+		return err
+	}
+	return statefile.CheckDir(s.Dir)
+}
+
 // Lock takes the ledger lock, waiting up to a minute for a concurrent
-// zfs2s3 that is updating the ledger.
+// zfs2s3 that is updating the ledger. The store's dir is created for the
+// lock and removed with it if nothing was written into it.
 func (s Store) Lock(ctx context.Context) (*statefile.Lock, error) {
+	if err := s.CheckDirs(); err != nil {
+		return nil, err
+	}
 	return statefile.WaitLock(ctx, filepath.Join(s.Dir, "ledger.lock"), time.Minute)
 }
 
 // Load reads the ledger; a missing file is an empty ledger.
 func (s Store) Load(bucket, prefix string) (*Ledger, error) {
-	b, err := os.ReadFile(s.Path())
+	if err := s.CheckDirs(); err != nil {
+		return nil, err
+	}
+	b, err := statefile.ReadFile(s.Path(), MaxFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return New(bucket, prefix), nil
 	}
@@ -154,9 +175,10 @@ func (s Store) Save(l *Ledger) error {
 	return statefile.WriteFile(s.Path(), b)
 }
 
-// Exists reports whether the ledger file exists.
+// Exists reports whether the ledger file exists, without following a
+// link there (which Load refuses).
 func (s Store) Exists() bool {
-	_, err := os.Stat(s.Path())
+	_, err := os.Lstat(s.Path())
 	return err == nil
 }
 
