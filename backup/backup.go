@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
@@ -61,6 +62,12 @@ type Backup struct {
 	// notices are what loading the ledger found wrong with the bucket's
 	// copy, for status to show.
 	notices []string
+	// readOnly is set when a read-only command found the state dir not
+	// writable: the ledger was read without its lock, and local writes
+	// are skipped.
+	readOnly bool
+	// etagWarned is set once a warning said the ETag file is unusable.
+	etagWarned bool
 }
 
 // New returns a Backup; out prints results.
@@ -94,9 +101,18 @@ func (b *Backup) withLedger(ctx context.Context, fn func(l *ledger.Ledger) (save
 }
 
 // readLedger loads the ledger for commands that only read it, under the
-// lock for a consistent read. It uses the bucket's copy when that is newer.
+// lock so that what it writes locally (the bucket's copy on a new machine)
+// cannot overwrite a concurrent change. It uses the bucket's copy when that
+// is newer. In a state dir this process cannot write (a read-only mount,
+// another user's files) it reads without the lock, which is consistent
+// because the ledger file is replaced by rename, and skips local writes.
 func (b *Backup) readLedger(ctx context.Context) (*ledger.Ledger, error) {
 	lock, err := b.store.Lock(ctx)
+	if statefile.NotWritable(err) {
+		slog.Info("the state dir cannot be written; reading the ledger without its lock", "error", err)
+		b.readOnly = true
+		return b.loadLedger(ctx, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -139,11 +155,7 @@ func (b *Backup) deleteObjects(ctx context.Context, keys []string) error {
 func lockedHint(err error, what string) error {
 	var le *statefile.LockedError
 	if errors.As(err, &le) {
-		pid := "another zfs2s3 process"
-		if le.PID > 0 {
-			pid = fmt.Sprintf("zfs2s3 process %d", le.PID)
-		}
-		return fmt.Errorf("%s is already running in %s: %w", what, pid, statefile.ErrLocked)
+		return fmt.Errorf("%s is already running in %s: %w", what, le.Holder(), statefile.ErrLocked)
 	}
 	return err
 }

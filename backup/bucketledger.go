@@ -31,12 +31,29 @@ const ledgerSuffix = ".zfs2s3/ledger.yaml"
 // syncedPath holds the ETag of the bucket copy the local ledger matches.
 func (b *Backup) syncedPath() string { return filepath.Join(b.store.Dir, "bucket-ledger.etag") }
 
+// maxETagFileBytes bounds the read of the ETag file, a line of under 100
+// bytes, so that a link to /dev/zero planted there cannot fill memory.
+const maxETagFileBytes = 1 << 20
+
+// syncedETag is the ETag in the ETag file, "" when there is none or it
+// cannot be read: then the bucket's copy is fetched and compared in full.
 func (b *Backup) syncedETag() string {
-	data, _ := os.ReadFile(b.syncedPath())
+	data, err := statefile.ReadFile(b.syncedPath(), maxETagFileBytes)
+	if err != nil && !errors.Is(err, os.ErrNotExist) && !b.etagWarned {
+		b.etagWarned = true
+		slog.Warn("ignoring the ETag file; the bucket's ledger copy is compared in full", "error", err)
+	}
 	return strings.TrimSpace(string(data))
 }
 
+// setSynced records etag in the ETag file; in a state dir that cannot be
+// written (a read-only command) it is skipped, and the next command that
+// can write the state dir records it after comparing the copies.
 func (b *Backup) setSynced(etag string) error {
+	if b.readOnly {
+		slog.Warn("the state dir cannot be written; not recording the ETag of the bucket's ledger copy", "file", b.syncedPath())
+		return nil
+	}
 	return statefile.WriteFile(b.syncedPath(), []byte(etag+"\n"))
 }
 
@@ -119,6 +136,9 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 			b.repairCopy(ctx, local)
 		}
 		return local, nil
+	case !b.store.Exists() && b.readOnly:
+		slog.Warn("no local ledger, and the state dir cannot be written; using the bucket's copy without saving it locally", "generation", remote.Generation, "dir", b.store.Dir)
+		return remote, nil
 	case !b.store.Exists():
 		slog.Info("no local ledger; using the bucket's copy", "generation", remote.Generation)
 		if err := b.store.Save(remote); err != nil {
@@ -163,6 +183,10 @@ func (b *Backup) notice(format string, args ...any) {
 // last change failed, rather than leave the copy behind until the next
 // change; a failure is only a warning, the command goes on.
 func (b *Backup) repairCopy(ctx context.Context, l *ledger.Ledger) {
+	if b.readOnly { // without the lock a write could race a concurrent change
+		slog.Warn("the bucket's ledger copy is behind the local one; the next command that can write the state dir updates it")
+		return
+	}
 	if err := b.pushLedger(ctx, l); err != nil {
 		slog.Warn("the bucket's ledger copy is behind the local one and could not be updated", "error", err)
 	}

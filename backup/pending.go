@@ -57,11 +57,10 @@ func lockPending(path string) (*statefile.Lock, error) { return statefile.TryLoc
 // lockPath is the lock file next to an upload state file.
 func lockPath(statePath string) string { return strings.TrimSuffix(statePath, ".yaml") + ".lock" }
 
-// release drops the state file and its lock once the edge is recorded or
-// the upload aborted.
+// release drops the state file and its lock (Unlock deletes the lock file)
+// once the edge is recorded or the upload aborted.
 func (p *pending) release() error {
 	err := statefile.Remove(p.path)
-	os.Remove(lockPath(p.path))
 	p.lock.Unlock()
 	return err
 }
@@ -87,8 +86,13 @@ func (b *Backup) relock(p *pending) (fresh *pending, ok bool, err error) {
 	return fresh, true, nil
 }
 
+// maxPendingBytes bounds the read of an upload state file. The largest
+// real one lists two objects' parts (10,000 of about 200 bytes each):
+// anything past 8 MiB is not a file zfs2s3 wrote.
+const maxPendingBytes = 8 << 20
+
 func readPending(name string) (*pending, error) {
-	data, err := os.ReadFile(name)
+	data, err := statefile.ReadFile(name, maxPendingBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +125,9 @@ func (b *Backup) readPending(name string) (*pending, error) {
 // loadPending reads all upload state files, oldest first. A damaged state
 // file is an error: it may describe an upload that must not be forgotten.
 func (b *Backup) loadPending() ([]*pending, error) {
+	if err := b.store.CheckDirs(); err != nil {
+		return nil, err
+	}
 	names, err := filepath.Glob(filepath.Join(b.store.UploadsDir(), "*.yaml"))
 	if err != nil {
 		return nil, err

@@ -25,7 +25,11 @@ func (b *Backup) Upload(ctx context.Context, target, base string) error {
 	if err != nil {
 		return err
 	}
-	return b.run(ctx, p)
+	if err := b.run(ctx, p); err != nil {
+		p.lock.Unlock() // the state file stays for resume_upload; the lock file goes
+		return err
+	}
+	return nil
 }
 
 // liveEdge checks the arguments against the live snapshots and returns the
@@ -95,8 +99,12 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 			lock.Unlock()
 			return false, fmt.Errorf("an upload of %s was interrupted earlier; run zfs2s3 resume_upload %s, or abort_upload %s to start over", edge, edge.Target.Name, edge.Target.Name)
 		}
+		if err := p.save(); err != nil { // a full disk: leave no lock file behind
+			lock.Unlock()
+			return false, err
+		}
 		p.lock = lock
-		return false, p.save()
+		return false, nil
 	})
 	return p, err
 }

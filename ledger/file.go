@@ -18,9 +18,10 @@ import (
 )
 
 // MaxFileBytes bounds a ledger file and the bucket's copy, written and
-// read: about 400,000 edges. A larger file is refused rather than read
-// whole, since the copy in the bucket is input that anyone with write
-// access there could inflate.
+// read: about 400,000 edges (100,000 take about 32 MB). A larger file is
+// not one zfs2s3 wrote (a link to /dev/zero, a copy in the bucket inflated
+// by someone with write access there) and is refused before it fills
+// memory.
 const MaxFileBytes = 128 << 20
 
 // ErrDamaged means the ledger file cannot be trusted; it is never overwritten.
@@ -51,15 +52,31 @@ func (s Store) Path() string { return filepath.Join(s.Dir, "ledger.yaml") }
 // UploadsDir holds one state file per pending upload.
 func (s Store) UploadsDir() string { return filepath.Join(s.Dir, "uploads") }
 
+// CheckDirs refuses a state dir, or this store's dir in it, that another
+// user owns or can write (see statefile.CheckDir).
+func (s Store) CheckDirs() error {
+	if err := statefile.CheckDir(filepath.Dir(s.Dir)); err != nil {
+		return err
+	}
+	return statefile.CheckDir(s.Dir)
+}
+
 // Lock takes the ledger lock, waiting up to a minute for a concurrent
-// zfs2s3 that is updating the ledger.
+// zfs2s3 that is updating the ledger. The store's dir is created for the
+// lock and removed with it if nothing was written into it.
 func (s Store) Lock(ctx context.Context) (*statefile.Lock, error) {
+	if err := s.CheckDirs(); err != nil {
+		return nil, err
+	}
 	return statefile.WaitLock(ctx, filepath.Join(s.Dir, "ledger.lock"), time.Minute)
 }
 
 // Load reads the ledger; a missing file is an empty ledger.
 func (s Store) Load(bucket, prefix string) (*Ledger, error) {
-	b, err := os.ReadFile(s.Path())
+	if err := s.CheckDirs(); err != nil {
+		return nil, err
+	}
+	b, err := statefile.ReadFile(s.Path(), MaxFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return New(bucket, prefix), nil
 	}
@@ -169,9 +186,10 @@ func (s Store) Save(l *Ledger) error {
 	return statefile.WriteFile(s.Path(), b)
 }
 
-// Exists reports whether the ledger file exists.
+// Exists reports whether the ledger file exists, without following a
+// link there (which Load refuses).
 func (s Store) Exists() bool {
-	_, err := os.Stat(s.Path())
+	_, err := os.Lstat(s.Path())
 	return err == nil
 }
 

@@ -2,14 +2,19 @@ package ledger
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/zfs2s3/zfs2s3/statefile"
 )
 
 func TestStoreRoundTrip(t *testing.T) {
@@ -294,6 +299,54 @@ func TestParseRefusesTampering(t *testing.T) {
 			_, err = Parse(data)
 			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Parse = %v, want ErrDamaged saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadRefusesUnsafeFiles(t *testing.T) {
+	good := OpenStore(t.TempDir(), "b", "")
+	if err := good.Save(New("b", "")); err != nil {
+		t.Fatal(err)
+	}
+	sparse := func(path string, size int64) {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(size)
+		f.Close()
+	}
+	for name, tc := range map[string]struct {
+		setup func(s Store)
+		want  string
+	}{
+		"link to a ledger":  {func(s Store) { os.Symlink(good.Path(), s.Path()) }, "is a symbolic link"},
+		"link to /dev/zero": {func(s Store) { os.Symlink("/dev/zero", s.Path()) }, "is a symbolic link"},
+		"fifo":              {func(s Store) { syscall.Mkfifo(s.Path(), 0o600) }, "is a named pipe"},
+		"over the limit":    {func(s Store) { sparse(s.Path(), MaxFileBytes+1<<20) }, "is 129 MiB, more than the 128 MiB"},
+		"state dir 0777":    {func(s Store) { os.Chmod(filepath.Dir(s.Dir), 0o777) }, "is writable by its group and other users (mode 0777)"},
+		"bucket dir 0757":   {func(s Store) { os.Chmod(s.Dir, 0o757) }, "is writable by other users (mode 0757)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := OpenStore(t.TempDir(), "b", "")
+			os.MkdirAll(s.Dir, 0o700)
+			tc.setup(s)
+			done := make(chan error, 1)
+			go func() { _, err := s.Load("b", ""); done <- err }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, statefile.ErrUnsafe) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("Load = %v, want an unsafe-file error saying %q", err, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Load does not return")
+			}
+			if l, err := s.Lock(context.Background()); err == nil {
+				l.Unlock()
+				if strings.Contains(name, "dir") {
+					t.Error("Lock took a lock in an unsafe state dir")
+				}
 			}
 		})
 	}
