@@ -205,7 +205,7 @@ func (w where) translate(err error, in any) error {
 		if msg == "" {
 			msg = "no reason given"
 		}
-		refused(fmt.Sprintf("the store refused the request: %s", msg), "repeating it cannot help; correct what it names")
+		refused(fmt.Sprintf("the store refused the request: %s", msg), "correct what it names; repeating the request cannot help")
 	}
 	return e
 }
