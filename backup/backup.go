@@ -88,7 +88,7 @@ func (b *Backup) withLedger(ctx context.Context, fn func(l *ledger.Ledger) (save
 	defer lock.Unlock()
 	l, err := b.loadLedger(ctx, true)
 	if err != nil {
-		return err
+		return setupError(err)
 	}
 	if err := b.finishRemovals(ctx, l); err != nil {
 		return err
@@ -117,7 +117,20 @@ func (b *Backup) readLedger(ctx context.Context) (*ledger.Ledger, error) {
 		return nil, err
 	}
 	defer lock.Unlock()
-	return b.loadLedger(ctx, false)
+	l, err := b.loadLedger(ctx, false)
+	return l, setupError(err)
+}
+
+// setupError returns the S3 error inside err alone when it is a setup
+// problem (credentials, bucket, region, endpoint, clock): its line names
+// the cause and the fix, which context such as "cannot read the bucket's
+// ledger ...; try again" would only blur.
+func setupError(err error) error {
+	var se *s3up.Error
+	if errors.As(err, &se) && errors.Is(se, s3up.ErrSetup) {
+		return se
+	}
+	return err
 }
 
 // finishRemovals deletes the objects of edges marked as being removed and

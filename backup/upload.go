@@ -38,11 +38,18 @@ func (b *Backup) liveEdge(ctx context.Context, target, base string) (ledger.Edge
 	if err := zfs.CheckSnapshotName(target); err != nil {
 		return ledger.Edge{}, usagef("%v", err)
 	}
+	// A class the store does not offer would be refused only after the
+	// upload started; a typo is caught here. Store-specific classes pass
+	// with s3up.CustomClassPrefix.
+	class, err := s3up.CheckStorageClass(b.Opt.StorageClass)
+	if err != nil {
+		return ledger.Edge{}, usagef("%v", err)
+	}
 	t, err := b.snapshot(ctx, target)
 	if err != nil {
 		return ledger.Edge{}, err
 	}
-	edge := ledger.Edge{Target: ledger.Snapshot{Name: t.Name, GUID: t.GUID}, StorageClass: b.Opt.StorageClass}
+	edge := ledger.Edge{Target: ledger.Snapshot{Name: t.Name, GUID: t.GUID}, StorageClass: class}
 	if base != "" {
 		if err := zfs.CheckSnapshotName(base); err != nil {
 			return ledger.Edge{}, usagef("-i: %v", err)
@@ -175,15 +182,37 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 	if b.ProgressDone != nil {
 		b.ProgressDone()
 	}
-	if err != nil {
-		hint := "run zfs2s3 resume_upload to continue, or abort_upload to discard it"
-		if errors.Is(err, s3up.ErrStreamChanged) {
-			hint = "the snapshot is not what was uploaded; run zfs2s3 abort_upload " + p.Edge.Target.Name + " and upload again"
-		}
-		return fmt.Errorf("upload of %s interrupted: %w; %s", p.Edge, err, hint)
+	switch {
+	case err == nil:
+		return b.record(ctx, p, res)
+	case errors.Is(err, s3up.ErrPermanent):
+		return b.refused(ctx, p, err)
+	case errors.Is(err, s3up.ErrStreamChanged):
+		return fmt.Errorf("upload of %s cannot continue: %w; the snapshot is not what was uploaded: run zfs2s3 abort_upload %s and upload again", p.Edge, err, p.Edge.Target.Name)
+	case errors.Is(err, errSnapshotGone):
+		return fmt.Errorf("upload of %s cannot continue: %w; run zfs2s3 abort_upload %s to discard it", p.Edge, err, p.Edge.Target.Name)
 	}
-	return b.record(ctx, p, res)
+	hint := "run zfs2s3 resume_upload to continue, or abort_upload to discard it"
+	if errors.Is(err, s3up.ErrSetup) {
+		hint = "once that is fixed, " + hint
+	}
+	return fmt.Errorf("upload of %s interrupted: %w; %s", p.Edge, err, hint)
 }
+
+// refused discards an upload the store refused: what it refused (the storage
+// class, the key, the metadata, the part size) is fixed in the upload's
+// state, so a resume would be refused again, and a pending upload would only
+// block the edge.
+func (b *Backup) refused(ctx context.Context, p *pending, err error) error {
+	if aerr := b.abort(ctx, p); aerr != nil {
+		return fmt.Errorf("upload of %s refused: %w; discarding it failed too (%v): run zfs2s3 abort_upload %s", p.Edge, err, aerr, p.Edge.Target.Name)
+	}
+	return fmt.Errorf("upload of %s refused: %w; the upload was discarded (nothing is pending): upload again once that is fixed", p.Edge, err)
+}
+
+// errSnapshotGone means a snapshot of a pending upload was destroyed or
+// re-created since the upload started: it can never be finished.
+var errSnapshotGone = errors.New("the upload can never be finished")
 
 // send starts zfs send after checking that the live snapshots still have
 // the GUIDs the upload was started with.
@@ -193,12 +222,15 @@ func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
 		ends = append(ends, *e.Base)
 	}
 	for _, want := range ends {
-		live, err := b.snapshot(ctx, want.Name)
+		live, err := b.ZFS.Snapshot(ctx, want.Name)
+		if errors.Is(err, zfs.ErrNotExist) {
+			return nil, fmt.Errorf("snapshot %s was destroyed since the upload started: %w", want.Name, errSnapshotGone)
+		}
 		if err != nil {
 			return nil, err
 		}
 		if live.GUID != want.GUID {
-			return nil, fmt.Errorf("snapshot %s has GUID %d, the upload was started for GUID %d (re-created?); run zfs2s3 abort_upload %s", want.Name, live.GUID, want.GUID, e.Target.Name)
+			return nil, fmt.Errorf("snapshot %s has GUID %d, the upload was started for GUID %d: it was re-created, %w", want.Name, live.GUID, want.GUID, errSnapshotGone)
 		}
 	}
 	return b.ZFS.Send(ctx, e.Target.Name, e.BaseName())
@@ -211,7 +243,9 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
 	e.Segments = p.Upload.Segments()
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
-	if err := b.writeManifest(ctx, e); err != nil {
+	if err := b.writeManifest(ctx, e); errors.Is(err, s3up.ErrPermanent) {
+		return b.refused(ctx, p, fmt.Errorf("write manifest: %w", err))
+	} else if err != nil {
 		return fmt.Errorf("upload of %s: write manifest: %w; run zfs2s3 resume_upload to finish", e, err)
 	}
 	err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -48,13 +51,22 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		config.WithRetryer(func() aws.Retryer {
 			// Exponential backoff with jitter on 5xx, SlowDown, resets and
 			// timeouts; no retry quota, so a long upload through a bad night
-			// keeps retrying each request up to MaxAttempts.
+			// keeps retrying each request up to MaxAttempts. An endpoint
+			// that was never reached is not retried (see dialer).
 			return retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = maxAttempts()
 				o.RateLimiter = ratelimit.None
-				o.Retryables = append(o.Retryables, retryTruncated)
+				o.Retryables = append(append([]retry.IsErrorRetryable{noRetryUnreachable}, o.Retryables...), retryTruncated)
 			})
 		}),
+		// A BuildableClient, so that the SDK can still add AWS_CA_BUNDLE.
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			dial := tr.DialContext
+			if dial == nil {
+				dial = (&net.Dialer{Timeout: awshttp.DefaultDialConnectTimeout, KeepAlive: awshttp.DefaultDialKeepAliveTimeout}).DialContext
+			}
+			tr.DialContext = (&dialer{dial: dial}).DialContext
+		})),
 	}
 	if cfg.Region != "" {
 		opts = append(opts, config.WithRegion(cfg.Region))
@@ -78,6 +90,7 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 			o.UsePathStyle = true
 		}
+		o.APIOptions = append(o.APIOptions, translateErrors(where{bucket: cfg.Bucket, endpoint: cfg.Endpoint, region: awsCfg.Region}))
 	})
 	return &Client{s3: c, bucket: cfg.Bucket}, nil
 }
@@ -116,13 +129,20 @@ func isNotFound(err error) bool {
 	return false
 }
 
-// wrap adds the operation and key to an S3 error and maps not-found.
+// wrap adds the operation and key to an S3 error and maps not-found. It is
+// where errors leave the client: each is an *Error by then (translateErrors),
+// whose message says what is wrong and what to do.
 func wrap(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if isNotFound(err) {
 		return fmt.Errorf("%s s3 key %q: %w", op, key, ErrNotFound)
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		e.Op, e.Key = op, key
+		return e
 	}
 	return fmt.Errorf("%s s3 key %q: %w", op, key, err)
 }

@@ -262,6 +262,9 @@ func TestServerRejectsACorruptedPart(t *testing.T) {
 				t.Fatal("the server accepted a corrupted part")
 			}
 			t.Logf("rejected: %.300s", err)
+			if !errors.Is(err, ErrTransient) {
+				t.Errorf("a part corrupted on the wire is not a transient error, so the upload would be abandoned: %v", err)
+			}
 			proxy.SetRule(nil)
 			if _, err := run(t, c, u, source{Reader: bytes.NewReader(data)}); err != nil {
 				t.Fatal(err)
@@ -443,6 +446,9 @@ func TestPayloadSignedUnlessTLSGuardsIt(t *testing.T) {
 			_, err := run(t, c, bad, source{Reader: bytes.NewReader(data)})
 			if refused := err != nil; refused != (tt.checksum != "none" || !tt.tls) {
 				t.Errorf("a part changed after TLS: refused=%v (%v)", refused, err)
+			}
+			if err != nil && !errors.Is(err, ErrTransient) {
+				t.Errorf("a part changed on the wire is not a transient error, so the upload would be abandoned: %v", err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"encoding/pem"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"log"
@@ -34,6 +35,15 @@ type Fault struct {
 	// Corrupt flips one byte in the middle of the request body on its way
 	// to the server, as a bad NIC or proxy would.
 	Corrupt bool
+	// Code, with Status (400 when 0), answers with this S3 error instead
+	// of forwarding, as a store that refuses the request does; Message is
+	// its text and Region, when set, the x-amz-bucket-region header.
+	Code, Message, Region string
+}
+
+// S3Error is the fault of a store answering with an S3 error code.
+func S3Error(status int, code, message string) Fault {
+	return Fault{Status: status, Code: code, Message: message}
 }
 
 // SlowDown is S3's answer to a client that should back off.
@@ -76,7 +86,7 @@ func newProxy(target string, useTLS bool) (*Proxy, error) {
 				return
 			}
 		}
-		if f.Status != 0 {
+		if f.Status != 0 || f.Code != "" {
 			io.Copy(io.Discard, r.Body) // as S3 does; answering early looks like a reset
 		}
 		if f.Corrupt {
@@ -89,6 +99,9 @@ func newProxy(target string, useTLS bool) (*Proxy, error) {
 		switch {
 		case f.Reset:
 			closeConn(w)
+			return
+		case f.Code != "":
+			writeS3Error(w, f)
 			return
 		case f.Status == http.StatusServiceUnavailable:
 			w.Header().Set("Content-Type", "application/xml")
@@ -135,6 +148,22 @@ func newProxy(target string, useTLS bool) (*Proxy, error) {
 	defer f.Close()
 	p.CAFile = f.Name()
 	return p, pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+}
+
+// writeS3Error answers with f's S3 error document.
+func writeS3Error(w http.ResponseWriter, f Fault) {
+	status := f.Status
+	if status == 0 {
+		status = http.StatusBadRequest
+	}
+	if f.Region != "" {
+		w.Header().Set("X-Amz-Bucket-Region", f.Region)
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	var msg bytes.Buffer
+	xml.EscapeText(&msg, []byte(f.Message))
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message><RequestId>proxy</RequestId></Error>`, f.Code, msg.String())
 }
 
 // closeConn drops the client's connection without an answer.
