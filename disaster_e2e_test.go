@@ -121,17 +121,50 @@ func TestConcurrentLedgerWriteIsRefused(t *testing.T) {
 		return testbed.Fault{}
 	})
 	e.endpoint = p.URL
-	e.fails(1, "another machine changed the bucket's ledger while this command ran", "upload", b, "-i", a)
+	r := e.fails(1, "another machine changed the bucket's ledger while this command ran", "upload", b, "-i", a)
 	if !strings.HasSuffix(string(e.object(key)), "# written by another machine\n") {
 		t.Fatal("the other machine's ledger copy was overwritten")
+	}
+	// The edge is recorded locally: stored, not left pending as well.
+	if !strings.Contains(r.stdout, "stored "+a+" -> "+b) || len(e.stateFiles()) != 0 {
+		t.Errorf("after the refused bucket write: stdout %q, %d upload state files", r.stdout, len(e.stateFiles()))
 	}
 	e.endpoint = bed.minio.Endpoint
 	c := e.snap("c", 1)
 	e.fails(1, "changed by another machine", "upload", c, "-i", b)
 	e.ok("ledger", "rebuild")
-	e.ok("resume_upload") // b's upload state, left for the recording that was refused
 	e.ok("upload", c, "-i", b)
 	if got := e.edges(); len(got) != 3 {
 		t.Errorf("edges after the merge = %v, want a, a->b, b->c", got)
+	}
+}
+
+// TestLostLedgerCopyPointsToRebuild: on a new machine whose bucket lost
+// its ledger copy, status says to run ledger rebuild instead of listing
+// every stream as unknown and saying nothing.
+func TestLostLedgerCopyPointsToRebuild(t *testing.T) {
+	e := newEnv(t, "lost copy")
+	a, b := e.snap("a", 1), e.snap("b", 1)
+	e.ok("upload", a)
+	e.ok("upload", b, "-i", a)
+	// JSON output is for people too: edges read "a -> b".
+	if r := e.ok("status", "--json"); strings.Contains(r.stdout, `\u003e`) {
+		t.Errorf("status --json escapes '>':\n%s", r.stdout)
+	}
+	if r := e.ok("verify", "--json"); !strings.Contains(r.stdout, a+" -> "+b) || strings.Contains(r.stdout, `"problems": null`) {
+		t.Errorf("verify --json:\n%s", r.stdout)
+	}
+	// One edge with its object and manifest gone: two BAD lines, two problems.
+	keyB := e.edgeKey(b, a)
+	e.del(keyB)
+	e.del(keyB + ".manifest.yaml")
+	r := e.fails(1, "verify found 2 problem(s)", "verify")
+	if n := strings.Count(r.stdout, "BAD "); n != 2 {
+		t.Errorf("verify printed %d BAD lines:\n%s", n, r.stdout)
+	}
+	e.del(backup.LedgerKey(""))
+	e.stateDir = t.TempDir()
+	if r := e.ok("status"); !strings.Contains(r.stdout, "run zfs2s3 ledger rebuild") {
+		t.Errorf("status on a new machine without a ledger copy:\n%s", r.stdout)
 	}
 }

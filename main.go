@@ -276,9 +276,7 @@ func newApp() *cli.App {
 // printStatus prints a status as tables, or as JSON for scripts.
 func printStatus(w io.Writer, st backup.Status, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return writeJSON(w, st)
 	}
 	return st.WriteText(w)
 }
@@ -286,9 +284,7 @@ func printStatus(w io.Writer, st backup.Status, asJSON bool) error {
 // printVerify prints a verify report and fails when it found problems.
 func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeJSON(w, rep); err != nil {
 			return err
 		}
 	} else {
@@ -307,13 +303,21 @@ func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
 	if rep.OK {
 		return nil
 	}
-	bad := len(rep.Unknown)
+	bad := len(rep.Unknown) // as many as the BAD lines
 	for _, c := range rep.Edges {
-		if len(c.Problems) > 0 {
-			bad++
-		}
+		bad += len(c.Problems)
 	}
 	return fmt.Errorf("verify found %d problem(s), listed on stdout", bad)
+}
+
+// writeJSON prints v indented, with '<', '>' and '&' as they are: the
+// output is for scripts and people, not for embedding in HTML, and an
+// edge reads "a -> b", not "a -\u003e b".
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // arg is what one positional argument of a command is, for counting and

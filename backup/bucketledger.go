@@ -124,6 +124,8 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		return local, nil
 	case errors.Is(err, ledger.ErrDamaged):
 		return nil, fmt.Errorf("%w; run zfs2s3 ledger rebuild to make a new one from the manifests", err)
+	case errors.Is(err, s3up.ErrSetup):
+		return nil, err // wrong credentials, bucket, region, clock: the rest would fail too
 	case err != nil && mutate:
 		return nil, fmt.Errorf("cannot read the bucket's ledger to check that no other machine changed it (%w); try again", err)
 	case err != nil && b.store.Exists():
@@ -220,7 +222,7 @@ func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 		if _, raw, cur, rerr := b.bucketLedger(ctx); rerr == nil && bytes.Equal(raw, data) {
 			etag, err = cur, nil
 		} else {
-			return fmt.Errorf("another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", b.store.Path())
+			return fmt.Errorf("%w: another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, b.store.Path())
 		}
 	}
 	if err != nil {

@@ -89,6 +89,17 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 	}
 	st := in.report()
 	st.Warnings = append(st.Warnings, b.notices...)
+	if len(l.Edges) == 0 {
+		n := 0
+		for _, k := range st.UnknownObjects {
+			if _, ok := s3up.ManifestOf(k); ok {
+				n++
+			}
+		}
+		if n > 0 { // a new machine, and the bucket's ledger copy is lost
+			st.Warnings = append(st.Warnings, fmt.Sprintf("the ledger is empty but the bucket holds %d manifests of stored streams: run zfs2s3 ledger rebuild to make the ledger from them", n))
+		}
+	}
 	return st, nil
 }
 

@@ -53,7 +53,7 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 
 // checkEdge lists what is wrong with one edge's objects.
 func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) []string {
-	var problems []string
+	problems := []string{} // JSON "problems": [] when intact, as README shows
 	if e.Removing {
 		problems = append(problems, "its removal is unfinished; run zfs2s3 remove again")
 	}
