@@ -127,7 +127,7 @@ func TestStateFilesAreNotFollowed(t *testing.T) {
 	f, _ := os.Create(ledgerFile)
 	f.Truncate(300 << 20) // sparse
 	f.Close()
-	e.fails(1, ledgerFile+" is 300 MiB, more than the 256 MiB any such zfs2s3 file reaches; it is not one zfs2s3 wrote: move it away", "status")
+	e.fails(1, ledgerFile+" is 300 MiB, more than the 128 MiB any such zfs2s3 file reaches; it is not one zfs2s3 wrote: move it away", "status")
 	os.Rename(ledgerFile+".saved", ledgerFile)
 
 	// An upload state file: the same.
