@@ -644,8 +644,15 @@ func TestInterruptedRemoveFinishesOnNextRun(t *testing.T) {
 	if err != nil || !ed.Removing {
 		t.Fatalf("after the failed delete the edge is %+v (%v), want it marked as being removed", ed, err)
 	}
-	// Its base may not be built on meanwhile: the removal was already approved.
+	// status shows the edge stuck in its removal, in text and in JSON.
 	e.endpoint = bed.minio.Endpoint
+	if r := e.ok("status"); !strings.Contains(r.stdout, "no: being removed") {
+		t.Errorf("status does not show the unfinished removal:\n%s", r.stdout)
+	}
+	if r := e.ok("status", "--json"); !strings.Contains(r.stdout, `"why": "being removed"`) {
+		t.Errorf("status --json does not show the unfinished removal:\n%s", r.stdout)
+	}
+	// Its base may not be built on meanwhile: the removal was already approved.
 	c := e.snap("c", 1)
 	r := e.fails(3, "not stored", "upload", c, "-i", b)
 	if !strings.Contains(r.stdout, "finished an interrupted removal") {

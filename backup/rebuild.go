@@ -259,8 +259,7 @@ func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) 
 	if e.StorageClass == "" {
 		e.StorageClass = "STANDARD"
 	}
-	e.SHA256 = strings.Repeat("0", 64) // for the check; the real one follows
-	if err := e.Check(b.Opt.Prefix); err != nil {
+	if err := e.CheckKeys(b.Opt.Prefix); err != nil {
 		return ledger.Edge{}, fmt.Errorf("its metadata does not describe it (%v)", err)
 	}
 	b.Out("reading %s (%d bytes) to recover its edge", key, e.StoredBytes)

@@ -75,8 +75,11 @@ func (e Edge) CheckKeys(prefix string) error {
 }
 
 // checkSnapshot accepts what ZFS itself accepts as a snapshot name, as far
-// as keys depend on it: one '@', non-empty dataset components that are not
-// "." or "..", no control characters, no leading '-', and a GUID.
+// as keys and zfs's argument parsing depend on it: one '@', non-empty
+// dataset components that are not "." or "..", no control characters, no
+// leading '-', and a GUID. It is deliberately looser than
+// zfs.CheckSnapshotName, which checks what users type: a ledger must never
+// be refused for a name some zfs version produced.
 func checkSnapshot(s Snapshot) error {
 	ds, short, ok := strings.Cut(s.Name, "@")
 	switch {
