@@ -1,0 +1,457 @@
+// Package config reads zfs2s3's config file: the settings flags also set,
+// and per-dataset rules for unattended backups (which snapshots, how
+// incrementals chain, when a new full is due, what retention keeps, the
+// snapshot zfs2s3 takes itself and the hooks around it).
+//
+// A config error names the file, the line and the key, so that a typo
+// in a file run from a timer is found at once rather than silently
+// ignored. Values are checked here as far as they can be without zfs;
+// the caller checks that the datasets exist (Config.Errorf).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/itchyny/timefmt-go"
+	"gopkg.in/yaml.v3"
+
+	"github.com/zfs2s3/zfs2s3/retention"
+	"github.com/zfs2s3/zfs2s3/zfs"
+)
+
+// DefaultPath is where the config is read from when neither --config
+// nor ZFS2S3_CONFIG names one.
+const DefaultPath = "/etc/zfs2s3/config.yaml"
+
+// Config is a parsed config file.
+type Config struct {
+	File   string
+	Global Global
+	// Datasets are the configured datasets in file order, each with the
+	// defaults applied.
+	Datasets []Dataset
+}
+
+// Global holds the settings the command line also sets; flags and
+// environment override them. Empty means not set.
+type Global struct {
+	Bucket       string `yaml:"bucket"`
+	Prefix       string `yaml:"prefix"`
+	Endpoint     string `yaml:"endpoint"`
+	Region       string `yaml:"region"`
+	Profile      string `yaml:"profile"`
+	StorageClass string `yaml:"storage_class"`
+	Checksum     string `yaml:"checksum"`
+	PartSize     string `yaml:"part_size"`
+	Concurrency  int    `yaml:"concurrency"`
+	StateDir     string `yaml:"state_dir"`
+}
+
+// Chain rules for incrementals.
+const (
+	ChainPrevious = "previous" // each incremental from the snapshot before it
+	ChainFull     = "full"     // each incremental from the newest stored full
+)
+
+// Dataset is one configured dataset's rules.
+type Dataset struct {
+	Name string
+	Line int // where it is configured, for errors found later
+	// Snapshots selects the snapshots backed up: a glob (path.Match) on
+	// the name after '@'.
+	Snapshots string
+	// TimeFormat, when set, reads a snapshot's time from its name
+	// (strftime); otherwise its creation property counts.
+	TimeFormat string
+	Chain      string
+	// FullEvery is the snapshot time after which a new full is stored; 0:
+	// never.
+	FullEvery time.Duration
+	// Keep is the retention of stored snapshots; nil: prune keeps all.
+	Keep *retention.Policy
+	// Recursive backs each child dataset up on its own, with these rules.
+	Recursive bool
+	// Create, when set, is the strftime name of a snapshot zfs2s3 takes
+	// before uploading; Pre and Post are shell commands run before and
+	// right after it.
+	Create    string
+	Pre, Post string
+	// KeepLocal, when set, destroys older snapshots zfs2s3 created itself.
+	KeepLocal *retention.Policy
+}
+
+// Error is a config error: file, line, key and what is wrong.
+type Error struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	where := e.File
+	if e.Line > 0 {
+		where += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Key != "" {
+		where += ": " + e.Key
+	}
+	return where + ": " + e.Msg
+}
+
+// Errorf makes an Error at line for key, for checks done by the caller
+// (a dataset that does not exist).
+func (c *Config) Errorf(line int, key, format string, args ...any) error {
+	return &Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Load reads and checks the config file at file.
+func Load(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	c, err := Parse(data, file)
+	if err != nil {
+		return nil, err
+	}
+	if c.runsHooks() {
+		if err := checkPrivate(file); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Parse checks a config file's contents; file names it in errors.
+func Parse(data []byte, file string) (*Config, error) {
+	c := &Config{File: file}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, c.yamlError(err)
+	}
+	if len(doc.Content) == 0 {
+		return c, nil // an empty file: flags and environment only
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, c.Errorf(root.Line, "", "want a mapping of keys, e.g. bucket: backups")
+	}
+	defaults := Dataset{Snapshots: "*", Chain: ChainPrevious}
+	var datasets *yaml.Node
+	if err := c.noDuplicates(root, ""); err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch k.Value {
+		case "defaults":
+			if err := c.dataset(&defaults, k.Value, v); err != nil {
+				return nil, err
+			}
+		case "datasets":
+			datasets = v
+		default:
+			if err := c.global(k, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if datasets == nil {
+		return c, nil
+	}
+	if datasets.Kind != yaml.MappingNode {
+		return nil, c.Errorf(datasets.Line, "datasets", "want a map of dataset names to their rules, e.g. tank/data: {}")
+	}
+	if err := c.noDuplicates(datasets, "datasets."); err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(datasets.Content); i += 2 {
+		k, v := datasets.Content[i], datasets.Content[i+1]
+		d := defaults
+		d.Name, d.Line = k.Value, k.Line
+		if err := zfs.CheckDatasetName(k.Value); err != nil {
+			return nil, c.Errorf(k.Line, "datasets", "%v", err)
+		}
+		if err := c.dataset(&d, "datasets."+k.Value, v); err != nil {
+			return nil, err
+		}
+		if err := c.checkDataset(d); err != nil {
+			return nil, err
+		}
+		c.Datasets = append(c.Datasets, d)
+	}
+	return c, nil
+}
+
+// noDuplicates refuses a mapping that sets a key twice: YAML forbids it,
+// and which one wins would be a guess.
+func (c *Config) noDuplicates(m *yaml.Node, where string) error {
+	seen := map[string]bool{}
+	for i := 0; i < len(m.Content); i += 2 {
+		k := m.Content[i]
+		if seen[k.Value] {
+			return c.Errorf(k.Line, where+k.Value, "already defined above")
+		}
+		seen[k.Value] = true
+	}
+	return nil
+}
+
+// global reads one top-level key.
+func (c *Config) global(k, v *yaml.Node) error {
+	dec := map[string]any{
+		"bucket": &c.Global.Bucket, "prefix": &c.Global.Prefix, "endpoint": &c.Global.Endpoint,
+		"region": &c.Global.Region, "profile": &c.Global.Profile, "storage_class": &c.Global.StorageClass,
+		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
+		"state_dir": &c.Global.StateDir,
+	}
+	dst, ok := dec[k.Value]
+	if !ok {
+		return c.Errorf(k.Line, k.Value, "unknown key; the top level takes %s, defaults and datasets", known(dec))
+	}
+	if err := v.Decode(dst); err != nil {
+		return c.Errorf(v.Line, k.Value, "%v", decodeMsg(err))
+	}
+	return nil
+}
+
+// dataset applies the keys of mapping v (the defaults, or one dataset's
+// entry) over d; where names the section for errors.
+func (c *Config) dataset(d *Dataset, where string, v *yaml.Node) error {
+	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+		return nil // "tank/data:" with nothing after it
+	}
+	if v.Kind != yaml.MappingNode {
+		return c.Errorf(v.Line, where, "want a map of rules, e.g. {snapshots: \"daily-*\"} or {}")
+	}
+	if err := c.noDuplicates(v, where+"."); err != nil {
+		return err
+	}
+	for i := 0; i < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		key := where + "." + k.Value
+		str := func(dst *string) error {
+			if val.Kind != yaml.ScalarNode {
+				return c.Errorf(val.Line, key, "want a string")
+			}
+			*dst = val.Value
+			return nil
+		}
+		var err error
+		switch k.Value {
+		case "snapshots":
+			if err = str(&d.Snapshots); err == nil {
+				if _, merr := path.Match(d.Snapshots, ""); merr != nil {
+					err = c.Errorf(val.Line, key, "bad glob %q: %v", d.Snapshots, merr)
+				}
+			}
+		case "time_format":
+			if err = str(&d.TimeFormat); err == nil && d.TimeFormat != "" {
+				err = c.checkTimeFormat(val.Line, key, d.TimeFormat)
+			}
+		case "chain":
+			if err = str(&d.Chain); err == nil && d.Chain != ChainPrevious && d.Chain != ChainFull {
+				err = c.Errorf(val.Line, key, "%q: want previous (each incremental from the one before) or full (each from the newest stored full)", d.Chain)
+			}
+		case "full_every":
+			var s string
+			if err = str(&s); err == nil {
+				d.FullEvery, err = parseDuration(s)
+				if err != nil {
+					err = c.Errorf(val.Line, key, "%v", err)
+				}
+			}
+		case "keep", "keep_local":
+			var p retention.Policy
+			if derr := decodeStrict(val, &p); derr != nil {
+				err = c.Errorf(val.Line, key, "%v; want e.g. {last: 3, daily: 7, weekly: 4, monthly: 12, yearly: 3}", derr)
+				break
+			}
+			if p.Last < 0 || p.Hourly < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0 || p.Yearly < 0 {
+				err = c.Errorf(val.Line, key, "counts cannot be negative")
+				break
+			}
+			if p.KeepsNothing() {
+				err = c.Errorf(val.Line, key, "keeps nothing; give at least one count above 0 (leave %s out to keep everything)", k.Value)
+				break
+			}
+			if k.Value == "keep" {
+				d.Keep = &p
+			} else {
+				d.KeepLocal = &p
+			}
+		case "recursive":
+			if derr := val.Decode(&d.Recursive); derr != nil {
+				err = c.Errorf(val.Line, key, "want true or false")
+			}
+		case "create":
+			if err = str(&d.Create); err == nil && d.Create != "" {
+				err = c.checkTimeFormat(val.Line, key, d.Create)
+				if err == nil && strings.ContainsAny(d.Create, "@/ ") {
+					err = c.Errorf(val.Line, key, "%q: a snapshot name cannot hold '@', '/' or spaces here", d.Create)
+				}
+			}
+		case "pre":
+			err = str(&d.Pre)
+		case "post":
+			err = str(&d.Post)
+		default:
+			err = c.Errorf(k.Line, key, "unknown key; a dataset takes snapshots, time_format, chain, full_every, keep, recursive, create, pre, post, keep_local")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDataset checks what only makes sense together.
+func (c *Config) checkDataset(d Dataset) error {
+	key := "datasets." + d.Name
+	switch {
+	case (d.Pre != "" || d.Post != "") && d.Create == "":
+		return c.Errorf(d.Line, key, "pre and post run around the snapshot zfs2s3 takes: set create too")
+	case d.KeepLocal != nil && d.Create == "":
+		return c.Errorf(d.Line, key, "keep_local destroys only snapshots zfs2s3 created: set create too")
+	case d.Create != "" && !d.Selects(timefmt.Format(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), d.Create)):
+		return c.Errorf(d.Line, key, "the snapshots it creates (%s) do not match its snapshots glob %q", d.Create, d.Snapshots)
+	}
+	return nil
+}
+
+// checkTimeFormat accepts a strftime format that names some part of a
+// time and reads back what it writes.
+func (c *Config) checkTimeFormat(line int, key, format string) error {
+	if !strings.Contains(format, "%") {
+		return c.Errorf(line, key, "%q has no strftime directive such as %%Y-%%m-%%d", format)
+	}
+	t := time.Date(2026, 11, 22, 6, 54, 31, 0, time.UTC)
+	if _, err := timefmt.Parse(timefmt.Format(t, format), format); err != nil {
+		return c.Errorf(line, key, "bad time format %q: %v", format, err)
+	}
+	return nil
+}
+
+// Selects reports whether the snapshot named short (after '@') is one the
+// dataset backs up.
+func (d Dataset) Selects(short string) bool {
+	ok, _ := path.Match(d.Snapshots, short)
+	return ok
+}
+
+// SnapshotTime reads a snapshot's time from its name when TimeFormat is
+// set, else returns creation; ok is false when the name does not fit the
+// format.
+func (d Dataset) SnapshotTime(short string, creation time.Time) (time.Time, bool) {
+	if d.TimeFormat == "" {
+		return creation, true
+	}
+	t, err := timefmt.ParseInLocation(short, d.TimeFormat, time.Local)
+	return t, err == nil
+}
+
+// CreateName is the name (after '@') of the snapshot taken at now.
+func (d Dataset) CreateName(now time.Time) string { return timefmt.Format(now, d.Create) }
+
+func (c *Config) runsHooks() bool {
+	for _, d := range c.Datasets {
+		if d.Pre != "" || d.Post != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPrivate refuses a config that runs hooks (as root, from a timer)
+// when anyone but its owner and root could change it.
+func checkPrivate(file string) error {
+	for _, p := range []string{file, path.Dir(file)} {
+		st, err := os.Stat(p)
+		if err != nil {
+			return &Error{File: file, Msg: err.Error()}
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		mode := st.Mode().Perm()
+		switch {
+		case p == file && mode&0o022 != 0:
+			return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and is writable by group or others (mode %04o); run: chmod go-w %s", mode, file)}
+		case p != file && mode&0o022 != 0 && st.Mode()&os.ModeSticky == 0:
+			return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and its directory %s is writable by group or others (mode %04o); run: chmod go-w %s", p, mode, p)}
+		case ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid():
+			return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and %s belongs to user %d, not to root or you; run: chown root %s", p, sys.Uid, p)}
+		}
+	}
+	return nil
+}
+
+// parseDuration reads Go durations and days and weeks: 30d, 2w, 36h.
+func parseDuration(s string) (time.Duration, error) {
+	for unit, d := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
+		if n, ok := strings.CutSuffix(s, unit); ok {
+			v, err := strconv.ParseFloat(n, 64)
+			if err != nil || v <= 0 {
+				break
+			}
+			return time.Duration(v * float64(d)), nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("bad duration %q: want e.g. 30d, 2w or 36h", s)
+	}
+	return d, nil
+}
+
+// decodeStrict decodes a mapping refusing unknown keys.
+func decodeStrict(n *yaml.Node, dst any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	return decodeMsg(dec.Decode(dst))
+}
+
+// decodeMsg strips yaml.v3's "yaml: unmarshal errors:\n  line N:" framing,
+// since errors here carry the file's own line.
+func decodeMsg(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = strings.TrimSpace(msg)
+	if _, rest, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(msg, "line ") {
+		msg = rest
+	}
+	return errors.New(msg)
+}
+
+func (c *Config) yamlError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if l, rest, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(l, "line ") {
+		line, _ = strconv.Atoi(strings.TrimPrefix(l, "line "))
+		msg = rest
+	}
+	return &Error{File: c.File, Line: line, Msg: msg}
+}
+
+func known(m map[string]any) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ", ")
+}
