@@ -86,7 +86,7 @@ func TestMakeProperties(t *testing.T) {
 		n := rapid.IntRange(0, 15).Draw(t, "n")
 		snaps := daily(n)
 		for i := range snaps {
-			snaps[i].Time = day0.Add(time.Duration(rapid.IntRange(0, 23).Draw(t, "h")) * time.Hour).AddDate(0, 0, i)
+			snaps[i].Time = day0.Add(time.Duration(rapid.IntRange(0, 23).Draw(t, "h"))*time.Hour).AddDate(0, 0, i)
 			snaps[i].Stored = rapid.Bool().Draw(t, "stored")
 			snaps[i].StoredFull = snaps[i].Stored && rapid.Bool().Draw(t, "full")
 		}
