@@ -122,11 +122,13 @@ func TestBadCommandLineIsUsageErrorAndTouchesNothing(t *testing.T) {
 		{"remove -i empty", "-i was given an empty name", []string{"remove", "tank/x@b", "-i="}, nil},
 		{"save -i empty", "-i was given an empty name", []string{"save", "tank/x@b", "-i", "", "-"}, nil},
 		// Prefixes and endpoints (defect 9).
-		{"prefix /", "--prefix", []string{"status", "--prefix", "/"}, nil},
-		{"prefix from env", "--prefix", []string{"status"}, []string{"ZFS2S3_PREFIX=/host1"}},
-		{"prefix //", "--prefix", []string{"status", "--prefix", "a//b"}, nil},
+		// (Read-only commands read what an earlier release stored under
+		// such a prefix: TestLegacyPrefixStaysReadable.)
+		{"prefix /", "--prefix", []string{"upload", "tank/x@a", "--prefix", "/"}, nil},
+		{"prefix from env", "--prefix", []string{"remove", "tank/x@a"}, []string{"ZFS2S3_PREFIX=/host1"}},
+		{"prefix //", "--prefix", []string{"abort_upload", "--prefix", "a//b"}, nil},
 		{"prefix ..", "--prefix", []string{"ledger", "rebuild", "--prefix", "a/../b"}, nil},
-		{"prefix .", "--prefix", []string{"verify", "--prefix", "."}, nil},
+		{"prefix .", "--prefix", []string{"resume_upload", "--prefix", "."}, nil},
 		{"endpoint with a path", "--endpoint", []string{"status", "--endpoint", e.endpoint + "/other-bucket"}, nil},
 		{"endpoint not a url", "--endpoint", []string{"status", "--endpoint", "not a url"}, nil},
 		{"endpoint ftp", "--endpoint", []string{"status", "--endpoint", "ftp://x"}, nil},
@@ -287,5 +289,51 @@ func TestVerifyOfADatasetWithNoEdgesFails(t *testing.T) {
 	e.fails(2, "no edge of dataset", "verify", e.ds+"x")
 	if r := e.ok("verify", e.ds); !strings.Contains(r.stdout, "ok   "+a) {
 		t.Errorf("verify %s: stdout %q", e.ds, r.stdout)
+	}
+}
+
+// TestNohupKeepsRunningOnHangup: a command started under nohup (SIGHUP
+// ignored) is not stopped by a hangup, so logging out does not end a long
+// upload; Ctrl-C still does.
+func TestNohupKeepsRunningOnHangup(t *testing.T) {
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newCLIEnv(t, "exec sleep 30")
+	c := e.cmd(nil, "upload", "tank/x@a")
+	c.Args = append([]string{"nohup", c.Path}, c.Args[1:]...)
+	c.Path = nohup
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(e.zfsRan); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zfs2s3 never ran zfs; stderr %q", stderr.String())
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	c.Process.Signal(syscall.SIGHUP)
+	select {
+	case err := <-done:
+		t.Fatalf("a hangup under nohup ended it (%v); stderr %q", err, stderr.String())
+	case <-time.After(time.Second):
+	}
+	c.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		if code := exitCodeOf(t, err); code != exitFailed || !strings.Contains(stderr.String(), "interrupted") {
+			t.Errorf("after Ctrl-C: exit %d, stderr %q", code, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Ctrl-C did not stop it")
 	}
 }

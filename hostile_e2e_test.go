@@ -225,6 +225,11 @@ func TestNewerFormatBucketLedgerIsNeverOverwritten(t *testing.T) {
 	if !bytes.Equal(e.object(key), newer) {
 		t.Fatal("the newer ledger copy was overwritten")
 	}
+	// A new machine is told to upgrade, not to rebuild (which refuses).
+	e.stateDir = t.TempDir()
+	if r := e.fails(1, "written by a newer zfs2s3", "status"); strings.Contains(r.stderr, "rebuild") || strings.Contains(r.stderr, "damaged") {
+		t.Errorf("status on a new machine: %q", r.stderr)
+	}
 }
 
 // TestRolledBackLedgerCopyIsReported: a copy restored from an old version
@@ -243,4 +248,28 @@ func TestRolledBackLedgerCopyIsReported(t *testing.T) {
 	e.fails(1, "rolled back", "upload", c, "-i", b)
 	e.ok("ledger", "rebuild")
 	e.ok("upload", c, "-i", b)
+}
+
+// TestLegacyPrefixStaysReadable: a prefix this release refuses for changes
+// (a leading '/') may hold backups an earlier release stored; status still
+// reads them, with a warning.
+func TestLegacyPrefixStaysReadable(t *testing.T) {
+	e := newEnv(t, "legacy prefix")
+	r := e.ok("status", "--prefix", "/legacy")
+	if !strings.Contains(r.stderr, "begins with '/'") {
+		t.Errorf("status under /legacy does not warn: %q", r.stderr)
+	}
+	e.fails(2, "can still be read with status", "upload", e.snap("a", 1), "--prefix", "/legacy")
+}
+
+// TestKeysTooLongAreRefusedUpFront: S3 keys end at 1024 bytes; an edge
+// whose manifest key would pass that is refused before anything is
+// uploaded, not after the whole stream was.
+func TestKeysTooLongAreRefusedUpFront(t *testing.T) {
+	e := newEnv(t, "long keys")
+	a := e.snap("a", 1)
+	e.fails(2, "over S3's 1024", "upload", a, "--prefix", strings.Repeat("p", 1000))
+	if len(e.keys()) != 0 || e.multipartUploads() != 0 {
+		t.Errorf("the bucket holds %v and %d multipart uploads", e.keys(), e.multipartUploads())
+	}
 }

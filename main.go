@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,7 +44,13 @@ const exitInterrupted = 128
 func main() {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// A signal the process started with ignored stays ignored: under
+	// nohup, logging out must not stop a long upload.
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
+		if !signal.Ignored(sig) {
+			signal.Notify(sigs, sig)
+		}
+	}
 	go func() {
 		// The first signal stops the command at its next safe point; a
 		// second one exits at once, for a command that does not stop (a
@@ -405,6 +410,9 @@ func checkNames(c *cli.Context, args []arg) error {
 	return nil
 }
 
+// readOnlyCommands change nothing in the ledger or the bucket.
+var readOnlyCommands = map[string]bool{"status": true, "verify": true, "restore": true, "save": true}
+
 // maxConcurrency caps --concurrency: each part in flight holds a part-size
 // buffer, and beyond a few dozen parallel requests no link gets faster.
 const maxConcurrency = 64
@@ -426,10 +434,15 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if n := c.Int("concurrency"); n < 1 || n > maxConcurrency {
 		return nil, usageErr{fmt.Errorf("--concurrency %d: want 1 to %d parts in flight (each holds a part in memory)", n, maxConcurrency)}
 	}
-	if err := checkPrefix(c.String("prefix")); err != nil {
-		return nil, usageErr{err}
+	if err := ledger.CheckPrefix(c.String("prefix")); err != nil {
+		// Backups stored under such a prefix by an earlier release stay
+		// readable; only changes are refused.
+		if !readOnlyCommands[c.Command.Name] {
+			return nil, usageErr{fmt.Errorf("%w (backups already stored under it can still be read with status, verify, restore and save)", err)}
+		}
+		slog.Warn(err.Error() + "; reading anyway, changes are refused")
 	}
-	if err := checkEndpoint(c.String("endpoint")); err != nil {
+	if err := s3up.CheckEndpoint(c.String("endpoint")); err != nil {
 		return nil, usageErr{err}
 	}
 	if !slices.Contains(s3up.Checksums, c.String("checksum")) {
@@ -454,67 +467,6 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		b.Progress, b.ProgressDone = pr.update, pr.finish
 	}
 	return b, nil
-}
-
-// checkPrefix refuses prefixes whose keys a store may file elsewhere: a
-// leading '/' (MinIO and others drop it, so "--prefix /" shares the root
-// prefix's keys and ledger copy), "//", and "." or ".." segments, which
-// stores, proxies and URL-cleaning clients resolve away.
-func checkPrefix(p string) error {
-	if p == "" {
-		return nil
-	}
-	why := ""
-	switch {
-	case strings.HasPrefix(p, "/"):
-		why = "it begins with '/'"
-	case strings.Contains(p, "//"):
-		why = "it contains '//'"
-	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		why = "it contains a control character"
-	default:
-		for _, seg := range strings.Split(strings.TrimSuffix(p, "/"), "/") {
-			if seg == "." || seg == ".." {
-				why = fmt.Sprintf("it has a %q segment", seg)
-			}
-		}
-	}
-	if why != "" {
-		return fmt.Errorf("--prefix %q: %s; want folder names separated by '/', e.g. host1 or backups/host1", p, why)
-	}
-	return nil
-}
-
-// checkEndpoint wants http(s)://host[:port] and nothing more: with
-// path-style addressing a path would put the bucket, and so every key and
-// the ledger's copy, somewhere else than the user means.
-func checkEndpoint(e string) error {
-	if e == "" {
-		return nil
-	}
-	u, err := url.Parse(e)
-	why := ""
-	switch {
-	case err != nil:
-		why = "it is not a URL"
-	case u.Scheme != "http" && u.Scheme != "https":
-		why = "the scheme is not http or https"
-	case u.Host == "" || u.Hostname() == "":
-		why = "it has no host"
-	case u.User != nil:
-		why = "it holds credentials; give them through the AWS environment or profile"
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
-		why = "it has a path or query; the bucket is added by zfs2s3"
-	}
-	if why != "" {
-		if u != nil { // never echo a password
-			e = u.Redacted()
-		} else if i := strings.LastIndex(e, "@"); i >= 0 {
-			e = "…" + e[i:]
-		}
-		return fmt.Errorf("--endpoint %q: %s; want http(s)://HOST[:PORT], e.g. https://s3.example.com or http://127.0.0.1:9000", e, why)
-	}
-	return nil
 }
 
 func defaultStateDir(flag string) (string, error) {

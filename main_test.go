@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -78,37 +77,6 @@ func TestHoistCommonFlags(t *testing.T) {
 	for _, tt := range tests {
 		if d := cmp.Diff(tt.want, hoistCommonFlags(app, tt.in)); d != "" {
 			t.Errorf("hoistCommonFlags(%q) (-want +got):\n%s", tt.in, d)
-		}
-	}
-}
-
-func TestCheckPrefix(t *testing.T) {
-	for p, ok := range map[string]bool{
-		"": true, "host1": true, "host1/": true, "backups/host1": true, "a.b/c..d/.e": true, "my host": true,
-		"/": false, "/host1": false, "//": false, "a//b": false, "a/": true, "a//": false,
-		".": false, "..": false, "./a": false, "a/../b": false, "a/.": false, "a/./": false, "a\nb": false,
-	} {
-		if err := checkPrefix(p); (err == nil) != ok {
-			t.Errorf("checkPrefix(%q) = %v, want ok=%v", p, err, ok)
-		}
-	}
-}
-
-func TestCheckEndpoint(t *testing.T) {
-	for e, ok := range map[string]bool{
-		"": true, "http://127.0.0.1:9000": true, "https://s3.example.com": true, "https://s3.example.com/": true,
-		"http://[::1]:9000": true,
-		"not a url":         false, "ftp://x": false, "s3.example.com": false, "127.0.0.1:9000": false,
-		"http://h/bucket": false, "http://h/a/b": false, "http://h?x=1": false, "http://h/#f": false,
-		"http://": false, "http://:9000": false, "http://u:p@h": false, "http://h:port": false, "http:h": false,
-	} {
-		if err := checkEndpoint(e); (err == nil) != ok {
-			t.Errorf("checkEndpoint(%q) = %v, want ok=%v", e, err, ok)
-		}
-	}
-	for _, e := range []string{"http://me:s3cret@h/x", "http://me:s3cret@h:port"} {
-		if err := checkEndpoint(e); err == nil || strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("checkEndpoint(%q) = %v, want an error that does not echo the password", e, err)
 		}
 	}
 }

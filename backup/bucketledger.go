@@ -118,6 +118,8 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	case errors.Is(err, ledger.ErrNewerFormat) && b.store.Exists():
 		b.notice("using this machine's ledger: %v", err)
 		return local, nil
+	case errors.Is(err, ledger.ErrNewerFormat):
+		return nil, err // a new machine: nothing to fall back on, and nothing to rebuild
 	case errors.Is(err, ledger.ErrDamaged) && b.store.Exists():
 		// Replaced on the next change, but only over the damaged copy read here.
 		b.notice("%v; this machine's ledger is used, and replaces that copy on the next change", err)

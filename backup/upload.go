@@ -67,8 +67,15 @@ func (b *Backup) liveEdge(ctx context.Context, target, base string) (ledger.Edge
 		edge.Base = &ledger.Snapshot{Name: bs.Name, GUID: bs.GUID}
 	}
 	edge.Key = ledger.ObjectKey(b.Opt.Prefix, edge.Target, edge.Base)
+	// S3 keys end at 1024 bytes; the longest key of an edge is its manifest's.
+	if n := len(s3up.ManifestKey(edge.Key)); n > maxKeyBytes {
+		return ledger.Edge{}, usagef("the keys of %s would be %d bytes, over S3's %d: use a shorter --prefix, dataset or snapshot name", edge, n, maxKeyBytes)
+	}
 	return edge, nil
 }
+
+// maxKeyBytes is S3's limit on an object key.
+const maxKeyBytes = 1024
 
 // snapshot reads a live snapshot, turning "does not exist" into a usage error.
 func (b *Backup) snapshot(ctx context.Context, name string) (zfs.Snapshot, error) {
@@ -243,9 +250,9 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
 	e.Segments = p.Upload.Segments()
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
-	if err := b.writeManifest(ctx, e); errors.Is(err, s3up.ErrPermanent) {
-		return b.refused(ctx, p, fmt.Errorf("write manifest: %w", err))
-	} else if err != nil {
+	// A refused manifest never discards the stored stream: the upload stays
+	// pending, and resume_upload writes the manifest once the cause is fixed.
+	if err := b.writeManifest(ctx, e); err != nil {
 		return fmt.Errorf("upload of %s: write manifest: %w; run zfs2s3 resume_upload to finish", e, err)
 	}
 	err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {

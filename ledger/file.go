@@ -27,6 +27,14 @@ const MaxFileBytes = 128 << 20
 // ErrDamaged means the ledger file cannot be trusted; it is never overwritten.
 var ErrDamaged = errors.New("ledger file is damaged")
 
+// newerFormat is an ErrNewerFormat: it also matches ErrDamaged, and says
+// "written by a newer zfs2s3", not "damaged".
+type newerFormat string
+
+func (e newerFormat) Error() string { return ErrNewerFormat.Error() + ": " + string(e) }
+
+func (e newerFormat) Is(target error) bool { return target == ErrNewerFormat || target == ErrDamaged }
+
 // ErrNewerFormat means a ledger was written by a newer zfs2s3. It is not
 // damaged, and never overwritten or rebuilt by this one: that would lose
 // what only the newer format records. Such errors also match ErrDamaged,
@@ -52,13 +60,16 @@ func (s Store) Path() string { return filepath.Join(s.Dir, "ledger.yaml") }
 // UploadsDir holds one state file per pending upload.
 func (s Store) UploadsDir() string { return filepath.Join(s.Dir, "uploads") }
 
-// CheckDirs refuses a state dir, or this store's dir in it, that another
-// user owns or can write (see statefile.CheckDir).
+// CheckDirs refuses a state dir, this store's dir in it or its uploads
+// dir, that another user owns or can write (see statefile.CheckDir): who
+// can plant an upload state file can make abort_upload delete objects.
 func (s Store) CheckDirs() error {
-	if err := statefile.CheckDir(filepath.Dir(s.Dir)); err != nil {
-		return err
+	for _, dir := range []string{filepath.Dir(s.Dir), s.Dir, s.UploadsDir()} {
+		if err := statefile.CheckDir(dir); err != nil {
+			return err
+		}
 	}
-	return statefile.CheckDir(s.Dir)
+	return nil
 }
 
 // Lock takes the ledger lock, waiting up to a minute for a concurrent
@@ -145,7 +156,7 @@ func decodeYAML(b []byte) (*Ledger, error) {
 // tampered with; nothing in it is acted on.
 func (l *Ledger) validate() error {
 	if l.Version > FormatVersion {
-		return fmt.Errorf("%w: %w: format version %d, this zfs2s3 reads versions 1 to %d; upgrade zfs2s3", ErrDamaged, ErrNewerFormat, l.Version, FormatVersion)
+		return newerFormat(fmt.Sprintf("ledger format version %d, this zfs2s3 reads versions 1 to %d; upgrade zfs2s3", l.Version, FormatVersion))
 	}
 	if l.Version < 1 {
 		return fmt.Errorf("%w: format version %d", ErrDamaged, l.Version)

@@ -327,6 +327,7 @@ func TestLoadRefusesUnsafeFiles(t *testing.T) {
 		"over the limit":    {func(s Store) { sparse(s.Path(), MaxFileBytes+1<<20) }, "is 129 MiB, more than the 128 MiB"},
 		"state dir 0777":    {func(s Store) { os.Chmod(filepath.Dir(s.Dir), 0o777) }, "is writable by its group and other users (mode 0777)"},
 		"bucket dir 0757":   {func(s Store) { os.Chmod(s.Dir, 0o757) }, "is writable by other users (mode 0757)"},
+		"uploads dir 0777":  {func(s Store) { os.MkdirAll(s.UploadsDir(), 0o700); os.Chmod(s.UploadsDir(), 0o777) }, "(mode 0777)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := OpenStore(t.TempDir(), "b", "")

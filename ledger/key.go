@@ -1,6 +1,9 @@
 package ledger
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // ObjectKey names the object of one edge:
 //
@@ -66,4 +69,33 @@ func NormalizePrefix(prefix string) string {
 		return prefix + "/"
 	}
 	return prefix
+}
+
+// CheckPrefix refuses prefixes whose keys a store may file elsewhere: a
+// leading '/' (MinIO and others drop it, so "--prefix /" shares the root
+// prefix's keys and ledger copy), "//", and "." or ".." segments, which
+// stores, proxies and URL-cleaning clients resolve away.
+func CheckPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	why := ""
+	switch {
+	case strings.HasPrefix(p, "/"):
+		why = "it begins with '/'"
+	case strings.Contains(p, "//"):
+		why = "it contains '//'"
+	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		why = "it contains a control character"
+	default:
+		for _, seg := range strings.Split(strings.TrimSuffix(p, "/"), "/") {
+			if seg == "." || seg == ".." {
+				why = fmt.Sprintf("it has a %q segment", seg)
+			}
+		}
+	}
+	if why != "" {
+		return fmt.Errorf("--prefix %q: %s; want folder names separated by '/', e.g. host1 or backups/host1", p, why)
+	}
+	return nil
 }

@@ -75,3 +75,15 @@ func containsAny(s, chars string) bool {
 	}
 	return false
 }
+
+func TestCheckPrefix(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"": true, "host1": true, "host1/": true, "backups/host1": true, "a.b/c..d/.e": true, "my host": true,
+		"/": false, "/host1": false, "//": false, "a//b": false, "a/": true, "a//": false,
+		".": false, "..": false, "./a": false, "a/../b": false, "a/.": false, "a/./": false, "a\nb": false,
+	} {
+		if err := CheckPrefix(p); (err == nil) != ok {
+			t.Errorf("CheckPrefix(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}

@@ -179,6 +179,11 @@ func (w where) translate(err error, in any) error {
 		}
 	case code == "AuthorizationHeaderMalformed":
 		setup("the store refused the request's signature: "+ae.ErrorMessage(), "check --region and the credentials (%s)", credentials)
+	case code == "InvalidObjectState":
+		setup("the object is in an archive storage class (GLACIER, DEEP_ARCHIVE) and cannot be read until it is restored",
+			"restore it first (aws s3api restore-object), wait until it is readable, then run the command again")
+	case strings.Contains(strings.ToLower(code), "quota"):
+		setup("the store refused the request over a quota: "+ae.ErrorMessage(), "raise the quota or free space, then run the command again (an upload resumes)")
 	case e.Status == 403 || code == "AccessDenied" || code == "AllAccessDisabled" || code == "AccountProblem":
 		setup("access denied: the credentials or the bucket policy do not allow this",
 			"check the credentials (%s) and that the bucket policy allows zfs2s3 to read, write and delete under the prefix", credentials)
@@ -201,11 +206,13 @@ func (w where) translate(err error, in any) error {
 		refused("the store does not implement this request: "+ae.ErrorMessage(),
 			"if it names a checksum header, try --checksum md5 or --checksum none")
 	case e.Status >= 400 && e.Status < 500:
+		// Not known to be final: an upload stays resumable, which costs an
+		// abort_upload at worst; discarding it could cost hours of upload.
 		msg := ae.ErrorMessage()
 		if msg == "" {
 			msg = "no reason given"
 		}
-		refused(fmt.Sprintf("the store refused the request: %s", msg), "correct what it names; repeating the request cannot help")
+		setup(fmt.Sprintf("the store refused the request (%s): %s", code, msg), "correct what it names, then run the command again")
 	}
 	return e
 }
@@ -225,6 +232,9 @@ func (w where) network(e *Error) {
 		return
 	}
 	e.Fix = "check --endpoint (ZFS2S3_ENDPOINT) and that the S3 server runs and is reachable from here"
+	if w.endpoint == "" {
+		e.Fix = "check --region (AWS_REGION): AWS has no S3 endpoint for region " + w.region
+	}
 }
 
 // endpointName is the endpoint as the user set it, or AWS's.

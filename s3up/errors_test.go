@@ -89,8 +89,14 @@ func TestErrorTranslation(t *testing.T) {
 			[]string{"storage class", "--storage-class"}, ""},
 		{"key too long", s3Error(400, "KeyTooLongError", "Your key is too long"), false, ErrPermanent,
 			[]string{"key is", "--prefix"}, ""},
-		{"other 4xx", s3Error(400, "InvalidArgument", "Invalid argument x-amz-foo"), false, ErrPermanent,
-			[]string{"refused the request: Invalid argument x-amz-foo", "InvalidArgument"}, ""},
+		// An unknown 4xx may pass (a proxy's 407, a quota): the upload stays
+		// resumable rather than being discarded.
+		{"other 4xx", s3Error(400, "InvalidArgument", "Invalid argument x-amz-foo"), false, ErrSetup,
+			[]string{"refused the request (InvalidArgument): Invalid argument x-amz-foo", "run the command again"}, ""},
+		{"quota", s3Error(400, "XMinioAdminBucketQuotaExceeded", "Bucket quota exceeded"), false, ErrSetup,
+			[]string{"quota", "resumes"}, ""},
+		{"archived object", s3Error(403, "InvalidObjectState", "The operation is not valid for the object's storage class"), false, ErrSetup,
+			[]string{"archive storage class", "restore-object"}, "credentials"},
 		{"not implemented", s3Error(501, "NotImplemented", "A header you provided implies functionality that is not implemented"), false, ErrPermanent,
 			[]string{"does not implement", "--checksum md5"}, ""},
 		{"slow down", s3Error(503, "SlowDown", "Please reduce your request rate."), false, ErrTransient,
