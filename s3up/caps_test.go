@@ -237,7 +237,8 @@ func TestUnechoedChecksumFallsBackToMD5(t *testing.T) {
 	data := randomBytes(t, 4*MinPartSize)
 	u := &Upload{Key: "md5", PartSize: MinPartSize}
 	up := &Uploader{Client: c, Concurrency: 1, Save: func(s *Upload) error { *u = persist(t, s); return nil }}
-	if _, err := up.Run(context.Background(), u, func() (Source, error) { return source{Reader: bytes.NewReader(data)}, nil }); err != nil {
+	cp := persist(t, u)
+	if _, err := up.Run(context.Background(), &cp, func() (Source, error) { return source{Reader: bytes.NewReader(data)}, nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !c.Caps().ChecksumNotEchoed || without != 1 || withMD5 != 4 {

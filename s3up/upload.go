@@ -544,7 +544,10 @@ func (up *Uploader) completeFull(ctx context.Context, u *Upload, i int) error {
 	}
 	// The ETag the store gave is what checkFull expects from now on: on
 	// stores whose ETags are not MD5-based it differs from f.ETag.
-	f.UploadID, f.Parts, f.ETag = "", nil, etag
+	if etag != "" {
+		f.ETag = etag
+	}
+	f.UploadID, f.Parts = "", nil
 	return up.Save(u)
 }
 
