@@ -210,6 +210,8 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 	}
 	obj, herr := c.Head(ctx, key)
 	switch {
+	case herr != nil && !errors.Is(herr, ErrNotFound):
+		return "", fmt.Errorf("check the object after a refused conditional write: %w", herr)
 	case ifMatch == "" && errors.Is(herr, ErrNotFound):
 		// If-None-Match: * refused although there is no object.
 	case ifMatch != "" && herr == nil && obj.ETag == ifMatch:
