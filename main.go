@@ -145,6 +145,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "zfs", EnvVars: []string{"ZFS2S3_ZFS"}, Value: "zfs", Usage: "the zfs command"},
 		&cli.StringFlag{Name: "part-size", EnvVars: []string{"ZFS2S3_PART_SIZE"}, Usage: "multipart part size, e.g. 16MiB or 64M (default: planned from the stream's size)"},
 		&cli.StringFlag{Name: "checksum", EnvVars: []string{"ZFS2S3_CHECKSUM"}, Value: "crc32c", Usage: "checksum S3 verifies on every part: crc32c, md5 (for Backblaze B2, Ceph) or none"},
+		&cli.StringFlag{Name: "conditional-writes", EnvVars: []string{"ZFS2S3_CONDITIONAL_WRITES"}, Value: "auto", Usage: "how the bucket's ledger copy is guarded: auto (If-Match) or off (compare generations; for stores without usable conditional writes)"},
 		&cli.IntFlag{Name: "concurrency", EnvVars: []string{"ZFS2S3_CONCURRENCY"}, Value: 4, Usage: "parts uploaded in parallel"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
 		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
@@ -448,6 +449,9 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if !slices.Contains(s3up.Checksums, c.String("checksum")) {
 		return nil, usageErr{fmt.Errorf("--checksum %q: want one of %s", c.String("checksum"), strings.Join(s3up.Checksums, ", "))}
 	}
+	if !slices.Contains(backup.ConditionalWriteModes, c.String("conditional-writes")) {
+		return nil, usageErr{fmt.Errorf("--conditional-writes %q: want one of %s", c.String("conditional-writes"), strings.Join(backup.ConditionalWriteModes, ", "))}
+	}
 	stateDir, err := defaultStateDir(c.String("state-dir"))
 	if err != nil {
 		return nil, err
@@ -458,7 +462,8 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		return nil, err
 	}
 	opt := backup.Options{StateDir: stateDir, Prefix: c.String("prefix"), StorageClass: c.String("storage-class"),
-		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object")}
+		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
+		ConditionalWrites: c.String("conditional-writes")}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})

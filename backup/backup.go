@@ -40,7 +40,15 @@ type Options struct {
 	// PartsPerObject lowers S3's 10,000-part limit at which a stream
 	// continues in a further object; only tests set it.
 	PartsPerObject int
+	// ConditionalWrites is "auto" (the default, also ""): the bucket's
+	// ledger copy is written with If-Match / If-None-Match; or "off", for
+	// stores without usable conditional writes: written unconditionally
+	// after comparing generations.
+	ConditionalWrites string
 }
+
+// ConditionalWriteModes are the values Options.ConditionalWrites takes.
+var ConditionalWriteModes = []string{"auto", "off"}
 
 // Backup runs commands against one bucket and prefix.
 type Backup struct {
@@ -73,8 +81,10 @@ type Backup struct {
 // New returns a Backup; out prints results.
 func New(z zfs.Runner, c *s3up.Client, opt Options, out func(string, ...any)) *Backup {
 	opt.Prefix = ledger.NormalizePrefix(opt.Prefix)
-	return &Backup{ZFS: z, S3: c, Opt: opt, Out: out,
+	b := &Backup{ZFS: z, S3: c, Opt: opt, Out: out,
 		store: ledger.OpenStore(opt.StateDir, c.Bucket(), opt.Prefix)}
+	b.loadCaps()
+	return b
 }
 
 // withLedger runs fn on the ledger under its lock and saves the ledger if fn

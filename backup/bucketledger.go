@@ -211,14 +211,22 @@ func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 }
 
 // pushLedger writes the local ledger to the bucket over the copy this
-// command read.
+// command read: with a conditional PUT, or with --conditional-writes off
+// after comparing generations.
 func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 	data, err := ledger.Marshal(l)
 	if err != nil {
 		return err
 	}
+	ifMatch := b.remoteETag
+	if b.Opt.ConditionalWrites == "off" {
+		if err := b.checkGeneration(ctx, l); err != nil {
+			return err
+		}
+		ifMatch = s3up.AnyVersion
+	}
 	meta := map[string]string{"zfs2s3-generation": strconv.FormatUint(l.Generation, 10)}
-	etag, err := b.S3.PutIf(ctx, LedgerKey(b.Opt.Prefix), data, meta, b.remoteETag)
+	etag, err := b.S3.PutIf(ctx, LedgerKey(b.Opt.Prefix), data, meta, ifMatch)
 	if errors.Is(err, s3up.ErrChanged) {
 		// A retry of our own write that had landed looks the same: look.
 		if _, raw, cur, rerr := b.bucketLedger(ctx); rerr == nil && bytes.Equal(raw, data) {
@@ -227,11 +235,41 @@ func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 			return fmt.Errorf("%w: another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, b.store.Path())
 		}
 	}
+	if errors.Is(err, s3up.ErrNoConditionalWrites) {
+		return fmt.Errorf("%w: %w; this change is in the local ledger %s only: for this store, run zfs2s3 with --conditional-writes off (or ZFS2S3_CONDITIONAL_WRITES=off), and the next command writes the copy", errCopyBehind, err, b.store.Path())
+	}
 	if err != nil {
 		return fmt.Errorf("%w (%w); the next zfs2s3 command writes it again", errCopyBehind, err)
 	}
 	b.remoteETag = etag
 	return b.setSynced(etag)
+}
+
+// checkGeneration stands in for the conditional write on stores without
+// one (--conditional-writes off): the copy in the bucket must still be the
+// one this command read, or older than the generation written now. This
+// leaves a window between the check and the write that only a conditional
+// write closes.
+func (b *Backup) checkGeneration(ctx context.Context, l *ledger.Ledger) error {
+	obj, err := b.S3.Head(ctx, LedgerKey(b.Opt.Prefix))
+	switch {
+	case errors.Is(err, s3up.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: cannot compare generations with the bucket's copy (%w); the next zfs2s3 command writes it again", errCopyBehind, err)
+	case obj.ETag == b.remoteETag:
+		return nil
+	}
+	gen, perr := strconv.ParseUint(obj.Metadata["zfs2s3-generation"], 10, 64)
+	if perr == nil && gen < l.Generation {
+		return nil
+	}
+	theirs := "no generation"
+	if perr == nil {
+		theirs = fmt.Sprintf("generation %d", gen)
+	}
+	return fmt.Errorf("%w: the bucket's ledger copy changed while this command ran (%s, this change is generation %d), and with --conditional-writes off zfs2s3 does not overwrite a copy that is not older; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests",
+		errCopyBehind, theirs, l.Generation, b.store.Path())
 }
 
 // sameLedger reports whether two ledgers encode to the same file.

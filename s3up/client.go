@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,8 +41,14 @@ type Config struct {
 
 // Client is the narrow S3 surface zfs2s3 uses, bound to one bucket.
 type Client struct {
-	s3     *s3.Client
-	bucket string
+	s3       *s3.Client
+	bucket   string
+	endpoint string
+
+	capsMu  sync.Mutex // guards caps and onLearn
+	caps    Caps
+	onLearn func(Caps)
+	md5Once sync.Once // the Content-MD5 fallback is announced once
 }
 
 // NewClient builds a client from cfg and the SDK's standard configuration.
@@ -92,7 +99,7 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		o.APIOptions = append(o.APIOptions, translateErrors(where{bucket: cfg.Bucket, endpoint: cfg.Endpoint, region: awsCfg.Region}))
 	})
-	return &Client{s3: c, bucket: cfg.Bucket}, nil
+	return &Client{s3: c, bucket: cfg.Bucket, endpoint: cfg.Endpoint}, nil
 }
 
 // retryTruncated retries responses cut short, which the SDK reports as a
@@ -182,16 +189,65 @@ var ErrChanged = errors.New("changed by someone else")
 // AnyVersion as the ifMatch of PutIf writes unconditionally.
 const AnyVersion = "*any*"
 
+// ErrNoConditionalWrites means the store refused a conditional write of an
+// object that had not changed: it has no usable If-Match or If-None-Match.
+var ErrNoConditionalWrites = errors.New("the store does not honour conditional writes (it answered 412 to If-Match on the object's current ETag, quoted and unquoted)")
+
 // PutIf stores a small object only if it still has the ETag ifMatch ("":
 // only if it does not exist yet), and returns the new ETag. Servers that do
 // not implement conditional writes get a plain write; so do AnyVersion.
+//
+// A 412 is not taken at its word: when the object still has the ETag
+// ifMatch, the store mis-compared (Ceph RGW 16 refuses quoted ETags), so
+// the write is tried once more with the ETag written the other way, and
+// the way that works is remembered. A store that refuses both gets
+// ErrNoConditionalWrites, never ErrChanged.
 func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string) (string, error) {
+	unquoted := c.Caps().IfMatchUnquoted
+	etag, err := c.putIf(ctx, key, data, meta, ifMatch, unquoted)
+	if !errors.Is(err, errPrecondition) {
+		return etag, err
+	}
+	obj, herr := c.Head(ctx, key)
+	switch {
+	case herr != nil && !errors.Is(herr, ErrNotFound):
+		return "", fmt.Errorf("check the object after a refused conditional write: %w", herr)
+	case ifMatch == "" && errors.Is(herr, ErrNotFound):
+		// If-None-Match: * refused although there is no object.
+	case ifMatch != "" && herr == nil && obj.ETag == ifMatch:
+		etag, err = c.putIf(ctx, key, data, meta, ifMatch, !unquoted)
+		if err == nil {
+			if !unquoted {
+				c.learn(func(c *Caps) *bool { return &c.IfMatchUnquoted }, "a quoted If-Match ETag gets 412 although it matches; sending it unquoted")
+			}
+			return etag, nil
+		}
+		if !errors.Is(err, errPrecondition) {
+			return "", err
+		}
+		if cur, herr := c.Head(ctx, key); herr != nil || cur.ETag != ifMatch {
+			return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged) // changed meanwhile after all
+		}
+	default:
+		return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
+	}
+	c.learn(func(c *Caps) *bool { return &c.NoConditionalWrites }, "conditional writes of an unchanged object get 412")
+	return "", fmt.Errorf("put s3 key %q: %w", key, ErrNoConditionalWrites)
+}
+
+// errPrecondition is a 412 (or a conflict) on a conditional write, before
+// PutIf has checked whether the object really changed.
+var errPrecondition = errors.New("precondition failed")
+
+func (c *Client) putIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string, unquoted bool) (string, error) {
 	in := &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), Metadata: meta}
-	switch ifMatch {
-	case AnyVersion:
-	case "":
+	switch {
+	case ifMatch == AnyVersion:
+	case ifMatch == "":
 		in.IfNoneMatch = aws.String("*")
+	case unquoted:
+		in.IfMatch = aws.String(ifMatch)
 	default:
 		in.IfMatch = aws.String(`"` + ifMatch + `"`)
 	}
@@ -200,10 +256,10 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
 		case "PreconditionFailed", "ConditionalRequestConflict":
-			return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
+			return "", errPrecondition
 		case "NotImplemented":
 			if ifMatch != AnyVersion {
-				return c.PutIf(ctx, key, data, meta, AnyVersion)
+				return c.putIf(ctx, key, data, meta, AnyVersion, false)
 			}
 		}
 	}
@@ -342,6 +398,13 @@ func (c *Client) listUploads(ctx context.Context, prefix string, keep func(strin
 	p := s3.NewListMultipartUploadsPaginator(c.s3, &s3.ListMultipartUploadsInput{Bucket: &c.bucket, Prefix: &prefix})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload" {
+			// rclone serve s3 answers so for a bucket that never had a
+			// multipart upload: nothing is listed, there is nothing to list.
+			c.learn(func(c *Caps) *bool { return &c.ListUploadsNotFound }, "ListMultipartUploads answers NoSuchUpload when there are none")
+			return ups, nil
+		}
 		if err != nil {
 			return nil, wrap("list multipart uploads", prefix, err)
 		}

@@ -250,6 +250,9 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 	}
 	key := u.current()
 	parts, err := up.Client.listParts(ctx, key, u.UploadID)
+	if err == nil && len(parts) == 0 && (len(u.Parts) > 0 || u.Completing) {
+		err = up.goneOrCompleted(key, u.UploadID)
+	}
 	switch {
 	case err == nil:
 		u.Parts = reconcile(u.Parts, parts)
@@ -257,14 +260,25 @@ func (up *Uploader) prepare(ctx context.Context, u *Upload) (done bool, err erro
 	case !errors.Is(err, ErrNotFound):
 		return false, err
 	case u.Completing:
-		if err := up.verifyCompleted(ctx, key, u.StreamBytes-u.fullBytes(), MultipartETag(u.Parts)); err != nil {
+		if _, err := up.verifyCompleted(ctx, u, len(u.Full)); err != nil {
 			return false, err
 		}
 		return true, up.checkFull(ctx, u)
 	}
-	slog.Warn("multipart upload is gone from the bucket; starting it again", "key", key, "upload_id", u.UploadID)
+	slog.Warn("multipart upload is gone from the bucket (aborted or expired); starting it again with a new one; run abort_upload instead to give it up", "key", key, "upload_id", u.UploadID)
 	u.UploadID, u.Parts = "", nil
 	return false, up.create(ctx, u)
+}
+
+// goneOrCompleted is what an empty parts listing means for an upload that
+// had parts: not that the parts are lost, but that the upload is no more
+// (SeaweedFS answers ListParts on a completed or aborted UploadId with no
+// parts). Uploading into it again would only fail; the object is checked
+// first instead, as after NoSuchUpload.
+func (up *Uploader) goneOrCompleted(key, uploadID string) error {
+	up.Client.learn(func(c *Caps) *bool { return &c.ListPartsEmptyWhenGone }, "ListParts lists no parts for a completed or aborted upload")
+	slog.Info("the store lists no parts for an upload that had some: it is completed or gone; checking the object", "key", key, "upload_id", uploadID)
+	return fmt.Errorf("list parts of s3 key %q: %w", key, ErrNotFound)
 }
 
 // create starts the multipart upload of the current object.
@@ -515,14 +529,23 @@ func (up *Uploader) completeFull(ctx context.Context, u *Upload, i int) error {
 	if f.UploadID == "" {
 		return nil
 	}
-	if _, err := up.Client.listParts(ctx, f.Key, f.UploadID); errors.Is(err, ErrNotFound) {
-		if err := up.verifyCompleted(ctx, f.Key, f.Bytes, f.ETag); err != nil {
-			return err
-		}
-	} else if err != nil {
+	parts, err := up.Client.listParts(ctx, f.Key, f.UploadID)
+	if err == nil && len(parts) == 0 && len(f.Parts) > 0 {
+		err = up.goneOrCompleted(f.Key, f.UploadID)
+	}
+	var etag string
+	if errors.Is(err, ErrNotFound) {
+		etag, err = up.verifyCompleted(ctx, u, i)
+	} else if err == nil {
+		etag, err = up.completeObject(ctx, u, i, f.Parts)
+	}
+	if err != nil {
 		return err
-	} else if err := up.completeObject(ctx, f.Key, f.UploadID, f.Bytes, f.Parts, u.checksum()); err != nil {
-		return err
+	}
+	// The ETag the store gave is what checkFull expects from now on: on
+	// stores whose ETags are not MD5-based it differs from f.ETag.
+	if etag != "" {
+		f.ETag = etag
 	}
 	f.UploadID, f.Parts = "", nil
 	return up.Save(u)
@@ -535,23 +558,47 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 		Bucket: &up.Client.bucket, Key: &c.key, UploadId: &c.uploadID,
 		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(data), ContentLength: aws.Int64(p.Size),
 	}
+	crc := u.checksum() == "crc32c"
 	switch u.checksum() {
 	case "crc32c":
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
 		p.Checksum = base64.StdEncoding.EncodeToString(b[:])
 		in.ChecksumCRC32C = aws.String(p.Checksum)
+		if up.Client.Caps().ChecksumNotEchoed {
+			up.md5Fallback(in, data)
+		}
 	case "md5":
 		sum := md5.Sum(data)
 		p.Checksum = base64.StdEncoding.EncodeToString(sum[:])
 		in.ContentMD5 = aws.String(p.Checksum)
 	}
 	out, err := up.Client.s3.UploadPart(ctx, in)
+	if err == nil && crc && in.ContentMD5 == nil && aws.ToString(out.ChecksumCRC32C) == "" {
+		// A store that checks the checksum echoes it; one that does not
+		// echo it stored the part unchecked (Ceph RGW, rclone). Send the
+		// part again with Content-MD5, which such stores do check, and so
+		// every later part.
+		up.Client.learn(func(c *Caps) *bool { return &c.ChecksumNotEchoed }, "x-amz-checksum-crc32c is not echoed, so not checked")
+		up.md5Fallback(in, data)
+		in.Body = bytes.NewReader(data)
+		out, err = up.Client.s3.UploadPart(ctx, in)
+	}
 	if err != nil {
 		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), c.key, err)
 	}
 	p.ETag = etagOf(out.ETag)
 	return p, nil
+}
+
+// md5Fallback adds Content-MD5 to a part whose CRC32C the store ignores,
+// and says so once.
+func (up *Uploader) md5Fallback(in *s3.UploadPartInput, data []byte) {
+	up.Client.md5Once.Do(func() {
+		slog.Warn("the store does not echo the x-amz-checksum-crc32c header, so it does not check it; parts also carry Content-MD5 from now on (or use --checksum md5 for this store)", "bucket", up.Client.bucket)
+	})
+	sum := md5.Sum(data)
+	in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
 func insertPart(parts []Part, p Part) []Part {
@@ -570,8 +617,8 @@ func insertPart(parts []Part, p Part) []Part {
 // bucket as they were completed, so that an edge whose first objects were
 // deleted meanwhile is never recorded.
 func (up *Uploader) checkFull(ctx context.Context, u *Upload) error {
-	for _, f := range u.Full {
-		if err := up.verifyCompleted(ctx, f.Key, f.Bytes, f.ETag); err != nil {
+	for i := range u.Full {
+		if _, err := up.verifyCompleted(ctx, u, i); err != nil {
 			return err
 		}
 	}
@@ -587,56 +634,112 @@ func (up *Uploader) complete(ctx context.Context, u *Upload, res Result) error {
 	if err := up.Save(u); err != nil {
 		return fmt.Errorf("save upload state: %w", err)
 	}
-	return up.completeObject(ctx, u.current(), u.UploadID, res.Bytes-u.fullBytes(), u.Parts, u.checksum())
+	_, err := up.completeObject(ctx, u, len(u.Full), u.Parts)
+	return err
 }
 
-// completeObject completes a multipart upload of size bytes.
-func (up *Uploader) completeObject(ctx context.Context, key, uploadID string, size int64, parts []Part, checksum string) error {
+// completeObject completes the multipart upload of object i of u
+// (len(u.Full): the current one) from parts, and returns its ETag.
+func (up *Uploader) completeObject(ctx context.Context, u *Upload, i int, parts []Part) (string, error) {
+	key, uploadID := u.current(), u.UploadID
+	if i < len(u.Full) {
+		key, uploadID = u.Full[i].Key, u.Full[i].UploadID
+	}
 	var cps []types.CompletedPart
 	for _, p := range parts {
 		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-		if checksum == "crc32c" {
+		if u.checksum() == "crc32c" {
 			cp.ChecksumCRC32C = aws.String(p.Checksum)
 		}
 		cps = append(cps, cp)
 	}
-	_, err := up.Client.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+	out, err := up.Client.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &up.Client.bucket, Key: &key, UploadId: &uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: cps},
 	})
-	if err != nil && up.verifyCompleted(ctx, key, size, MultipartETag(parts)) == nil {
+	if err == nil {
+		return etagOf(out.ETag), nil
+	}
+	if etag, verr := up.verifyCompleted(ctx, u, i); verr == nil {
 		// The server completed it and the answer was lost (a cut connection,
 		// or a retry that found the upload already gone).
-		return nil
+		return etag, nil
 	}
-	return wrap("complete multipart upload", key, err)
+	return "", wrap("complete multipart upload", key, err)
 }
 
-// verifyCompleted checks that the object at key is the completed one: its
-// size and multipart ETag must be as the upload's parts make them.
-func (up *Uploader) verifyCompleted(ctx context.Context, key string, size int64, etag string) error {
+// verifyCompleted checks that object i of u (len(u.Full): the current one)
+// is the completed one, and returns its ETag. Its size must be the
+// upload's; its ETag should be the MD5 of the parts' MD5s (or, for a
+// filled object, the ETag the store gave when it completed it). Stores
+// whose ETags are made otherwise (rclone, versitygw) are not taken at
+// their ETag: the object is read back and must hash to the SHA-256
+// recorded while uploading.
+func (up *Uploader) verifyCompleted(ctx context.Context, u *Upload, i int) (string, error) {
+	key, size, etag, want := u.current(), u.StreamBytes-u.fullBytes(), MultipartETag(u.Parts), u.SHA256
+	if i < len(u.Full) {
+		f := u.Full[i]
+		key, size, etag, want = f.Key, f.Bytes, f.ETag, f.PrefixSHA256
+	}
 	obj, err := up.Client.Head(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("object %q of this upload is missing from the bucket; run abort_upload and upload again", key)
+		return "", fmt.Errorf("object %q of this upload is missing from the bucket; run abort_upload and upload again", key)
 	}
 	if err != nil {
-		return fmt.Errorf("check the completed object: %w", err)
+		return "", fmt.Errorf("check the completed object: %w", err)
 	}
 	if obj.Size != size {
-		return fmt.Errorf("object %q has %d bytes, the upload had %d; run abort_upload and upload again", key, obj.Size, size)
+		return "", fmt.Errorf("object %q has %d bytes, the upload had %d; run abort_upload and upload again", key, obj.Size, size)
 	}
-	if obj.ETag != etag {
-		return fmt.Errorf("object %q has ETag %s, the upload's parts give %s; run abort_upload and upload again", key, obj.ETag, etag)
+	if etag != "" && obj.ETag == etag {
+		return obj.ETag, nil
 	}
-	return nil
+	slog.Info("the object's ETag is not the MD5 of its parts' MD5s; reading it back to check its SHA-256", "key", key, "etag", obj.ETag, "parts_give", etag)
+	got, err := up.hashObjects(ctx, u, i)
+	if err != nil {
+		return "", fmt.Errorf("read back object %q to check it: %w", key, err)
+	}
+	if got != want {
+		return "", fmt.Errorf("object %q does not hold what was uploaded (the stream up to its end has SHA-256 %s, the upload's %s); run abort_upload and upload again", key, got, want)
+	}
+	up.Client.learn(func(c *Caps) *bool { return &c.ETagNotMD5 }, "multipart ETags are not the MD5 of the parts' MD5s")
+	return obj.ETag, nil
+}
+
+// hashObjects returns the SHA-256 of u's stream from its start to the end
+// of object i, read back from the bucket.
+func (up *Uploader) hashObjects(ctx context.Context, u *Upload, i int) (string, error) {
+	h := sha256.New()
+	for j := 0; j <= i; j++ {
+		key, size := u.current(), u.StreamBytes-u.fullBytes()
+		if j < len(u.Full) {
+			key, size = u.Full[j].Key, u.Full[j].Bytes
+		}
+		r := up.Client.Open(ctx, key, size)
+		n, err := io.Copy(h, r)
+		r.Close()
+		if err != nil {
+			return "", err
+		}
+		if n != size {
+			return "", fmt.Errorf("s3 key %q: read %d bytes, want %d", key, n, size)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // MultipartETag is the ETag S3 gives an object made of parts: the MD5 of
 // the parts' binary MD5s, a dash, and the part count.
+//
+// It is "" when a part's ETag is not an MD5 (versitygw's, for one): the
+// object's ETag is then unknown, not the MD5 of nothing.
 func MultipartETag(parts []Part) string {
 	h := md5.New()
 	for _, p := range parts {
-		b, _ := hex.DecodeString(p.ETag)
+		b, err := hex.DecodeString(p.ETag)
+		if err != nil || len(b) != md5.Size {
+			return ""
+		}
 		h.Write(b)
 	}
 	return fmt.Sprintf("%x-%d", h.Sum(nil), len(parts))

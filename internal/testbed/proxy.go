@@ -2,8 +2,11 @@ package testbed
 
 import (
 	"bytes"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/pem"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -13,11 +16,17 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // Fault is what the proxy does to one request.
@@ -60,6 +69,9 @@ type Proxy struct {
 	// Hung receives each request the proxy hangs, after the server answered it.
 	Hung chan *http.Request
 	stop chan struct{}
+	// quirks make the proxy answer as another S3 server does (see Quirks).
+	quirks     Quirks
+	hadUploads bool // a CreateMultipartUpload passed (for ListUploadsNotFound)
 }
 
 // NewProxy forwards to target (an http:// URL).
@@ -77,8 +89,15 @@ func newProxy(target string, useTLS bool) (*Proxy, error) {
 	p := &Proxy{Hung: make(chan *http.Request, 16), stop: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ErrorLog = log.New(io.Discard, "", 0) // cut connections are the point
+	rp.ModifyResponse = p.modifyResponse
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := p.fault(r)
+		if f == (Fault{}) {
+			f = p.quirkFault(r)
+		}
+		if p.completeItself(w, r, f) {
+			return
+		}
 		if f.Delay > 0 {
 			select {
 			case <-time.After(f.Delay):
@@ -279,4 +298,203 @@ func IsUploadPart(r *http.Request) bool {
 // IsComplete reports whether r is a CompleteMultipartUpload request.
 func IsComplete(r *http.Request) bool {
 	return r.Method == http.MethodPost && r.URL.Query().Has("uploadId")
+}
+
+// Quirks are S3 servers' departures from S3 that zfs2s3 must cope with,
+// reproduced on top of MinIO for servers the test bed cannot run.
+type Quirks struct {
+	// QuotedIfMatch412: a PUT with a quoted If-Match ETag gets 412
+	// PreconditionFailed whatever the object's ETag (Ceph RGW 16.2).
+	QuotedIfMatch412 bool
+	// ListUploadsNotFound: ListMultipartUploads answers 404 NoSuchUpload
+	// until the first multipart upload is created (rclone serve s3 1.76).
+	ListUploadsNotFound bool
+	// PlainMultipartETag: a multipart object's ETag is a plain MD5-like
+	// hex string, not MD5-of-MD5s-N (rclone serve s3, versitygw).
+	PlainMultipartETag bool
+	// NoChecksumEcho: x-amz-checksum-crc32c is not echoed by UploadPart
+	// (Ceph RGW, rclone, which ignore it).
+	NoChecksumEcho bool
+	// EmptyListPartsWhenGone: ListParts on a completed or aborted
+	// UploadId answers 200 with no parts (SeaweedFS 4).
+	EmptyListPartsWhenGone bool
+	// NonHexPartETags: part ETags are not hex (versitygw with
+	// --data-integrity-etag). Needs Backend to complete uploads with the
+	// ETags MinIO gave.
+	NonHexPartETags bool
+	Backend         *s3.Client
+}
+
+// SetQuirks makes the proxy answer with q's quirks from now on.
+func (p *Proxy) SetQuirks(q Quirks) {
+	p.mu.Lock()
+	p.quirks = q
+	p.mu.Unlock()
+}
+
+func (p *Proxy) getQuirks() Quirks {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.quirks
+}
+
+// quirkFault is the answer a quirky server gives in place of MinIO's.
+func (p *Proxy) quirkFault(r *http.Request) Fault {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.quirks
+	if r.Method == http.MethodPost && r.URL.Query().Has("uploads") {
+		p.hadUploads = true
+	}
+	switch {
+	case q.QuotedIfMatch412 && r.Method == http.MethodPut && strings.HasPrefix(r.Header.Get("If-Match"), `"`):
+		return S3Error(http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+	case q.ListUploadsNotFound && !p.hadUploads && r.Method == http.MethodGet && r.URL.Query().Has("uploads"):
+		return S3Error(http.StatusNotFound, "NoSuchUpload", "The specified multipart upload does not exist.")
+	}
+	return Fault{}
+}
+
+var (
+	multipartETag = regexp.MustCompile(`^"?([0-9a-f]{32}-[0-9]+)"?$`)
+	xmlPartETag   = regexp.MustCompile(`(<ETag>(?:&#34;|&quot;|")?)([0-9a-f]{32})`)
+	xmlObjETag    = regexp.MustCompile(`(<ETag>(?:&#34;|&quot;|")?)([0-9a-f]{32}-[0-9]+)`)
+)
+
+// plainETag is what a server whose multipart ETags are not MD5-of-MD5s
+// answers for an object MinIO gave etag: 32 hex digits, no part count.
+func plainETag(etag string) string {
+	sum := md5.Sum([]byte(etag))
+	return hex.EncodeToString(sum[:])
+}
+
+// modifyResponse rewrites MinIO's answers as the quirky server's.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	q := p.getQuirks()
+	r := resp.Request
+	query := r.URL.Query()
+	if q.NoChecksumEcho && r.Method == http.MethodPut && query.Has("partNumber") {
+		resp.Header.Del("X-Amz-Checksum-Crc32c")
+	}
+	if q.PlainMultipartETag {
+		if m := multipartETag.FindStringSubmatch(resp.Header.Get("ETag")); m != nil {
+			resp.Header.Set("ETag", `"`+plainETag(m[1])+`"`)
+		}
+	}
+	if q.NonHexPartETags && r.Method == http.MethodPut && query.Has("partNumber") {
+		if etag := resp.Header.Get("ETag"); etag != "" {
+			resp.Header.Set("ETag", `"Z`+strings.Trim(etag, `"`)+`"`)
+		}
+	}
+	listParts := r.Method == http.MethodGet && query.Has("uploadId")
+	if q.EmptyListPartsWhenGone && listParts && resp.StatusCode == http.StatusNotFound {
+		resp.Body.Close()
+		bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		var b bytes.Buffer
+		b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>`)
+		xml.EscapeText(&b, []byte(bucket))
+		b.WriteString(`</Bucket><Key>`)
+		xml.EscapeText(&b, []byte(key))
+		b.WriteString(`</Key><UploadId>`)
+		xml.EscapeText(&b, []byte(query.Get("uploadId")))
+		b.WriteString(`</UploadId><IsTruncated>false</IsTruncated></ListPartsResult>`)
+		setBody(resp, b.Bytes())
+		resp.StatusCode, resp.Status = http.StatusOK, "200 OK"
+		return nil
+	}
+	if q.PlainMultipartETag && r.Method == http.MethodPost && query.Has("uploadId") && resp.StatusCode == http.StatusOK {
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		setBody(resp, xmlObjETag.ReplaceAllFunc(body, func(m []byte) []byte {
+			sub := xmlObjETag.FindSubmatch(m)
+			return append(append([]byte(nil), sub[1]...), plainETag(string(sub[2]))...)
+		}))
+	}
+	if q.NonHexPartETags && listParts && resp.StatusCode == http.StatusOK {
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		setBody(resp, xmlPartETag.ReplaceAll(body, []byte("${1}Z${2}")))
+	}
+	return nil
+}
+
+func setBody(resp *http.Response, body []byte) {
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp.Header.Del("Content-Encoding")
+}
+
+// completeItself completes a multipart upload for a client that holds
+// non-hex part ETags (NonHexPartETags): MinIO would refuse them, and a
+// rewritten body would break the request's signature, so the proxy
+// completes the upload itself with MinIO's ETags and answers as the quirky
+// server. A Hang fault still hangs after completing.
+func (p *Proxy) completeItself(w http.ResponseWriter, r *http.Request, f Fault) bool {
+	q := p.getQuirks()
+	if !q.NonHexPartETags || q.Backend == nil || r.Method != http.MethodPost || !r.URL.Query().Has("uploadId") || f.Status != 0 || f.Code != "" || f.Reset {
+		return false
+	}
+	var in struct {
+		Parts []struct {
+			PartNumber     int32
+			ETag           string
+			ChecksumCRC32C string
+		} `xml:"Part"`
+	}
+	if err := xml.NewDecoder(r.Body).Decode(&in); err != nil {
+		writeS3Error(w, S3Error(http.StatusBadRequest, "MalformedXML", err.Error()))
+		return true
+	}
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	var parts []types.CompletedPart
+	for _, pt := range in.Parts {
+		cp := types.CompletedPart{PartNumber: aws.Int32(pt.PartNumber), ETag: aws.String(strings.Replace(pt.ETag, "Z", "", 1))}
+		if pt.ChecksumCRC32C != "" {
+			cp.ChecksumCRC32C = aws.String(pt.ChecksumCRC32C)
+		}
+		parts = append(parts, cp)
+	}
+	out, err := q.Backend.CompleteMultipartUpload(r.Context(), &s3.CompleteMultipartUploadInput{Bucket: &bucket, Key: &key,
+		UploadId: aws.String(r.URL.Query().Get("uploadId")), MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			status := http.StatusBadRequest
+			if ae.ErrorCode() == "NoSuchUpload" {
+				status = http.StatusNotFound
+			}
+			writeS3Error(w, S3Error(status, ae.ErrorCode(), ae.ErrorMessage()))
+		} else {
+			writeS3Error(w, S3Error(http.StatusInternalServerError, "InternalError", err.Error()))
+		}
+		return true
+	}
+	if f.Hang {
+		p.Hung <- r
+		select {
+		case <-r.Context().Done():
+		case <-p.stop:
+		}
+		return true
+	}
+	etag := strings.Trim(aws.ToString(out.ETag), `"`)
+	if q.PlainMultipartETag {
+		etag = plainETag(etag)
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	var b bytes.Buffer
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>`)
+	xml.EscapeText(&b, []byte(bucket))
+	b.WriteString(`</Bucket><Key>`)
+	xml.EscapeText(&b, []byte(key))
+	b.WriteString(`</Key><ETag>&#34;` + etag + `&#34;</ETag></CompleteMultipartUploadResult>`)
+	w.Write(b.Bytes())
+	return true
 }
