@@ -110,12 +110,12 @@ func TestStoreRefusalDiscardsTheUpload(t *testing.T) {
 	var parts atomic.Int32
 	refuse.Store(func(r *http.Request) testbed.Fault {
 		if testbed.IsUploadPart(r) && parts.Add(1) == 2 {
-			return testbed.S3Error(http.StatusBadRequest, "InvalidArgument", "x-amz-checksum-crc32c is not supported")
+			return testbed.S3Error(http.StatusBadRequest, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
 		}
 		return testbed.Fault{}
 	})
 	r, _ = e.runWith(time.Minute, nil, "upload", a, "--part-size", "5MiB", "--concurrency", "1")
-	e.failsWith(r, 1, []string{"refused the request: x-amz-checksum-crc32c is not supported", "upload part 2", "nothing is pending"},
+	e.failsWith(r, 1, []string{"a part is larger than the store accepts", "upload part 2", "nothing is pending"},
 		"interrupted", "resume_upload")
 	e.noUploadLeft()
 
@@ -234,4 +234,24 @@ func TestRecreatedSnapshotGivesOneAdvice(t *testing.T) {
 	e.failsWith(r, 1, []string{"destroyed", "abort_upload " + a}, "resume_upload")
 	e.ok("abort_upload", a)
 	e.noUploadLeft()
+}
+
+// TestUnknown4xxKeepsTheUploadResumable: a 4xx zfs2s3 does not know to be
+// final (a proxy's, a quota's) stops the upload but keeps it: what was
+// uploaded is not thrown away, and resume_upload finishes it.
+func TestUnknown4xxKeepsTheUploadResumable(t *testing.T) {
+	var parts atomic.Int32
+	e, _ := faultyEnv(t, "unknown 4xx", func(r *http.Request) testbed.Fault {
+		if testbed.IsUploadPart(r) && parts.Add(1) == 2 {
+			return testbed.S3Error(http.StatusBadRequest, "XMinioAdminBucketQuotaExceeded", "Bucket quota exceeded")
+		}
+		return testbed.Fault{}
+	})
+	a := e.snap("a", 12)
+	r, _ := e.runWith(time.Minute, nil, "upload", a, "--part-size", "5MiB", "--concurrency", "1")
+	e.failsWith(r, 1, []string{"quota", "resume_upload"}, "discarded")
+	e.ok("resume_upload")
+	if got := e.edges(); len(got) != 1 {
+		t.Errorf("edges after the resume: %v", got)
+	}
 }
