@@ -67,7 +67,7 @@ const (
 	quotedIfMatch = "a quoted If-Match ETag always gets 412 (unquoted works), so from the second ledger change on " +
 		"every change exits 1 with \"another machine changed the bucket's ledger\""
 	crc32cIgnored = "x-amz-checksum-crc32c is accepted and ignored, so a part damaged in transit is stored " +
-		"and recorded with the sha256 zfs send gave"
+		"and recorded with the sha256 zfs send gave (on Ceph, --checksum md5 gets it refused)"
 	listUploads404 = "ListMultipartUploads on a bucket that never had one answers 404 NoSuchUpload, so every upload " +
 		"fails with \"list multipart uploads ...: not found\""
 	plainMD5ETag = "its multipart ETag is a plain MD5, so a crash after CompleteMultipartUpload cannot be resumed"
