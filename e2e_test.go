@@ -77,6 +77,15 @@ type env struct {
 	stateDir string
 	ds       string
 	endpoint string
+	srv      testbed.Server // nil: the shared MinIO
+}
+
+// server is the S3 server the env's bucket lives on.
+func (e *env) server() testbed.Server {
+	if e.srv != nil {
+		return e.srv
+	}
+	return bed.minio
 }
 
 func newEnv(t *testing.T, dsName string) *env {
@@ -99,7 +108,7 @@ type result struct {
 
 func (e *env) cmd(args ...string) *exec.Cmd {
 	c := exec.Command(bed.bin, args...)
-	c.Env = append(os.Environ(), bed.minio.Env()...)
+	c.Env = append(os.Environ(), e.server().Env()...)
 	c.Env = append(c.Env, "ZFS2S3_BUCKET="+e.bucket, "ZFS2S3_STATE_DIR="+e.stateDir, "ZFS2S3_ENDPOINT="+e.endpoint)
 	return c
 }
@@ -196,7 +205,7 @@ func (e *env) edges() []string {
 
 func (e *env) keys() []string {
 	e.t.Helper()
-	out, err := bed.minio.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &e.bucket})
+	out, err := e.server().Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &e.bucket})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -209,7 +218,7 @@ func (e *env) keys() []string {
 
 func (e *env) multipartUploads() int {
 	e.t.Helper()
-	out, err := bed.minio.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &e.bucket})
+	out, err := e.server().Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &e.bucket})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -218,7 +227,7 @@ func (e *env) multipartUploads() int {
 
 func (e *env) object(key string) []byte {
 	e.t.Helper()
-	out, err := bed.minio.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: &e.bucket, Key: &key})
+	out, err := e.server().Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: &e.bucket, Key: &key})
 	if err != nil {
 		e.t.Fatalf("get %s: %v", key, err)
 	}

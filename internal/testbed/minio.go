@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,21 +9,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // MinIO is a MinIO server on 127.0.0.1 with its data in a temp dir.
 type MinIO struct {
-	Endpoint string
-	User     string
-	Password string
-	dir      string
-	addr     string
-	cmd      *exec.Cmd
+	S3
+	dir  string
+	addr string
+	cmd  *exec.Cmd
 }
+
+// Name is the server's name in ZFS2S3_SERVERS.
+func (m *MinIO) Name() string { return "minio" }
 
 // MinIOBinary finds the server: $ZFS2S3_MINIO, the cache that make test
 // fills, or PATH.
@@ -55,7 +51,7 @@ func StartMinIO() (*MinIO, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &MinIO{Endpoint: "http://" + addr, User: "zfs2s3test", Password: "zfs2s3test-secret", dir: dir, addr: addr}
+	m := &MinIO{S3: newS3(addr), dir: dir, addr: addr}
 	return m, m.start(bin)
 }
 
@@ -106,28 +102,6 @@ func (m *MinIO) stopProcess() {
 func (m *MinIO) Stop() {
 	m.stopProcess()
 	os.RemoveAll(m.dir)
-}
-
-// Env is the environment a zfs2s3 process needs to reach the server.
-func (m *MinIO) Env() []string {
-	return []string{"AWS_ACCESS_KEY_ID=" + m.User, "AWS_SECRET_ACCESS_KEY=" + m.Password,
-		"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true", "ZFS2S3_ENDPOINT=" + m.Endpoint}
-}
-
-// Client is an S3 client for the tests' own checks of the bucket.
-func (m *MinIO) Client() *s3.Client {
-	return s3.New(s3.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(m.Endpoint),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(m.User, m.Password, ""),
-	})
-}
-
-// CreateBucket makes a bucket.
-func (m *MinIO) CreateBucket(ctx context.Context, name string) error {
-	_, err := m.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
-	return err
 }
 
 func freeAddr() (string, error) {

@@ -1,5 +1,6 @@
 // Package testbed starts the real components the end-to-end tests run
-// against: zfs-fuse with file-backed pools, and a MinIO server on 127.0.0.1.
+// against: zfs-fuse with file-backed pools, and S3 servers on 127.0.0.1
+// (MinIO, versitygw, rclone serve s3, Ceph RGW) behind one Server interface.
 // It also has a small HTTP proxy that slows, fails or hangs S3 requests.
 package testbed
 
@@ -17,7 +18,7 @@ func Require(tb testing.TB, what string, err error) {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		tb.Fatalf("%s is required under CI=true and unavailable: %v (run make test, which installs it)", what, err)
+		tb.Fatalf("%s is required under CI=true and unavailable: %v (make test installs it, or make test-compat for rclone and Ceph)", what, err)
 	}
-	tb.Skipf("%s unavailable: %v (make test installs and starts it)", what, err)
+	tb.Skipf("%s unavailable: %v (make test installs it, or make test-compat for rclone and Ceph)", what, err)
 }
