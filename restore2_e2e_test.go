@@ -6,10 +6,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -186,5 +191,144 @@ func TestFailedForcedRestoreLeavesDestinationAsItWas(t *testing.T) {
 	mnt, _ = testbed.Mountpoint(onto)
 	if _, err := os.Stat(filepath.Join(mnt, "b.bin")); err == nil {
 		t.Errorf("after a failed incremental restore %s holds b's data without its snapshot", onto)
+	}
+}
+
+// countGets routes e through a proxy that counts GETs of stored streams
+// (not of the ledger) and delays each by delay.
+func countGets(t *testing.T, e *env, delay time.Duration) *atomic.Int32 {
+	var n atomic.Int32
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	p.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ".zfs") {
+			n.Add(1)
+			return testbed.Fault{Delay: delay}
+		}
+		return testbed.Fault{}
+	})
+	e.endpoint = p.URL
+	return &n
+}
+
+func TestSaveToDevicesAndPipes(t *testing.T) {
+	e := newEnv(t, "save devices")
+	a := e.snap("a", 2)
+	e.ok("upload", a)
+	want := e.sendSHA(a, "")
+	dir := t.TempDir()
+
+	// A device node stays a device node (here a second /dev/null).
+	null := filepath.Join(dir, "null")
+	if err := syscall.Mknod(null, syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
+		t.Fatalf("mknod (the e2e tests run as root): %v", err)
+	}
+	e.ok("save", a, null)
+	if fi, err := os.Stat(null); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		t.Errorf("save to a character device replaced it: %v, %v", fi.Mode(), err)
+	}
+
+	// A FIFO gets the stream, as with a shell redirection.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(fifo, os.O_RDWR, 0) // both ends: opens at once, and a replaced FIFO cannot hang the test
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(r); got <- b }()
+	e.ok("save", a, fifo)
+	r.SetReadDeadline(time.Now().Add(2 * time.Second)) // we hold the write end too: no EOF comes
+	b := <-got
+	if sha(b) != want {
+		t.Errorf("the FIFO read %d bytes that differ from zfs send", len(b))
+	}
+	if fi, _ := os.Stat(fifo); fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("save replaced the FIFO: %v", fi.Mode())
+	}
+
+	// /dev/fd/1 is stdout: the stream, and no "saved" line mixed into it.
+	if r := e.ok("save", a, "/dev/fd/1"); sha([]byte(r.stdout)) != want {
+		t.Errorf("save to /dev/fd/1 wrote %d bytes that differ from zfs send", len(r.stdout))
+	}
+}
+
+func TestSaveChecksThePathFirst(t *testing.T) {
+	e := newEnv(t, "save path")
+	a := e.snap("a", 2)
+	e.ok("upload", a)
+	gets := countGets(t, e, 0)
+	e.fails(2, "is a directory", "save", a, t.TempDir())
+	e.fails(2, "empty", "save", a, "")
+	if n := gets.Load(); n != 0 {
+		t.Errorf("save to a bad path downloaded first (%d GETs)", n)
+	}
+}
+
+// tempFiles lists the files in dir that a save to name left besides it.
+func tempFiles(t *testing.T, dir, name string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tmp []string
+	for _, de := range entries {
+		if strings.HasPrefix(de.Name(), "."+name+".") {
+			tmp = append(tmp, de.Name())
+		}
+	}
+	return tmp
+}
+
+// saveUntilTemp starts a save to file and sends sig once its temporary
+// file exists.
+func saveUntilTemp(t *testing.T, e *env, sig syscall.Signal, args ...string) {
+	t.Helper()
+	file := args[len(args)-1]
+	c, stderr := e.start(args...)
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	for len(tempFiles(t, filepath.Dir(file), filepath.Base(file))) == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("save ended (%v) before it wrote a temporary file: %s", err, stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	c.Process.Signal(sig)
+	<-done
+}
+
+func TestSaveLeavesNoTemporaryFiles(t *testing.T) {
+	e := newEnv(t, "save temp")
+	a := e.snap("a", 2)
+	e.ok("upload", a)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a.zfs")
+	countGets(t, e, 3*time.Second)
+
+	saveUntilTemp(t, e, syscall.SIGTERM, "save", a, file)
+	if tmp := tempFiles(t, dir, "a.zfs"); len(tmp) != 0 {
+		t.Errorf("an interrupted save left %v", tmp)
+	}
+	saveUntilTemp(t, e, syscall.SIGKILL, "save", a, file)
+	if len(tempFiles(t, dir, "a.zfs")) != 1 {
+		t.Fatal("a killed save left no temporary file; the test cannot see it swept")
+	}
+	other := filepath.Join(dir, ".a.zfs.notes") // not save's: kept
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	e.endpoint = bed.minio.Endpoint
+	e.ok("save", a, file)
+	if tmp := tempFiles(t, dir, "a.zfs"); len(tmp) != 1 || tmp[0] != ".a.zfs.notes" {
+		t.Errorf("after a second save, files beside a.zfs: %v; want only .a.zfs.notes", tmp)
+	}
+	if got, _ := os.ReadFile(file); sha(got) != e.sendSHA(a, "") {
+		t.Error("saved file differs from zfs send")
 	}
 }

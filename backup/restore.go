@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
@@ -345,8 +348,16 @@ func copyVerified(w io.Writer, r io.Reader, e ledger.Edge) error {
 	return err
 }
 
-// Save writes one stored stream to path ("-": stdout), verified.
+// Save writes one stored stream to path ("-": stdout), verified. A regular
+// file (or a new one) is written beside path and renamed into place only
+// once verified, so path never holds a partial stream; anything else (a
+// device, a FIFO, /dev/fd/N) is written directly, as a shell redirection
+// would. The path is checked before the download starts.
 func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.Writer) error {
+	direct, err := saveMode(path)
+	if err != nil {
+		return err
+	}
 	l, err := b.readLedger(ctx)
 	if err != nil {
 		return err
@@ -355,29 +366,137 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
 	if path == "-" {
+		body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+		defer body.Close()
 		if err := copyVerified(stdout, body, e); err != nil {
 			return fmt.Errorf("save %s: %w; the output is incomplete", e, err)
 		}
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
+	if direct {
+		return b.saveDirect(ctx, e, path, stdout)
 	}
-	defer os.Remove(f.Name())
+	return b.saveReplace(ctx, e, path)
+}
+
+// saveMode checks path before anything is downloaded and says whether it
+// is to be written directly (it exists and is not a regular file).
+func saveMode(path string) (direct bool, err error) {
+	switch path {
+	case "":
+		return false, usagef("save: the output path is empty; give a file name, or - for stdout")
+	case "-":
+		return true, nil
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("save to %s: %w", path, err)
+	case fi.IsDir():
+		return false, usagef("save: %s is a directory; give a file name", path)
+	}
+	return !fi.Mode().IsRegular(), nil
+}
+
+// saveDirect writes e into an existing non-regular file. The "saved" line
+// is left out when path is stdout itself, where it would join the stream.
+func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, stdout io.Writer) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
+	defer f.Close()
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+	defer body.Close()
 	if err := copyVerified(f, body, e); err != nil {
-		f.Close()
+		return fmt.Errorf("save %s: %w; the output in %s is incomplete", e, err, path)
+	}
+	toStdout := sameFile(f, stdout)
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
+	if !toStdout {
+		b.Out("saved %s to %s (%d bytes)", e, path, e.StoredBytes)
+	}
+	return nil
+}
+
+// sameFile reports whether f and w (when a file) are the same file.
+func sameFile(f *os.File, w io.Writer) bool {
+	o, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	a, err1 := f.Stat()
+	c, err2 := o.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(a, c)
+}
+
+// saveTemp is the name prefix of save's temporary files beside the file
+// NAME: ".NAME.zfs2s3-tmp-PID-", so that a later save to NAME can tell
+// them and their owner apart.
+func saveTemp(name string) string { return "." + name + ".zfs2s3-tmp-" }
+
+// saveReplace writes e to a temporary file beside path, then renames it
+// over path. A symbolic link at path stays, and its target is replaced.
+// The temporary file is removed on any failure, cancellation included;
+// those of a save that was killed are removed by the next save to path.
+func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) error {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	removeStaleTemps(dir, name)
+	f, err := os.CreateTemp(dir, saveTemp(name)+strconv.Itoa(os.Getpid())+"-*")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
+	defer os.Remove(f.Name()) // fails harmlessly once renamed
+	defer f.Close()
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+	defer body.Close()
+	if err := copyVerified(f, body, e); err != nil {
 		return fmt.Errorf("save %s: %w; %s was not written", e, err, path)
 	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
 	if err := f.Close(); err != nil {
-		return err
+		return fmt.Errorf("save %s: %w", e, err)
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
-		return err
+		return fmt.Errorf("save %s: %w", e, err)
 	}
 	b.Out("saved %s to %s (%d bytes)", e, path, e.StoredBytes)
 	return nil
+}
+
+// removeStaleTemps removes the temporary files that earlier saves to name
+// in dir left behind when they were killed: those whose process is gone.
+func removeStaleTemps(dir, name string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := saveTemp(name)
+	for _, de := range entries {
+		rest, ok := strings.CutPrefix(de.Name(), prefix)
+		if !ok || !de.Type().IsRegular() {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.Remove(filepath.Join(dir, de.Name()))
+		}
+	}
 }
