@@ -125,8 +125,9 @@ func TestLongStreamContinuesInFurtherObjects(t *testing.T) {
 	}
 
 	e.corrupt(ledger.SegmentKey(key, 1))
-	if r := e.fails(1, "verify found 1 problem", "verify", "--read-data"); !strings.Contains(r.stdout, "BAD  "+a+" (full)") {
-		t.Errorf("verify --read-data does not name the edge:\n%s", r.stdout)
+	r = e.fails(1, "verify found 2 problem", "verify", "--read-data")
+	if !strings.Contains(r.stdout, "BAD  "+a+" (full)") || !strings.Contains(r.stdout, "its chain needs "+a+" (full), whose object is damaged") {
+		t.Errorf("verify --read-data does not name the edge and its dependent:\n%s", r.stdout)
 	}
 	e.fails(1, "restore stopped at "+a, "restore", b, "--into", into+"2")
 

@@ -7,11 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -26,8 +32,12 @@ type RestoreOptions struct {
 
 // Restore receives the cheapest chain of stored streams that rebuilds the
 // target, starting from the destination's newest snapshot when the ledger
-// knows it, else from a full stream. A failed restore removes what it
-// received, so no half-restored dataset is left behind.
+// knows it, else from a full stream. Every object of the chain is checked
+// in the bucket before anything is received. A failed restore leaves the
+// destination as it was: a dataset it created is destroyed, one it added
+// snapshots to is rolled back to where the restore began, and one it
+// overwrites (--force, no snapshots) is replaced only once the whole chain
+// has been received beside it.
 func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	l, err := b.readLedger(ctx)
 	if err != nil {
@@ -41,78 +51,221 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	if dest == "" {
 		dest = target.Dataset()
 	}
-	existed, from, err := b.restoreStart(ctx, l, dest, target, o.Force)
-	if err != nil || (existed && from == target.GUID) {
+	existed, start, err := b.restoreStart(ctx, l, dest, target, o.Force)
+	if err != nil || (existed && start.GUID == target.GUID) {
 		return err
 	}
-	chain, err := l.Chain(from, target.GUID)
+	chain, err := b.intactChain(ctx, l, start.GUID, target)
 	if err != nil {
 		return err
 	}
+	// A forced restore over a dataset without snapshots receives beside it
+	// and swaps; a pool's root dataset cannot be swapped and is received
+	// into directly.
+	replace := existed && start.GUID == 0 && strings.Contains(dest, "/")
+	into := dest
+	if replace {
+		into = fmt.Sprintf("%s.zfs2s3-restore-%d", dest, os.Getpid())
+	}
+	force := o.Force && !replace
 	if o.DryRun {
 		for _, e := range chain {
 			more := ""
 			if n := len(e.Segments); n > 0 {
 				more = fmt.Sprintf(" and .2 to .%d", n+1)
 			}
-			b.Out("%s: get s3://%s/%s%s (%d bytes) | zfs %s", e, b.S3.Bucket(), e.Key, more, e.StoredBytes, strings.Join(zfs.ReceiveArgs(dest, o.Force), " "))
+			b.Out("%s: get s3://%s/%s%s (%d bytes) | zfs %s", e, b.S3.Bucket(), e.Key, more, e.StoredBytes, strings.Join(zfs.ReceiveArgs(into, force), " "))
+		}
+		if replace {
+			b.Out("then replace %s with %s (zfs rename)", dest, into)
 		}
 		return nil
 	}
 	var received []string
 	for _, e := range chain {
-		if err := b.receiveEdge(ctx, e, dest, o.Force); err != nil {
-			b.undoRestore(dest, existed, received)
+		if err := b.receiveEdge(ctx, e, into, force); err != nil {
+			if undo := b.undoRestore(into, existed && !replace, start.Name, received); undo != nil {
+				return fmt.Errorf("%w; and undoing it failed: %w", err, undo)
+			}
+			switch {
+			case replace:
+				return fmt.Errorf("%w; %s was left as it was", err, dest)
+			case existed && len(received) > 0:
+				return fmt.Errorf("%w; %s was rolled back to %s", err, dest, start.Name)
+			}
 			return err
 		}
-		received = append(received, dest+"@"+e.Target.Short())
-		b.Out("received %s into %s", e, dest)
+		received = append(received, into+"@"+e.Target.Short())
+		b.Out("received %s into %s", e, into)
+	}
+	if replace {
+		if err := b.replaceDataset(ctx, into, dest); err != nil {
+			return err
+		}
 	}
 	b.Out("restored %s as %s@%s", target.Name, dest, target.Short())
 	return nil
 }
 
-// restoreStart finds where a restore into dest begins: the GUID of dest's
-// newest snapshot when a stored chain leads from it, or 0 (a full stream)
-// when dest does not exist.
-func (b *Backup) restoreStart(ctx context.Context, l *ledger.Ledger, dest string, target ledger.Snapshot, force bool) (existed bool, from uint64, err error) {
+// restoreStart finds where a restore into dest begins: dest's newest
+// snapshot when a stored chain leads from it, or the zero Snapshot (a full
+// stream) when dest does not exist or, with force, has no snapshots.
+func (b *Backup) restoreStart(ctx context.Context, l *ledger.Ledger, dest string, target ledger.Snapshot, force bool) (existed bool, start zfs.Snapshot, err error) {
 	snaps, err := b.ZFS.Snapshots(ctx, dest)
 	if errors.Is(err, zfs.ErrNotExist) {
-		return false, 0, nil
+		return false, zfs.Snapshot{}, nil
 	}
 	if err != nil {
-		return false, 0, err
+		return false, zfs.Snapshot{}, err
 	}
 	if len(snaps) == 0 {
 		if !force {
-			return true, 0, usagef("%s exists and has no snapshots: restore --into a new dataset, or --force to overwrite it", dest)
+			return true, zfs.Snapshot{}, usagef("%s exists and has no snapshots: restore --into a new dataset, or --force to overwrite it", dest)
 		}
-		return true, 0, nil
+		children, err := b.ZFS.Children(ctx, dest)
+		if err != nil {
+			return true, zfs.Snapshot{}, err
+		}
+		if len(children) > 0 {
+			return true, zfs.Snapshot{}, usagef("%s has child datasets (%s), which --force would have to replace along with it: restore --into a new dataset", dest, strings.Join(children, ", "))
+		}
+		return true, zfs.Snapshot{}, nil
 	}
 	newest := snaps[len(snaps)-1]
 	if newest.GUID == target.GUID {
 		b.Out("%s already has %s (same GUID); nothing to restore", dest, target.Name)
-		return true, target.GUID, nil
+		return true, newest, nil
 	}
 	if _, err := l.Chain(newest.GUID, target.GUID); err != nil {
-		return true, 0, usagef("%s exists and its newest snapshot %s has no stored chain to %s: restore --into a new dataset", dest, newest.Name, target.Name)
+		return true, zfs.Snapshot{}, usagef("%s exists and its newest snapshot %s has no stored chain to %s: restore --into a new dataset", dest, newest.Name, target.Name)
 	}
-	return true, newest.GUID, nil
+	return true, newest, nil
 }
 
-// undoRestore destroys what a failed restore received: the whole dataset
-// if the restore created it, else the snapshots it added.
-func (b *Backup) undoRestore(dest string, existed bool, received []string) {
+// intactChain returns the cheapest stored chain from the snapshot from (0:
+// a full stream) to target whose objects are all in the bucket at their
+// recorded sizes, so that a restore never starts on a chain it cannot
+// finish. An edge with a missing object is left out and the next cheapest
+// chain tried, which finds a bypass where there is one.
+func (b *Backup) intactChain(ctx context.Context, l *ledger.Ledger, from uint64, target ledger.Snapshot) ([]ledger.Edge, error) {
+	usable := &ledger.Ledger{Edges: slices.Clone(l.Edges)}
+	checked := map[ledger.ID]bool{}
+	var lost []string
+	for {
+		chain, err := usable.Chain(from, target.GUID)
+		if err != nil && len(lost) > 0 {
+			return nil, fmt.Errorf("cannot restore %s: %s, and no other stored chain avoids it; nothing was received", target.Name, strings.Join(lost, "; "))
+		}
+		if err != nil {
+			return nil, err
+		}
+		intact := true
+		for _, e := range chain {
+			if checked[e.ID()] {
+				continue
+			}
+			err := b.checkObjects(ctx, e)
+			var gone *lostObjectError
+			if errors.As(err, &gone) {
+				lost = append(lost, err.Error())
+				usable.Drop(e.ID())
+				intact = false
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("restore %s: %w; nothing was received", target.Name, err)
+			}
+			checked[e.ID()] = true
+		}
+		if intact {
+			return chain, nil
+		}
+	}
+}
+
+// lostObjectError is an object of an edge that the bucket no longer holds
+// as recorded.
+type lostObjectError struct{ msg string }
+
+func (e *lostObjectError) Error() string { return e.msg }
+
+// checkObjects HEADs each object of e: a *lostObjectError when one is
+// missing or has another size than the ledger recorded.
+func (b *Backup) checkObjects(ctx context.Context, e ledger.Edge) error {
+	for _, o := range e.Objects() {
+		obj, err := b.S3.Head(ctx, o.Key)
+		switch {
+		case errors.Is(err, s3up.ErrNotFound):
+			return &lostObjectError{fmt.Sprintf("object %s of %s is missing from the bucket", o.Key, e)}
+		case err != nil:
+			return err
+		case obj.Size != o.Bytes:
+			return &lostObjectError{fmt.Sprintf("object %s of %s has %d bytes, the ledger recorded %d", o.Key, e, obj.Size, o.Bytes)}
+		}
+	}
+	return nil
+}
+
+// undoRestore removes what a failed restore received into dest: the whole
+// dataset if the restore created it, else (existed) the snapshots it added
+// and the data they brought, by rolling back to start, the snapshot the
+// restore began from.
+func (b *Backup) undoRestore(dest string, existed bool, start string, received []string) error {
 	ctx := context.Background() // clean up even when the restore was cancelled
 	if !existed {
 		if ok, _ := b.ZFS.Exists(ctx, dest); ok {
-			b.ZFS.Destroy(ctx, dest, true)
+			return b.ZFS.Destroy(ctx, dest, true)
 		}
-		return
+		return nil
 	}
-	for i := len(received) - 1; i >= 0; i-- {
-		b.ZFS.Destroy(ctx, received[i], false)
+	if len(received) == 0 {
+		return nil // zfs kept nothing of the stream; dest's own changes stay
 	}
+	return b.ZFS.Rollback(ctx, start)
+}
+
+// replaceDataset puts the fully received dataset tmp in dest's place, with
+// dest's local properties (mountpoint, compression, ...) carried over, as
+// zfs receive -F into dest would have kept them. Until dest is renamed
+// aside nothing of it has changed; if tmp cannot take its name, dest gets
+// it back.
+func (b *Backup) replaceDataset(ctx context.Context, tmp, dest string) error {
+	ctx = context.WithoutCancel(ctx) // a swap half done is worse than a late exit
+	props, err := b.ZFS.LocalProperties(ctx, dest)
+	if err == nil {
+		old := fmt.Sprintf("%s.zfs2s3-old-%d", dest, os.Getpid())
+		if err = b.ZFS.Rename(ctx, dest, old); err == nil {
+			if err = b.ZFS.Rename(ctx, tmp, dest); err != nil {
+				if back := b.ZFS.Rename(ctx, old, dest); back != nil {
+					return fmt.Errorf("restore: %s could not take the place of %s (%w), and %s, moved aside as %s, could not be renamed back: %w; rename it by hand", tmp, dest, err, dest, old, back)
+				}
+			} else {
+				return b.finishReplace(ctx, old, dest, props)
+			}
+		}
+	}
+	if undo := b.ZFS.Destroy(ctx, tmp, true); undo != nil {
+		return fmt.Errorf("restore: replace %s: %w; %s was left as it was, destroy %s by hand: %w", dest, err, dest, tmp, undo)
+	}
+	return fmt.Errorf("restore: replace %s: %w; %s was left as it was", dest, err, dest)
+}
+
+// finishReplace destroys the replaced dataset, now named old, and sets its
+// local properties on dest.
+func (b *Backup) finishReplace(ctx context.Context, old, dest string, props map[string]string) error {
+	if err := b.ZFS.Destroy(ctx, old, true); err != nil {
+		return fmt.Errorf("restored %s, but its former contents are still in %s: %w; destroy it with zfs destroy -r", dest, old, err)
+	}
+	var failed []string
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		if err := b.ZFS.SetProperty(ctx, dest, k, props[k]); err != nil {
+			failed = append(failed, err.Error())
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("restored %s, but could not set its former properties again: %s", dest, strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // receiveEdge streams one edge's objects into zfs receive, verified on the way.
@@ -123,14 +276,47 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 	if err != nil {
 		return err
 	}
-	if err := copyVerified(rc, body, e); err != nil {
-		rc.Abort()
+	w := &writeTracker{w: rc}
+	if err := copyVerified(w, body, e); err != nil {
+		if w.err != nil && ctx.Err() == nil {
+			// zfs receive stopped reading: its own reason is the one to show.
+			if zerr := rc.Close(); zerr != nil {
+				return receiveFailed(e, dest, force, zerr)
+			}
+		} else {
+			rc.Abort()
+		}
 		return fmt.Errorf("restore stopped at %s: %w; nothing of it was received", e, err)
 	}
 	if err := rc.Close(); err != nil {
-		return fmt.Errorf("restore %s: %w", e, err)
+		return receiveFailed(e, dest, force, err)
 	}
 	return nil
+}
+
+// receiveFailed is the error for a zfs receive that failed: zfs's reason,
+// and the --force hint where that is the way out.
+func receiveFailed(e ledger.Edge, dest string, force bool, err error) error {
+	hint := ""
+	if !force && strings.Contains(err.Error(), "modified") {
+		hint = fmt.Sprintf("; restore with --force to roll %s back to its newest snapshot, discarding the changes made since", dest)
+	}
+	return fmt.Errorf("restore %s into %s: %w%s", e, dest, err, hint)
+}
+
+// writeTracker remembers the first write error, telling a receiver that
+// stopped reading apart from a download that failed.
+type writeTracker struct {
+	w   io.Writer
+	err error
+}
+
+func (t *writeTracker) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	return n, err
 }
 
 // holdBack is how much of a stream's end is withheld until its hash is
@@ -162,8 +348,16 @@ func copyVerified(w io.Writer, r io.Reader, e ledger.Edge) error {
 	return err
 }
 
-// Save writes one stored stream to path ("-": stdout), verified.
+// Save writes one stored stream to path ("-": stdout), verified. A regular
+// file (or a new one) is written beside path and renamed into place only
+// once verified, so path never holds a partial stream; anything else (a
+// device, a FIFO, /dev/fd/N) is written directly, as a shell redirection
+// would. The path is checked before the download starts.
 func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.Writer) error {
+	direct, err := saveMode(path)
+	if err != nil {
+		return err
+	}
 	l, err := b.readLedger(ctx)
 	if err != nil {
 		return err
@@ -172,29 +366,137 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
 	if path == "-" {
+		body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+		defer body.Close()
 		if err := copyVerified(stdout, body, e); err != nil {
 			return fmt.Errorf("save %s: %w; the output is incomplete", e, err)
 		}
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
+	if direct {
+		return b.saveDirect(ctx, e, path, stdout)
 	}
-	defer os.Remove(f.Name())
+	return b.saveReplace(ctx, e, path)
+}
+
+// saveMode checks path before anything is downloaded and says whether it
+// is to be written directly (it exists and is not a regular file).
+func saveMode(path string) (direct bool, err error) {
+	switch path {
+	case "":
+		return false, usagef("save: the output path is empty; give a file name, or - for stdout")
+	case "-":
+		return true, nil
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("save to %s: %w", path, err)
+	case fi.IsDir():
+		return false, usagef("save: %s is a directory; give a file name", path)
+	}
+	return !fi.Mode().IsRegular(), nil
+}
+
+// saveDirect writes e into an existing non-regular file. The "saved" line
+// is left out when path is stdout itself, where it would join the stream.
+func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, stdout io.Writer) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
+	defer f.Close()
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+	defer body.Close()
 	if err := copyVerified(f, body, e); err != nil {
-		f.Close()
+		return fmt.Errorf("save %s: %w; the output in %s is incomplete", e, err, path)
+	}
+	toStdout := sameFile(f, stdout)
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
+	if !toStdout {
+		b.Out("saved %s to %s (%d bytes)", e, path, e.StoredBytes)
+	}
+	return nil
+}
+
+// sameFile reports whether f and w (when a file) are the same file.
+func sameFile(f *os.File, w io.Writer) bool {
+	o, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	a, err1 := f.Stat()
+	c, err2 := o.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(a, c)
+}
+
+// saveTemp is the name prefix of save's temporary files beside the file
+// NAME: ".NAME.zfs2s3-tmp-PID-", so that a later save to NAME can tell
+// them and their owner apart.
+func saveTemp(name string) string { return "." + name + ".zfs2s3-tmp-" }
+
+// saveReplace writes e to a temporary file beside path, then renames it
+// over path. A symbolic link at path stays, and its target is replaced.
+// The temporary file is removed on any failure, cancellation included;
+// those of a save that was killed are removed by the next save to path.
+func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) error {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	removeStaleTemps(dir, name)
+	f, err := os.CreateTemp(dir, saveTemp(name)+strconv.Itoa(os.Getpid())+"-*")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
+	defer os.Remove(f.Name()) // fails harmlessly once renamed
+	defer f.Close()
+	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
+	defer body.Close()
+	if err := copyVerified(f, body, e); err != nil {
 		return fmt.Errorf("save %s: %w; %s was not written", e, err, path)
 	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	}
 	if err := f.Close(); err != nil {
-		return err
+		return fmt.Errorf("save %s: %w", e, err)
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
-		return err
+		return fmt.Errorf("save %s: %w", e, err)
 	}
 	b.Out("saved %s to %s (%d bytes)", e, path, e.StoredBytes)
 	return nil
+}
+
+// removeStaleTemps removes the temporary files that earlier saves to name
+// in dir left behind when they were killed: those whose process is gone.
+func removeStaleTemps(dir, name string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := saveTemp(name)
+	for _, de := range entries {
+		rest, ok := strings.CutPrefix(de.Name(), prefix)
+		if !ok || !de.Type().IsRegular() {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.Remove(filepath.Join(dir, de.Name()))
+		}
+	}
 }

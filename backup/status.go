@@ -136,10 +136,7 @@ func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
 
 func (in statusInput) report() Status {
 	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}, UntrackedUploads: []s3up.PendingUpload{}, Warnings: []string{}}
-	bad := map[ledger.ID]bool{}
-	for _, e := range in.ledger.Unrestorable() {
-		bad[e.ID()] = true
-	}
+	bad := unrestorable(in.ledger, missingEdges(in.ledger, in.objects), nil)
 	for ds, edges := range edgesByDataset(in.ledger, in.dataset) {
 		st.Datasets = append(st.Datasets, datasetStatus(ds, edges, in.local[ds], bad))
 	}
@@ -168,7 +165,7 @@ func (in statusInput) report() Status {
 }
 
 // datasetStatus compares a dataset's stored edges with its local snapshots.
-func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map[ledger.ID]bool) DatasetStatus {
+func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map[ledger.ID]string) DatasetStatus {
 	d := DatasetStatus{Dataset: ds, Edges: make([]EdgeStatus, 0, len(edges)), NotStored: []string{}}
 	guidOf := make(map[string]uint64, len(local))
 	for _, s := range local {
@@ -177,7 +174,8 @@ func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map
 	stored := make(map[uint64]bool, len(edges))
 	for _, e := range edges {
 		stored[e.Target.GUID] = true
-		es := EdgeStatus{Snapshot: e.Target.Name, GUID: e.Target.GUID, Restorable: !bad[e.ID()] && !e.Removing,
+		why, broken := bad[e.ID()]
+		es := EdgeStatus{Snapshot: e.Target.Name, GUID: e.Target.GUID, Restorable: !broken && !e.Removing,
 			StreamBytes: e.StreamBytes, StoredBytes: e.StoredBytes, Uploaded: e.Uploaded, StorageClass: e.StorageClass, Key: e.Key}
 		if e.Base != nil {
 			es.Base, es.BaseGUID = e.Base.Name, e.Base.GUID
@@ -185,8 +183,8 @@ func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map
 		switch {
 		case e.Removing:
 			es.Why = "being removed"
-		case bad[e.ID()]:
-			es.Why = "its base is not restorable"
+		case broken:
+			es.Why = why
 		}
 		switch g, ok := guidOf[e.Target.Name]; {
 		case !ok:
@@ -205,6 +203,52 @@ func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map
 		}
 	}
 	return d
+}
+
+// missingEdges returns the edges with an object absent from the bucket
+// listing objs (edges being removed aside: their objects may be gone).
+func missingEdges(l *ledger.Ledger, objs []s3up.ObjectInfo) map[ledger.ID]bool {
+	listed := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		listed[o.Key] = true
+	}
+	missing := map[ledger.ID]bool{}
+	for _, e := range l.Edges {
+		for _, k := range e.Keys() {
+			if !listed[k] && !e.Removing {
+				missing[e.ID()] = true
+			}
+		}
+	}
+	return missing
+}
+
+// unrestorable says why each edge that cannot be restored cannot, given
+// the edges whose objects are missing or, when also in damaged, present
+// but damaged: both break every chain through them.
+func unrestorable(l *ledger.Ledger, missing, damaged map[ledger.ID]bool) map[ledger.ID]string {
+	bad := map[ledger.ID]string{}
+	for _, b := range l.Broken(missing) {
+		bad[b.Edge.ID()] = whyBroken(b, damaged)
+	}
+	return bad
+}
+
+// whyBroken is the reason status and verify give for a broken edge.
+func whyBroken(b ledger.BrokenEdge, damaged map[ledger.ID]bool) string {
+	lost := func(id ledger.ID) string {
+		if damaged[id] {
+			return "damaged"
+		}
+		return "missing"
+	}
+	switch {
+	case b.Needs == nil:
+		return "its base is not restorable"
+	case b.Needs.ID() == b.Edge.ID():
+		return "its object is " + lost(b.Edge.ID())
+	}
+	return fmt.Sprintf("its chain needs %s, whose object is %s", b.Needs, lost(b.Needs.ID()))
 }
 
 // unknownObjects lists keys under the prefix that neither an edge nor

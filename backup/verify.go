@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,21 +40,51 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 		return VerifyReport{}, err
 	}
 	rep := VerifyReport{OK: true, Unknown: unknownObjects(l, objs, LedgerKey(b.Opt.Prefix))}
+	missing, damaged := map[ledger.ID]bool{}, map[ledger.ID]bool{}
+	var ids []ledger.ID // of rep.Edges
 	for _, e := range l.Edges {
 		if dataset != "" && e.Target.Dataset() != dataset {
 			continue
 		}
-		c := EdgeCheck{Edge: e.String(), Key: e.Key, Problems: b.checkEdge(ctx, e, readData)}
-		rep.OK = rep.OK && len(c.Problems) == 0
-		rep.Edges = append(rep.Edges, c)
+		problems, objects := b.checkEdge(ctx, e, readData)
+		switch objects {
+		case objectsMissing:
+			missing[e.ID()] = true
+		case objectsDamaged:
+			missing[e.ID()], damaged[e.ID()] = true, true
+		}
+		rep.Edges = append(rep.Edges, EdgeCheck{Edge: e.String(), Key: e.Key, Problems: problems})
+		ids = append(ids, e.ID())
+	}
+	// An edge whose chain needs a missing or damaged object cannot be
+	// restored either, though its own objects are intact.
+	needs := map[ledger.ID]string{}
+	for _, br := range l.Broken(missing) {
+		if id := br.Edge.ID(); br.Needs != nil && br.Needs.ID() != id {
+			needs[id] = whyBroken(br, damaged)
+		}
+	}
+	for i, id := range ids {
+		if why, ok := needs[id]; ok {
+			rep.Edges[i].Problems = append(rep.Edges[i].Problems, "not restorable: "+why)
+		}
+		rep.OK = rep.OK && len(rep.Edges[i].Problems) == 0
 	}
 	rep.OK = rep.OK && len(rep.Unknown) == 0
 	return rep, nil
 }
 
-// checkEdge lists what is wrong with one edge's objects.
-func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) []string {
-	problems := []string{} // JSON "problems": [] when intact, as README shows
+// What checkEdge found of an edge's objects.
+const (
+	objectsIntact  = ""
+	objectsMissing = "missing"
+	objectsDamaged = "damaged"
+)
+
+// checkEdge lists what is wrong with one edge and says whether its objects
+// are intact, missing (or unreadable) or damaged.
+func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) (problems []string, objects string) {
+	problems = []string{} // JSON "problems": [] when intact, as README shows
 	if e.Removing {
 		problems = append(problems, "its removal is unfinished; run zfs2s3 remove again")
 	}
@@ -61,12 +92,15 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) []
 		obj, err := b.S3.Head(ctx, o.Key)
 		if err != nil {
 			problems = append(problems, "object missing or unreadable: "+err.Error())
+			objects = objectsMissing
 			continue
 		}
 		if obj.Size != o.Bytes {
 			problems = append(problems, fmt.Sprintf("object %s has %d bytes, the ledger recorded %d", o.Key, obj.Size, o.Bytes))
+			objects = cmp.Or(objects, objectsDamaged)
 		}
 		if g := obj.Metadata["zfs2s3-target-guid"]; g != strconv.FormatUint(e.Target.GUID, 10) {
+			// Restore checks the data, not the metadata: the chain holds.
 			problems = append(problems, fmt.Sprintf("object %s metadata names target guid %q, the ledger %d", o.Key, g, e.Target.GUID))
 		}
 	}
@@ -78,7 +112,8 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) []
 		defer body.Close()
 		if err := copyVerified(io.Discard, body, e); err != nil {
 			problems = append(problems, err.Error())
+			objects = objectsDamaged
 		}
 	}
-	return problems
+	return problems, objects
 }

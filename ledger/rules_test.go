@@ -231,3 +231,81 @@ func TestCheckRemoveRefusesAnEdgeStillBeingRecorded(t *testing.T) {
 		t.Error("a pending recording is a transient state, not a refusal by the rule (exit 1, not 3)")
 	}
 }
+
+func TestBroken(t *testing.T) {
+	tests := []struct {
+		name     string
+		extra    []Edge
+		removing []Edge
+		missing  []Edge
+		want     []string // "edge: needs edge", in ledger order
+	}{
+		{name: "nothing missing"},
+		{name: "tip missing", missing: []Edge{incr(3, 4)},
+			want: []string{"tank/data@s3 -> tank/data@s4: needs tank/data@s3 -> tank/data@s4"}},
+		{name: "middle missing breaks its dependents", missing: []Edge{incr(1, 2)},
+			want: []string{
+				"tank/data@s1 -> tank/data@s2: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s2 -> tank/data@s3: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s3 -> tank/data@s4: needs tank/data@s1 -> tank/data@s2"}},
+		{name: "full missing breaks everything", missing: []Edge{full(1)},
+			want: []string{
+				"tank/data@s1 (full): needs tank/data@s1 (full)",
+				"tank/data@s1 -> tank/data@s2: needs tank/data@s1 (full)",
+				"tank/data@s2 -> tank/data@s3: needs tank/data@s1 (full)",
+				"tank/data@s3 -> tank/data@s4: needs tank/data@s1 (full)"}},
+		{name: "bypass keeps the dependents restorable", extra: []Edge{incr(1, 3)}, missing: []Edge{incr(1, 2)},
+			want: []string{
+				"tank/data@s1 -> tank/data@s2: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s2 -> tank/data@s3: needs tank/data@s1 -> tank/data@s2"}},
+		{name: "the first missing edge is named, not a later one", missing: []Edge{incr(1, 2), incr(3, 4)},
+			want: []string{
+				"tank/data@s1 -> tank/data@s2: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s2 -> tank/data@s3: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s3 -> tank/data@s4: needs tank/data@s3 -> tank/data@s4"}},
+		{name: "other chains are untouched", extra: []Edge{full(9), incr(9, 10)}, missing: []Edge{full(9)},
+			want: []string{
+				"tank/data@s9 (full): needs tank/data@s9 (full)",
+				"tank/data@s9 -> tank/data@s10: needs tank/data@s9 (full)"}},
+		{name: "edge being removed is neither used nor listed", extra: []Edge{incr(1, 3)}, removing: []Edge{incr(1, 3)}, missing: []Edge{incr(1, 2)},
+			want: []string{
+				"tank/data@s1 -> tank/data@s2: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s2 -> tank/data@s3: needs tank/data@s1 -> tank/data@s2",
+				"tank/data@s3 -> tank/data@s4: needs tank/data@s1 -> tank/data@s2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := chain(t, tt.extra...)
+			for _, e := range tt.removing {
+				l.MarkRemoving(e.ID())
+			}
+			missing := map[ID]bool{}
+			for _, e := range tt.missing {
+				missing[e.ID()] = true
+			}
+			var got []string
+			for _, b := range l.Broken(missing) {
+				needs := "-"
+				if b.Needs != nil {
+					needs = b.Needs.String()
+				}
+				got = append(got, b.Edge.String()+": needs "+needs)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("Broken =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestBrokenWithoutMissingIsUnrestorable(t *testing.T) {
+	l := chain(t)
+	l.Edges = append(l.Edges, incr(7, 8)) // base never stored: a damaged ledger
+	got := l.Broken(nil)
+	if len(got) != 1 || got[0].Edge.ID() != incr(7, 8).ID() || got[0].Needs != nil {
+		t.Errorf("Broken(nil) = %+v, want only 7 -> 8 with no missing edge to blame", got)
+	}
+	if u := l.Unrestorable(); len(u) != 1 || u[0].ID() != incr(7, 8).ID() {
+		t.Errorf("Unrestorable = %v", u)
+	}
+}

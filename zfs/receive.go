@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"sort"
@@ -140,5 +141,79 @@ func (r Runner) Destroy(ctx context.Context, name string, recursive bool) error 
 		}
 		time.Sleep(time.Second)
 	}
+	return err
+}
+
+// Rename renames a dataset. zfs-fuse refuses to rename a mounted dataset
+// ("dataset is busy"), and a just-received one for a moment, so it
+// unmounts and retries a few times, and mounts the dataset again under its
+// new name if it had to unmount it.
+func (r Runner) Rename(ctx context.Context, from, to string) error {
+	var err error
+	unmounted := false
+	for i := 0; i < 10; i++ {
+		if _, err = r.output(ctx, "rename", from, to); err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "busy") {
+			return err
+		}
+		if _, uerr := r.output(ctx, "unmount", "-f", from); uerr == nil {
+			unmounted = true
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		return err
+	}
+	if unmounted {
+		if _, err := r.output(ctx, "mount", to); err != nil {
+			return fmt.Errorf("renamed %s to %s, but: %w", from, to, err)
+		}
+	}
+	return nil
+}
+
+// Rollback rolls a dataset back to one of its snapshots, destroying the
+// snapshots taken after it ("zfs rollback -r").
+func (r Runner) Rollback(ctx context.Context, snapshot string) error {
+	var err error
+	for i := 0; i < 5; i++ { // zfs-fuse: busy right after a receive
+		if _, err = r.output(ctx, "rollback", "-r", snapshot); err == nil || !strings.Contains(err.Error(), "busy") {
+			return err
+		}
+		time.Sleep(time.Second)
+	}
+	return err
+}
+
+// Children lists the datasets below dataset (not dataset itself).
+func (r Runner) Children(ctx context.Context, dataset string) ([]string, error) {
+	out, err := r.output(ctx, "list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", dataset)
+	if err != nil {
+		return nil, err
+	}
+	var children []string
+	for _, n := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasPrefix(n, dataset+"/") {
+			children = append(children, n)
+		}
+	}
+	return children, nil
+}
+
+// LocalProperties returns the properties set on dataset itself (source
+// "local"), as exact values.
+func (r Runner) LocalProperties(ctx context.Context, dataset string) (map[string]string, error) {
+	out, err := r.output(ctx, "get", "-H", "-p", "-s", "local", "-o", "name,property,value", "all", dataset)
+	if err != nil {
+		return nil, err
+	}
+	return parseGet(out)
+}
+
+// SetProperty sets one property of a dataset.
+func (r Runner) SetProperty(ctx context.Context, dataset, property, value string) error {
+	_, err := r.output(ctx, "set", property+"="+value, dataset)
 	return err
 }
