@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -254,4 +255,37 @@ func TestUnknown4xxKeepsTheUploadResumable(t *testing.T) {
 	if got := e.edges(); len(got) != 1 {
 		t.Errorf("edges after the resume: %v", got)
 	}
+}
+
+// TestLostObjectGivesOneAdvice: an upload killed right after
+// CompleteMultipartUpload whose object then vanished from the bucket cannot
+// be resumed; the error says so once (abort_upload and upload again), not
+// also "run resume_upload", and following it works.
+func TestLostObjectGivesOneAdvice(t *testing.T) {
+	e := newEnv(t, "lost object")
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: testbed.IsComplete(r)} })
+	e.endpoint = p.URL
+	a := e.snap("a", 12)
+	c := e.cmd("upload", a, "--part-size", "5MiB")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Hung: // MinIO completed the object; zfs2s3 never heard back
+	case <-time.After(time.Minute):
+		t.Fatal("CompleteMultipartUpload never happened")
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	e.endpoint = bed.minio.Endpoint
+	for _, k := range e.keys() {
+		e.del(k)
+	}
+	r := e.fails(1, "abort_upload "+a+" and upload again", "resume_upload", a)
+	if strings.Contains(r.stderr, "resume_upload") {
+		t.Errorf("the error also advises resume_upload: %q", r.stderr)
+	}
+	e.ok("abort_upload", a)
+	e.ok("upload", a)
 }

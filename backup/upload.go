@@ -198,6 +198,8 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 		return fmt.Errorf("upload of %s cannot continue: %w; the snapshot is not what was uploaded: run zfs2s3 abort_upload %s and upload again", p.Edge, err, p.Edge.Target.Name)
 	case errors.Is(err, errSnapshotGone):
 		return fmt.Errorf("upload of %s cannot continue: %w; run zfs2s3 abort_upload %s to discard it", p.Edge, err, p.Edge.Target.Name)
+	case errors.Is(err, s3up.ErrObjectLost):
+		return fmt.Errorf("upload of %s cannot continue: %w; run zfs2s3 abort_upload %s and upload again", p.Edge, err, p.Edge.Target.Name)
 	}
 	hint := "run zfs2s3 resume_upload to continue, or abort_upload to discard it"
 	if errors.Is(err, s3up.ErrSetup) {

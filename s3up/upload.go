@@ -193,6 +193,11 @@ type Result struct {
 // ErrStreamChanged means the re-read stream differs from what was uploaded.
 var ErrStreamChanged = errors.New("the zfs send stream differs from the parts already uploaded")
 
+// ErrObjectLost means an object this upload completed is gone from the
+// bucket or holds other bytes: resuming cannot help, the upload must start
+// over.
+var ErrObjectLost = errors.New("an object this upload completed is gone or changed in the bucket")
+
 // Uploader runs multipart uploads.
 type Uploader struct {
 	Client      *Client
@@ -683,13 +688,13 @@ func (up *Uploader) verifyCompleted(ctx context.Context, u *Upload, i int) (stri
 	}
 	obj, err := up.Client.Head(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return "", fmt.Errorf("object %q of this upload is missing from the bucket; run abort_upload and upload again", key)
+		return "", fmt.Errorf("%w: object %q is missing", ErrObjectLost, key)
 	}
 	if err != nil {
 		return "", fmt.Errorf("check the completed object: %w", err)
 	}
 	if obj.Size != size {
-		return "", fmt.Errorf("object %q has %d bytes, the upload had %d; run abort_upload and upload again", key, obj.Size, size)
+		return "", fmt.Errorf("%w: object %q has %d bytes, the upload had %d", ErrObjectLost, key, obj.Size, size)
 	}
 	if etag != "" && obj.ETag == etag {
 		return obj.ETag, nil
@@ -700,7 +705,7 @@ func (up *Uploader) verifyCompleted(ctx context.Context, u *Upload, i int) (stri
 		return "", fmt.Errorf("read back object %q to check it: %w", key, err)
 	}
 	if got != want {
-		return "", fmt.Errorf("object %q does not hold what was uploaded (the stream up to its end has SHA-256 %s, the upload's %s); run abort_upload and upload again", key, got, want)
+		return "", fmt.Errorf("%w: object %q does not hold what was uploaded (the stream up to its end has SHA-256 %s, the upload's %s)", ErrObjectLost, key, got, want)
 	}
 	up.Client.learn(func(c *Caps) *bool { return &c.ETagNotMD5 }, "multipart ETags are not the MD5 of the parts' MD5s")
 	return obj.ETag, nil
