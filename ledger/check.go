@@ -32,10 +32,15 @@ func (e Edge) Check(prefix string) error {
 	if e.StreamBytes <= 0 || e.StoredBytes <= 0 {
 		return fmt.Errorf("sizes %d/%d bytes: a stored stream is never empty", e.StreamBytes, e.StoredBytes)
 	}
-	for _, o := range e.Objects() {
+	first := e.StoredBytes // e.Objects() without its allocation: this runs per edge on every load
+	for _, o := range e.Segments {
+		first -= o.Bytes
 		if o.Bytes <= 0 || o.Bytes > MaxObjectBytes {
 			return fmt.Errorf("object %s of %d bytes: S3 objects hold 1 byte to 5 TiB", o.Key, o.Bytes)
 		}
+	}
+	if first <= 0 || first > MaxObjectBytes {
+		return fmt.Errorf("object %s of %d bytes: S3 objects hold 1 byte to 5 TiB", e.Key, first)
 	}
 	if !isSHA256(e.SHA256) {
 		return fmt.Errorf("sha256 %q is not 64 hex digits", e.SHA256)

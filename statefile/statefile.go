@@ -7,6 +7,7 @@ package statefile
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -90,10 +91,17 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > limit {
-		return nil, tooBig(path, fi.Size(), limit)
+	size := int64(0)
+	if fi, err := f.Stat(); err == nil {
+		if size = fi.Size(); size > limit {
+			return nil, tooBig(path, size, limit)
+		}
 	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	// Read into a buffer of the file's size (and one byte more to see it
+	// grew): io.ReadAll's doubling copies a 32 MB ledger several times.
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	_, err = buf.ReadFrom(io.LimitReader(f, limit+1))
+	b := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, bare(err))
 	}
