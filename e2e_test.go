@@ -479,26 +479,31 @@ func TestKillMidUploadThenResume(t *testing.T) {
 	}
 }
 
-func TestKillAfterCompleteThenResumeRecords(t *testing.T) {
-	e := newEnv(t, "complete")
-	p := testbed.StartProxy(t, bed.minio.Endpoint)
+// killAfterComplete runs an upload that the store completes but whose
+// answer never comes, and kill -9s it then.
+func (e *env) killAfterComplete(p *testbed.Proxy, args ...string) {
+	e.t.Helper()
 	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: testbed.IsComplete(r)} })
-	e.endpoint = p.URL
-	a := e.snap("a", 12)
-	c := e.cmd("upload", a, "--part-size", "5MiB")
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	defer p.SetRule(nil)
+	c, stderr := e.start(args...)
 	select {
-	case <-p.Hung: // MinIO completed the object; zfs2s3 never heard back
+	case <-p.Hung:
 	case <-time.After(time.Minute):
-		t.Fatal("CompleteMultipartUpload never happened")
+		e.t.Fatalf("CompleteMultipartUpload never happened: %s", stderr)
 	}
 	c.Process.Signal(syscall.SIGKILL)
 	c.Wait()
 	if len(e.ledger().Edges) != 0 {
-		t.Fatal("edge recorded before the upload finished")
+		e.t.Fatal("edge recorded before the upload finished")
 	}
+}
+
+func TestKillAfterCompleteThenResumeRecords(t *testing.T) {
+	e := newEnv(t, "complete")
+	a := e.snap("a", 12)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	e.endpoint = p.URL
+	e.killAfterComplete(p, "upload", a, "--part-size", "5MiB")
 	e.endpoint = bed.minio.Endpoint
 	e.ok("resume_upload", a)
 	ed, err := e.ledger().Find(a, "", 0, 0)

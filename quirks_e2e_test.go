@@ -9,9 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
 )
@@ -24,25 +22,6 @@ func quirkyEnv(t *testing.T, name string, q testbed.Quirks) (*env, *testbed.Prox
 	p.SetQuirks(q)
 	e.endpoint = p.URL
 	return e, p
-}
-
-// killAfterComplete runs an upload that the store completes but whose
-// answer never comes, and kill -9s it then.
-func (e *env) killAfterComplete(p *testbed.Proxy, args ...string) {
-	e.t.Helper()
-	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: testbed.IsComplete(r)} })
-	defer p.SetRule(nil)
-	c, stderr := e.start(args...)
-	select {
-	case <-p.Hung:
-	case <-time.After(time.Minute):
-		e.t.Fatalf("CompleteMultipartUpload never happened: %s", stderr)
-	}
-	c.Process.Signal(syscall.SIGKILL)
-	c.Wait()
-	if len(e.ledger().Edges) != 0 {
-		e.t.Fatal("edge recorded before the upload finished")
-	}
 }
 
 // resumeRecords resumes the upload of snap and checks that the stored

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -263,21 +262,10 @@ func TestUnknown4xxKeepsTheUploadResumable(t *testing.T) {
 // also "run resume_upload", and following it works.
 func TestLostObjectGivesOneAdvice(t *testing.T) {
 	e := newEnv(t, "lost object")
-	p := testbed.StartProxy(t, bed.minio.Endpoint)
-	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: testbed.IsComplete(r)} })
-	e.endpoint = p.URL
 	a := e.snap("a", 12)
-	c := e.cmd("upload", a, "--part-size", "5MiB")
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.Hung: // MinIO completed the object; zfs2s3 never heard back
-	case <-time.After(time.Minute):
-		t.Fatal("CompleteMultipartUpload never happened")
-	}
-	c.Process.Signal(syscall.SIGKILL)
-	c.Wait()
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	e.endpoint = p.URL
+	e.killAfterComplete(p, "upload", a, "--part-size", "5MiB")
 	e.endpoint = bed.minio.Endpoint
 	for _, k := range e.keys() {
 		e.del(k)
