@@ -548,7 +548,7 @@ func TestMissingFullObjectIsNeverRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := run(t, c, &u, source{Reader: bytes.NewReader(data)})
-	if err == nil || !strings.Contains(err.Error(), `object "gone" of this upload is missing`) {
+	if !errors.Is(err, ErrObjectLost) || !strings.Contains(err.Error(), `object "gone" is missing`) {
 		t.Fatalf("resume with its first object deleted = %v", err)
 	}
 	if u.Completing {
