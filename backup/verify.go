@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -34,6 +35,10 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 	l, err := b.readLedger(ctx)
 	if err != nil {
 		return VerifyReport{}, err
+	}
+	if dataset != "" && !slices.ContainsFunc(l.Edges, func(e ledger.Edge) bool { return e.Target.Dataset() == dataset }) {
+		// Checking nothing is not "all intact": most likely a typo.
+		return VerifyReport{}, usagef("verify %s: the ledger holds no edge of dataset %s; zfs2s3 status lists what is stored", dataset, dataset)
 	}
 	objs, _, err := b.listObjects(ctx)
 	if err != nil {
