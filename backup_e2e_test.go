@@ -163,7 +163,7 @@ func TestBackupFromConfig(t *testing.T) {
 		if n := strings.Count(r.stdout, "would upload"); n != 20 {
 			t.Errorf("dry run plans %d edges, want 20:\n%s", n, r.stdout)
 		}
-		for _, want := range []string{e.a + "@daily-2026-01-05 (full) (full: 96h0m0s since the last full)",
+		for _, want := range []string{e.a + "@daily-2026-01-05 (full) (full: 4d since the last full)",
 			e.a + "@daily-2026-01-05 -> " + e.a + "@daily-2026-01-06 (incremental from the newest stored snapshot here)",
 			e.b + "@daily-2026-01-01 (full) (full: nothing stored to start from), about "} {
 			if !strings.Contains(r.stdout, want) {
