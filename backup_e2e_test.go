@@ -213,6 +213,19 @@ func TestBackupFromConfig(t *testing.T) {
 		if after := e.snapshotState(); after != before {
 			t.Errorf("second run changed state:\nbefore %s\nafter  %s", before, after)
 		}
+		// On a new machine a dry run plans from the bucket's ledger copy
+		// and does not adopt it into the state dir.
+		fresh := t.TempDir()
+		r := e.runWith([]string{"ZFS2S3_STATE_DIR=" + fresh}, "backup", "--dry-run")
+		if r.code != 0 || strings.Count(r.stdout, "nothing new to upload") != 2 {
+			t.Errorf("dry run on a new machine: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+		}
+		if left, _ := os.ReadDir(fresh); len(left) != 0 {
+			t.Errorf("dry run on a new machine wrote %d entries into the state dir", len(left))
+		}
+		if after := e.snapshotState(); after != before {
+			t.Errorf("dry run on a new machine changed state:\nbefore %s\nafter  %s", before, after)
+		}
 	})
 
 	t.Run("destroyed newest stored starts from the newest still here", func(t *testing.T) {

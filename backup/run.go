@@ -125,6 +125,11 @@ func indexOf(ds []config.Dataset, name string) int {
 // others, and the error is a *RunError naming each failed dataset.
 func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.Dataset, opt RunOptions) (RunReport, error) {
 	rep := RunReport{DryRun: opt.DryRun, Datasets: []DatasetReport{}}
+	if opt.DryRun {
+		// Reading the ledger writes nothing then: no bucket copy adopted
+		// into the state dir, no repair of a lagging copy in the bucket.
+		b.readOnly = true
+	}
 	for _, d := range datasets {
 		ok, err := b.ZFS.Exists(ctx, d.Name)
 		if err != nil {
