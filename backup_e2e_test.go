@@ -32,8 +32,9 @@ func newBackupEnv(t *testing.T) *backupEnv {
 	e.b = e.ds + "/b"
 	e.zfs("create", e.b)
 	e.config = filepath.Join(t.TempDir(), "config.yaml")
-	// a: a new full every 4 days of snapshot time; b: the defaults, one
-	// full then incrementals.
+	// a: a new full every 4 days of snapshot time (from the names); b:
+	// times from the creation property, all within a day, so one full
+	// then incrementals.
 	e.writeConfig(fmt.Sprintf(`
 defaults:
   snapshots: "daily-*"
@@ -41,7 +42,7 @@ defaults:
 datasets:
   %q:
     full_every: 4d
-  %q: {}
+  %q: {time_format: "", full_every: 1d}
 `, e.a, e.b))
 	return e
 }
