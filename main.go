@@ -493,7 +493,7 @@ func configKeys(g config.Global) []struct{ flag, key, value string } {
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	file := c.String("config")
 	if c.IsSet("config") && file == "" {
-		return nil, usageErr{errors.New("--config was given an empty name (an unset variable?); leave it out for " + config.DefaultPath)}
+		return nil, usageErr{errors.New("--config or ZFS2S3_CONFIG names no file (an unset variable?); leave both out for " + config.DefaultPath)}
 	}
 	if !c.IsSet("config") {
 		file = config.DefaultPath
