@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -24,6 +25,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
@@ -97,6 +99,14 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return exitOK
 	}
+	var re *backup.RunError
+	if errors.As(err, &re) {
+		// One line per dataset that failed, each naming it.
+		for _, line := range re.Lines {
+			fmt.Fprintln(os.Stderr, "zfs2s3: "+oneLine(line))
+		}
+		return exitFailed
+	}
 	msg := oneLine(err.Error())
 	if errors.As(context.Cause(ctx), new(interrupt)) {
 		msg = interruptedMessage(msg)
@@ -122,7 +132,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.Is(err, ledger.ErrRefused):
 		return exitRefused
-	case errors.Is(err, backup.ErrUsage), errors.As(err, &ue):
+	case errors.Is(err, backup.ErrUsage), errors.As(err, &ue), errors.As(err, new(*config.Error)):
 		return exitUsage
 	}
 	return exitFailed
@@ -135,6 +145,7 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "config", EnvVars: []string{"ZFS2S3_CONFIG"}, Usage: "config `FILE` (default " + config.DefaultPath + ", used only if it exists)"},
 		&cli.StringFlag{Name: "bucket", EnvVars: []string{"ZFS2S3_BUCKET"}, Usage: "S3 bucket (required)"},
 		&cli.StringFlag{Name: "prefix", EnvVars: []string{"ZFS2S3_PREFIX"}, Usage: "key prefix inside the bucket"},
 		&cli.StringFlag{Name: "endpoint", EnvVars: []string{"ZFS2S3_ENDPOINT"}, Usage: "S3-compatible endpoint URL (path-style addressing)"},
@@ -252,6 +263,14 @@ func newApp() *cli.App {
 				}),
 			},
 			{
+				Name: "backup", ArgsUsage: "[DATASET...]",
+				Usage: "back up the configured datasets (or the named ones): finish pending uploads, then store new snapshots as the config says",
+				Flags: append(commonFlags(),
+					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (each edge, its base, why, the estimated size) and change nothing"},
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"}),
+				Action: runBackup,
+			},
+			{
 				Name:  "ledger",
 				Usage: "manage the ledger",
 				Subcommands: []*cli.Command{{
@@ -353,6 +372,9 @@ func withBackup(args []arg, fn func(context.Context, *cli.Context, *backup.Backu
 		if err := checkNames(c, args); err != nil {
 			return usageErr{err}
 		}
+		if _, err := loadConfig(c); err != nil {
+			return err
+		}
 		b, err := newBackup(c)
 		if err != nil {
 			return err
@@ -404,6 +426,89 @@ func checkNames(c *cli.Context, args []arg) error {
 		}
 	}
 	return nil
+}
+
+// runBackup is the backup command: the datasets and their rules come from
+// the config file, checked in full before anything runs.
+func runBackup(c *cli.Context) error {
+	names := c.Args().Slice()
+	for _, n := range names {
+		if err := zfs.CheckDatasetName(n); err != nil {
+			return usageErr{err}
+		}
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	datasets, err := backup.SelectDatasets(cfg, names)
+	if err != nil {
+		return err
+	}
+	b, err := newBackup(c)
+	if err != nil {
+		return err
+	}
+	asJSON := c.Bool("json")
+	if asJSON {
+		b.Out = func(string, ...any) {} // the report says it all
+	}
+	rep, err := b.Run(c.Context, cfg, datasets, backup.RunOptions{DryRun: c.Bool("dry-run")})
+	var re *backup.RunError
+	if err != nil && !errors.As(err, &re) {
+		return err // nothing was done
+	}
+	if asJSON {
+		if jerr := writeJSON(c.App.Writer, rep); jerr != nil {
+			return jerr
+		}
+	}
+	return err
+}
+
+// configKeys pairs each config.Global setting with its flag.
+func configKeys(g config.Global) []struct{ flag, key, value string } {
+	conc := ""
+	if g.Concurrency != 0 {
+		conc = strconv.Itoa(g.Concurrency)
+	}
+	return []struct{ flag, key, value string }{
+		{"bucket", "bucket", g.Bucket}, {"prefix", "prefix", g.Prefix}, {"endpoint", "endpoint", g.Endpoint},
+		{"region", "region", g.Region}, {"profile", "profile", g.Profile}, {"storage-class", "storage_class", g.StorageClass},
+		{"checksum", "checksum", g.Checksum}, {"part-size", "part_size", g.PartSize}, {"concurrency", "concurrency", conc},
+		{"state-dir", "state_dir", g.StateDir},
+	}
+}
+
+// loadConfig reads the config file (--config, ZFS2S3_CONFIG, or the
+// default path if it exists) and fills in each global setting that neither
+// a flag nor the environment set, so that what follows sees one value per
+// setting: flags, then environment, then config, then defaults. A config
+// error is exit 2 before anything runs.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	file := c.String("config")
+	if c.IsSet("config") && file == "" {
+		return nil, usageErr{errors.New("--config or ZFS2S3_CONFIG names no file (an unset variable?); leave both out for " + config.DefaultPath)}
+	}
+	if !c.IsSet("config") {
+		file = config.DefaultPath
+		if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+			return &config.Config{}, nil // no config: flags and environment only
+		}
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return nil, usageErr{err}
+	}
+	for _, k := range configKeys(cfg.Global) {
+		if k.value == "" || c.IsSet(k.flag) {
+			continue
+		}
+		if err := c.Set(k.flag, k.value); err != nil {
+			return nil, usageErr{cfg.Errorf(0, k.key, "%v", err)}
+		}
+	}
+	return cfg, nil
 }
 
 // readOnlyCommands change nothing in the ledger or the bucket.

@@ -2,9 +2,14 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/urfave/cli/v2"
 
 	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -91,5 +96,87 @@ func TestInterruptedMessage(t *testing.T) {
 		if got := interruptedMessage(in); got != want {
 			t.Errorf("interruptedMessage(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// settingsWith runs a command with args and env under a config file
+// holding cfg and returns the settings it ends up with.
+func settingsWith(t *testing.T, cfg string, env map[string]string, args ...string) (map[string]string, error) {
+	t.Helper()
+	for _, k := range []string{"ZFS2S3_BUCKET", "ZFS2S3_PREFIX", "ZFS2S3_ENDPOINT", "AWS_REGION", "AWS_PROFILE",
+		"ZFS2S3_STORAGE_CLASS", "ZFS2S3_CHECKSUM", "ZFS2S3_PART_SIZE", "ZFS2S3_CONCURRENCY", "ZFS2S3_STATE_DIR", "ZFS2S3_CONFIG"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ZFS2S3_CONFIG", file)
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	got := map[string]string{}
+	app := &cli.App{Commands: []*cli.Command{{Name: "x", Flags: commonFlags(), Action: func(c *cli.Context) error {
+		if _, err := loadConfig(c); err != nil {
+			return err
+		}
+		for _, f := range []string{"bucket", "prefix", "region", "storage-class", "checksum", "part-size", "concurrency", "state-dir"} {
+			got[f] = c.String(f)
+		}
+		got["concurrency"] = strconv.Itoa(c.Int("concurrency"))
+		return nil
+	}}}}
+	err := app.Run(append([]string{"zfs2s3", "x"}, args...))
+	return got, err
+}
+
+func TestConfigPrecedenceFlagEnvConfigDefault(t *testing.T) {
+	cfg := "bucket: from-config\nprefix: cfgprefix\nregion: cfg-region\nstorage_class: STANDARD_IA\npart_size: 32MiB\nconcurrency: 2\nstate_dir: /cfg/state\n"
+	got, err := settingsWith(t, cfg, map[string]string{"ZFS2S3_BUCKET": "from-env", "AWS_REGION": "env-region"},
+		"--bucket", "from-flag", "--concurrency", "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"bucket":        "from-flag",   // flag over env over config
+		"region":        "env-region",  // env over config
+		"prefix":        "cfgprefix",   // config over default
+		"storage-class": "STANDARD_IA", // config over the flag's default
+		"part-size":     "32MiB",
+		"concurrency":   "8", // flag over config
+		"state-dir":     "/cfg/state",
+		"checksum":      "crc32c", // default: neither set
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("settings (-want +got):\n%s", d)
+	}
+	got, err = settingsWith(t, cfg, map[string]string{"ZFS2S3_BUCKET": "from-env", "ZFS2S3_CONCURRENCY": "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["bucket"] != "from-env" || got["concurrency"] != "3" {
+		t.Errorf("env under config: bucket %q concurrency %q, want from-env and 3", got["bucket"], got["concurrency"])
+	}
+	got, err = settingsWith(t, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["bucket"] != "from-config" || got["concurrency"] != "2" {
+		t.Errorf("config alone: bucket %q concurrency %q, want from-config and 2", got["bucket"], got["concurrency"])
+	}
+}
+
+func TestConfigErrorIsOneLineExit2(t *testing.T) {
+	_, err := settingsWith(t, "bucket: b\nfrobnicate: 1\n", nil)
+	if err == nil || exitCode(err) != exitUsage {
+		t.Fatalf("unknown key: err %v, exit %d; want exit %d", err, exitCode(err), exitUsage)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "config.yaml:2: frobnicate: unknown key") || strings.Contains(msg, "\n") {
+		t.Errorf("error %q: want one line naming FILE:2 and the key", msg)
+	}
+	_, err = settingsWith(t, "", map[string]string{"ZFS2S3_CONFIG": "/nonexistent/zfs2s3.yaml"})
+	if err == nil || exitCode(err) != exitUsage || !strings.Contains(err.Error(), "/nonexistent/zfs2s3.yaml") {
+		t.Errorf("missing named config: err %v, exit %d; want exit %d naming the file", err, exitCode(err), exitUsage)
 	}
 }

@@ -76,6 +76,9 @@ type Backup struct {
 	readOnly bool
 	// etagWarned is set once a warning said the ETag file is unusable.
 	etagWarned bool
+	// lastRecorded is the edge the last upload recorded, for the sizes a
+	// backup run reports.
+	lastRecorded *ledger.Edge
 }
 
 // New returns a Backup; out prints results.

@@ -267,6 +267,7 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 		return fmt.Errorf("upload of %s completed but not recorded: %w", e, err)
 	}
 	copyErr := err
+	b.lastRecorded = &e
 	if err := p.release(); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@
 package plan
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -79,7 +80,7 @@ func Make(snaps []Snapshot, r Rules, fullTimes []time.Time) []Edge {
 		case len(usable) == 0:
 			e.Why = "full: nothing stored to start from"
 		case r.FullEvery > 0 && !lastFull.IsZero() && t.Time.Sub(lastFull) >= r.FullEvery:
-			e.Why = "full: " + r.FullEvery.String() + " since the last full"
+			e.Why = "full: " + days(r.FullEvery) + " since the last full"
 		case r.FullEvery > 0 && lastFull.IsZero():
 			e.Why = "full: no full stored"
 		case r.ChainFull && len(fulls) == 0:
@@ -101,4 +102,14 @@ func Make(snaps []Snapshot, r Rules, fullTimes []time.Time) []Edge {
 		}
 	}
 	return out
+}
+
+// days writes a duration as configured (30d) when it is whole days, for
+// the reason a dry run prints; "720h0m0s" would not read as full_every.
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	return d.String()
 }

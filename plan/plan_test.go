@@ -138,3 +138,12 @@ func TestMakeProperties(t *testing.T) {
 		}
 	})
 }
+
+func TestWhyNamesFullEveryInDays(t *testing.T) {
+	day := func(d int) time.Time { return time.Date(2026, 1, d, 0, 0, 0, 0, time.UTC) }
+	snaps := []Snapshot{{Name: "t@1", GUID: 1, Time: day(1), Stored: true, StoredFull: true}, {Name: "t@31", GUID: 31, Time: day(31)}}
+	edges := Make(snaps, Rules{FullEvery: 30 * 24 * time.Hour}, nil)
+	if len(edges) != 1 || edges[0].Why != "full: 30d since the last full" {
+		t.Errorf("edges %+v: want one full because 30d passed", edges)
+	}
+}

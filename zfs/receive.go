@@ -32,7 +32,7 @@ func (r Runner) Snapshots(ctx context.Context, dataset string) ([]Snapshot, erro
 	if len(names) == 0 {
 		return nil, nil
 	}
-	args := append([]string{"get", "-H", "-p", "-o", "name,property,value", "guid,createtxg"}, names...)
+	args := append([]string{"get", "-H", "-p", "-o", "name,property,value", "guid,createtxg,creation"}, names...)
 	out, err = r.output(ctx, args...)
 	if err != nil {
 		return nil, err
@@ -54,6 +54,8 @@ func (r Runner) Snapshots(ctx context.Context, dataset string) ([]Snapshot, erro
 			s.GUID = n
 		case "createtxg":
 			s.CreateTXG = n
+		case "creation":
+			s.Creation = time.Unix(int64(n), 0).UTC()
 		}
 	}
 	snaps := make([]Snapshot, 0, len(byName))
