@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 )
@@ -271,5 +273,31 @@ func TestKeysTooLongAreRefusedUpFront(t *testing.T) {
 	e.fails(2, "over S3's 1024", "upload", a, "--prefix", strings.Repeat("p", 1000))
 	if len(e.keys()) != 0 || e.multipartUploads() != 0 {
 		t.Errorf("the bucket holds %v and %d multipart uploads", e.keys(), e.multipartUploads())
+	}
+}
+
+// TestRebuildStopsOnAManifestItCannotRead: a manifest the store fails to
+// serve is not a manifest to skip: the rebuild stops and writes nothing,
+// rather than a ledger without that edge over the bucket's copy.
+func TestRebuildStopsOnAManifestItCannotRead(t *testing.T) {
+	e := newEnv(t, "unreadable manifest")
+	a, b := e.snap("a", 1), e.snap("b", 1)
+	e.ok("upload", a)
+	e.ok("upload", b, "-i", a)
+	manifest := s3up.ManifestKey(e.edgeKey(a, ""))
+	e.del(backup.LedgerKey(""))
+	t.Setenv("AWS_MAX_ATTEMPTS", "2")
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	p.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/"+manifest) {
+			return testbed.Fault{Status: http.StatusServiceUnavailable}
+		}
+		return testbed.Fault{}
+	})
+	e.endpoint = p.URL
+	e.stateDir = t.TempDir()
+	e.fails(1, "nothing was written", "ledger", "rebuild")
+	if e.has(backup.LedgerKey("")) {
+		t.Error("a ledger copy was written without the unreadable manifest's edge")
 	}
 }

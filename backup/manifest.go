@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"gopkg.in/yaml.v3"
@@ -37,11 +38,24 @@ func (b *Backup) writeManifest(ctx context.Context, e ledger.Edge) error {
 // own object, and its edge must pass ledger.Edge.Check under the prefix.
 func (b *Backup) readManifest(ctx context.Context, key string) (ledger.Edge, error) {
 	data, _, err := b.S3.ReadAll(ctx, key, maxManifestBytes)
+	if errors.Is(err, s3up.ErrTooLarge) {
+		return ledger.Edge{}, badManifestError{err}
+	}
 	if err != nil {
 		return ledger.Edge{}, err
 	}
-	return parseManifest(data, key, b.Opt.Prefix)
+	e, err := parseManifest(data, key, b.Opt.Prefix)
+	if err != nil {
+		return ledger.Edge{}, badManifestError{err}
+	}
+	return e, nil
 }
+
+// badManifestError is a manifest whose contents cannot be taken, as
+// opposed to one that could not be read (an S3 error, to retry).
+type badManifestError struct{ error }
+
+func (e badManifestError) Unwrap() error { return e.error }
 
 // parseManifest decodes the manifest stored at key and checks it.
 func parseManifest(data []byte, key, prefix string) (ledger.Edge, error) {

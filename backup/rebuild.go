@@ -50,9 +50,12 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 			continue
 		}
 		e, err := b.readManifest(ctx, o.Key)
-		if err != nil {
+		if errors.As(err, new(badManifestError)) {
 			b.Out("skipped manifest %s: %v", o.Key, err)
 			continue
+		}
+		if err != nil { // not to be skipped: the rebuilt ledger would lack the edge
+			return fmt.Errorf("read manifest %s: %w; nothing was written, run ledger rebuild again", o.Key, err)
 		}
 		r.add(ctx, e, "manifest")
 	}
