@@ -211,6 +211,9 @@ func (r *rebuild) recoverUnrecorded(ctx context.Context, objs []s3up.ObjectInfo)
 			continue // a further object: recovered with its first, or reported below
 		}
 		e, err := r.recover(ctx, o.Key)
+		if err != nil && !errors.As(err, new(notProven)) { // an S3 error: retry rather than leave the edge out
+			return fmt.Errorf("read object %s to recover its edge: %w; nothing was written, run ledger rebuild again", o.Key, err)
+		}
 		if err != nil {
 			b.Out("skipped object %s: no valid manifest describes it, and %v; check it, then delete it or abort its upload", o.Key, err)
 			reported[o.Key] = true
@@ -243,7 +246,7 @@ func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) 
 	}
 	e, err := edgeFromMetadata(head.Metadata)
 	if err != nil {
-		return ledger.Edge{}, err
+		return ledger.Edge{}, notProven{err}
 	}
 	e.Key = key
 	for i := 1; ; i++ {
@@ -263,7 +266,7 @@ func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) 
 		e.StorageClass = "STANDARD"
 	}
 	if err := e.CheckKeys(b.Opt.Prefix); err != nil {
-		return ledger.Edge{}, fmt.Errorf("its metadata does not describe it (%v)", err)
+		return ledger.Edge{}, notProven{fmt.Errorf("its metadata does not describe it (%v)", err)}
 	}
 	b.Out("reading %s (%d bytes) to recover its edge", key, e.StoredBytes)
 	h, check := sha256.New(), &zfs.StreamCheck{}
@@ -273,11 +276,17 @@ func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) 
 		return ledger.Edge{}, fmt.Errorf("reading it failed: %w", err)
 	}
 	if err := check.Check(e.Target.GUID, e.ID().BaseGUID); err != nil {
-		return ledger.Edge{}, fmt.Errorf("its contents do not match its metadata: %w", err)
+		return ledger.Edge{}, notProven{fmt.Errorf("its contents do not match its metadata: %w", err)}
 	}
 	e.SHA256 = hex.EncodeToString(h.Sum(nil))
 	return e, nil
 }
+
+// notProven is an object whose metadata or bytes do not make an edge, as
+// opposed to one that could not be read.
+type notProven struct{ error }
+
+func (e notProven) Unwrap() error { return e.error }
 
 // edgeFromMetadata reads the edge an upload wrote into its objects'
 // metadata (objectMetadata).
