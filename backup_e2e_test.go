@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -84,16 +82,7 @@ func (e *backupEnv) runWith(env []string, args ...string) result {
 	c := e.cmd(args...)
 	c.Env = append(c.Env, "ZFS2S3_CONFIG="+e.config)
 	c.Env = append(c.Env, env...)
-	var stdout, stderr bytes.Buffer
-	c.Stdout, c.Stderr = &stdout, &stderr
-	err := c.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	return r
+	return e.runCmd(c)
 }
 
 // report runs backup --json and returns its report by dataset.

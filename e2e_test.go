@@ -116,7 +116,12 @@ func (e *env) cmd(args ...string) *exec.Cmd {
 // run runs zfs2s3 to the end.
 func (e *env) run(args ...string) result {
 	e.t.Helper()
-	c := e.cmd(args...)
+	return e.runCmd(e.cmd(args...))
+}
+
+// runCmd runs a zfs2s3 command made by cmd to the end.
+func (e *env) runCmd(c *exec.Cmd) result {
+	e.t.Helper()
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	err := c.Run()
