@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,5 +247,42 @@ func TestUnechoedChecksumFallsBackToMD5(t *testing.T) {
 	}
 	if !bytes.Equal(c.bytesOf(t, "md5"), data) {
 		t.Error("object differs from the stream")
+	}
+}
+
+// TestConditionalWriteAnswersThatAreNotAMisCompare: a store that does not
+// implement conditional writes is named, and no unconditional write
+// follows (it could overwrite another machine's ledger copy); a 409 is a
+// change by someone else, and teaches nothing about the store.
+func TestConditionalWriteAnswersThatAreNotAMisCompare(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		status int
+		code   string
+		want   error
+	}{
+		{"not implemented", http.StatusNotImplemented, "NotImplemented", ErrNoConditionalWrites},
+		{"conflict", http.StatusConflict, "ConditionalRequestConflict", ErrChanged},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var puts atomic.Int32
+			refuse := s3Error(tt.status, tt.code, "no")
+			c := cannedClient(t, "us-east-1", func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPut {
+					puts.Add(1)
+				}
+				refuse(w, r)
+			})
+			_, err := c.PutIf(context.Background(), "k", []byte("x"), nil, "etag")
+			if !errors.Is(err, tt.want) {
+				t.Errorf("PutIf = %v, want %v", err, tt.want)
+			}
+			if n := puts.Load(); n != 1 {
+				t.Errorf("%d PUTs, want 1 (no unconditional write after the refusal)", n)
+			}
+			if c.Caps().IfMatchUnquoted {
+				t.Error("learnt to send If-Match unquoted")
+			}
+		})
 	}
 }

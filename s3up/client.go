@@ -191,11 +191,12 @@ const AnyVersion = "*any*"
 
 // ErrNoConditionalWrites means the store refused a conditional write of an
 // object that had not changed: it has no usable If-Match or If-None-Match.
-var ErrNoConditionalWrites = errors.New("the store does not honour conditional writes (it answered 412 to If-Match on the object's current ETag, quoted and unquoted)")
+var ErrNoConditionalWrites = errors.New("the store does not honour conditional writes (If-Match, If-None-Match)")
 
 // PutIf stores a small object only if it still has the ETag ifMatch ("":
-// only if it does not exist yet), and returns the new ETag. Servers that do
-// not implement conditional writes get a plain write; so do AnyVersion.
+// only if it does not exist yet), and returns the new ETag; AnyVersion
+// writes unconditionally. A store that does not implement conditional
+// writes gets ErrNoConditionalWrites, never a plain write.
 //
 // A 412 is not taken at its word: when the object still has the ETag
 // ifMatch, the store mis-compared (Ceph RGW 16 refuses quoted ETags), so
@@ -232,7 +233,7 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 		return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
 	}
 	c.learn(func(c *Caps) *bool { return &c.NoConditionalWrites }, "conditional writes of an unchanged object get 412")
-	return "", fmt.Errorf("put s3 key %q: %w", key, ErrNoConditionalWrites)
+	return "", fmt.Errorf("put s3 key %q: %w (it answered 412 to If-Match on the object's current ETag, quoted and unquoted)", key, ErrNoConditionalWrites)
 }
 
 // errPrecondition is a 412 (or a conflict) on a conditional write, before
@@ -255,11 +256,17 @@ func (c *Client) putIf(ctx context.Context, key string, data []byte, meta map[st
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
-		case "PreconditionFailed", "ConditionalRequestConflict":
+		case "PreconditionFailed":
 			return "", errPrecondition
+		case "ConditionalRequestConflict":
+			// Another write of the object is in flight (409): it changed,
+			// or is changing. Not a store mis-comparing, so nothing learnt.
+			return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
 		case "NotImplemented":
 			if ifMatch != AnyVersion {
-				return c.putIf(ctx, key, data, meta, AnyVersion, false)
+				// Never a silent unconditional write: it could overwrite
+				// another machine's copy. --conditional-writes off says so.
+				return "", fmt.Errorf("put s3 key %q: %w (it answered NotImplemented)", key, ErrNoConditionalWrites)
 			}
 		}
 	}
