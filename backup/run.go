@@ -182,6 +182,7 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 		}
 	}
 	edges := plan.Make(sel, plan.Rules{ChainFull: d.Chain == config.ChainFull, FullEvery: d.FullEvery}, fullTimes)
+	var copyBehind error // the last upload whose bucket ledger copy lags
 	if len(edges) == 0 {
 		b.Out("%s: nothing new to upload", d.Name)
 		return nil
@@ -206,12 +207,18 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 		}
 		start := time.Now()
 		b.lastRecorded = nil
-		if err := b.Upload(ctx, e.Target.Name, base); err != nil {
-			return err // the later edges build on this one
+		err := b.Upload(ctx, e.Target.Name, base)
+		if err != nil && !errors.Is(err, errCopyBehind) {
+			return errors.Join(copyBehind, err) // the later edges build on this one
+		}
+		if err != nil {
+			// Stored and recorded here; only the bucket's ledger copy lags,
+			// and the next command writes it: go on, and say so at the end.
+			copyBehind = err
 		}
 		dr.Uploaded = append(dr.Uploaded, b.uploaded(start))
 	}
-	return nil
+	return copyBehind
 }
 
 // finishPending finishes the dataset's pending uploads, or in a dry run
@@ -241,7 +248,7 @@ func (b *Backup) finishPending(ctx context.Context, dataset string, opt RunOptio
 		}
 		start := time.Now()
 		b.lastRecorded = nil
-		if err := b.run(ctx, p); err != nil {
+		if err := b.run(ctx, p); err != nil && !errors.Is(err, errCopyBehind) {
 			p.lock.Unlock()
 			return nil, fmt.Errorf("finish the pending upload first: %w", err)
 		}

@@ -3,6 +3,7 @@ package backup
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -95,9 +96,15 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) (p
 	}
 	for _, o := range e.Objects() {
 		obj, err := b.S3.Head(ctx, o.Key)
-		if err != nil {
-			problems = append(problems, "object missing or unreadable: "+err.Error())
+		if errors.Is(err, s3up.ErrNotFound) {
+			problems = append(problems, "object missing: "+err.Error())
 			objects = objectsMissing
+			continue
+		}
+		if err != nil {
+			// Unreadable now (access, a failing store) is not missing: the
+			// edges built on it are not reported as broken for it.
+			problems = append(problems, "object unreadable: "+err.Error())
 			continue
 		}
 		if obj.Size != o.Bytes {
