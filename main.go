@@ -271,6 +271,22 @@ func newApp() *cli.App {
 				Action: runBackup,
 			},
 			{
+				Name: "prune", ArgsUsage: "[DATASET...]",
+				Usage: "apply each configured dataset's keep rule to its stored snapshots: upload bypasses, then remove what no kept snapshot needs",
+				Flags: append(commonFlags(),
+					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (bypasses, removals and why, chain links that stay) and change nothing"},
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"}),
+				Action: runPrune,
+			},
+			{
+				Name: "consolidate", ArgsUsage: "DATASET@FROM DATASET@TO",
+				Usage: "store FROM -> TO if missing, then remove the edges between them that nothing else needs",
+				Flags: append(commonFlags(),
+					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan and change nothing"},
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"}),
+				Action: runConsolidate,
+			},
+			{
 				Name:  "ledger",
 				Usage: "manage the ledger",
 				Subcommands: []*cli.Command{{
@@ -464,6 +480,84 @@ func runBackup(c *cli.Context) error {
 		}
 	}
 	return err
+}
+
+// runPrune is the prune command: the keep rules come from the config file.
+func runPrune(c *cli.Context) error {
+	names := c.Args().Slice()
+	for _, n := range names {
+		if err := zfs.CheckDatasetName(n); err != nil {
+			return usageErr{err}
+		}
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	datasets, err := backup.SelectDatasets(cfg, names)
+	if err != nil {
+		return err
+	}
+	b, err := newBackup(c)
+	if err != nil {
+		return err
+	}
+	asJSON := c.Bool("json")
+	if asJSON {
+		b.Out = func(string, ...any) {}
+	}
+	rep, err := b.Prune(c.Context, datasets, backup.PruneOptions{DryRun: c.Bool("dry-run")})
+	var re *backup.RunError
+	if err != nil && !errors.As(err, &re) {
+		return err
+	}
+	if asJSON {
+		if jerr := writeJSON(c.App.Writer, rep); jerr != nil {
+			return jerr
+		}
+	}
+	return err
+}
+
+// runConsolidate is the consolidate command. The dataset need not be
+// configured; when it is, its time_format orders the stored snapshots.
+func runConsolidate(c *cli.Context) error {
+	if n := c.NArg(); n != 2 {
+		return usageErr{fmt.Errorf("consolidate takes DATASET@FROM DATASET@TO, got %d argument(s); see zfs2s3 consolidate --help", n)}
+	}
+	for _, a := range c.Args().Slice() {
+		if err := zfs.CheckSnapshotName(a); err != nil {
+			return usageErr{err}
+		}
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	from, to := c.Args().Get(0), c.Args().Get(1)
+	ds, _, _ := strings.Cut(from, "@")
+	d := config.Dataset{Name: ds}
+	for _, cd := range cfg.Datasets {
+		if cd.Name == ds {
+			d = cd
+		}
+	}
+	b, err := newBackup(c)
+	if err != nil {
+		return err
+	}
+	asJSON := c.Bool("json")
+	if asJSON {
+		b.Out = func(string, ...any) {}
+	}
+	rep, err := b.Consolidate(c.Context, d, from, to, backup.PruneOptions{DryRun: c.Bool("dry-run")})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(c.App.Writer, rep)
+	}
+	return nil
 }
 
 // configKeys pairs each config.Global setting with its flag.
