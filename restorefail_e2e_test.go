@@ -421,3 +421,29 @@ func TestForcedRestoreRefusesAPoolRoot(t *testing.T) {
 		t.Errorf("after a refused restore --force into pool root %s: mine = %q, %v", root, got, err)
 	}
 }
+
+func TestSaveReplacesASymlinkNotItsTarget(t *testing.T) {
+	e := newEnv(t, "save symlink")
+	a := e.snap("a", 1)
+	e.ok("upload", a)
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "shadow") // as /etc/shadow, linked from a shared /tmp
+	if err := os.WriteFile(victim, []byte("root:secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "x")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("save", a, link)
+	if got, err := os.ReadFile(victim); err != nil || string(got) != "root:secret" {
+		t.Errorf("save through a symbolic link changed its target: now %d bytes, %v", len(got), err)
+	}
+	fi, err := os.Lstat(link)
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("save to a symbolic link: %s is %v, %v; want the saved regular file", link, fi.Mode(), err)
+	}
+	if got, _ := os.ReadFile(link); sha(got) != e.sendSHA(a, "") {
+		t.Error("saved file differs from zfs send")
+	}
+}

@@ -464,7 +464,8 @@ func saveMode(path string) (direct bool, err error) {
 	return !fi.Mode().IsRegular(), nil
 }
 
-// saveDirect writes e into an existing non-regular file. The "saved" line
+// saveDirect writes e into an existing non-regular file (one a symbolic
+// link at path points to, as with a shell redirection). The "saved" line
 // is left out when path is stdout itself, where it would join the stream.
 func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, stdout io.Writer) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -472,6 +473,14 @@ func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, std
 		return fmt.Errorf("save %s: %w", e, err)
 	}
 	defer f.Close()
+	// A regular file swapped in after saveMode's check would be
+	// overwritten in place: refuse it. (No O_NOFOLLOW: /dev/fd/N and
+	// /dev/stdout are symbolic links.)
+	if fi, err := f.Stat(); err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	} else if fi.Mode().IsRegular() {
+		return fmt.Errorf("save %s: %s became a regular file after it was checked (replaced meanwhile?); nothing was written", e, path)
+	}
 	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
 	defer body.Close()
 	if err := copyVerified(f, body, e); err != nil {
@@ -504,13 +513,12 @@ func sameFile(f *os.File, w io.Writer) bool {
 func saveTemp(name string) string { return "." + name + ".zfs2s3-tmp-" }
 
 // saveReplace writes e to a temporary file beside path, then renames it
-// over path. A symbolic link at path stays, and its target is replaced.
-// The temporary file is removed on any failure, cancellation included;
-// those of a save that was killed are removed by the next save to path.
+// over path. A symbolic link at path is itself replaced, never the file it
+// points to: following it would let whoever can write path's directory
+// (a shared /tmp) point root's save at /etc/shadow. The temporary file is
+// removed on any failure, cancellation included; those of a save that was
+// killed are removed by a later save to path.
 func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) error {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
-	}
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
