@@ -36,9 +36,10 @@ type RestoreOptions struct {
 // knows it, else from a full stream. Every object of the chain is checked
 // in the bucket before anything is received. A failed restore leaves the
 // destination as it was: a dataset it created is destroyed, one it added
-// snapshots to is rolled back to where the restore began, and one it
-// overwrites (--force, no snapshots) is replaced only once the whole chain
-// has been received beside it.
+// snapshots to loses them and is rolled back to where the restore began
+// (unless someone else took a snapshot since, which is kept), and one it
+// overwrites (--force, no snapshots; never a pool's root) is replaced only
+// once the whole chain has been received beside it.
 func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	l, err := b.readLedger(ctx)
 	if err != nil {
