@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -315,8 +317,13 @@ func TestSaveLeavesNoTemporaryFiles(t *testing.T) {
 		t.Errorf("an interrupted save left %v", tmp)
 	}
 	saveUntilTemp(t, e, syscall.SIGKILL, "save", a, file)
-	if len(tempFiles(t, dir, "a.zfs")) != 1 {
+	left := tempFiles(t, dir, "a.zfs")
+	if len(left) != 1 {
 		t.Fatal("a killed save left no temporary file; the test cannot see it swept")
+	}
+	old := time.Now().Add(-11 * time.Minute) // a later save sweeps only files left for 10 minutes
+	if err := os.Chtimes(filepath.Join(dir, left[0]), old, old); err != nil {
+		t.Fatal(err)
 	}
 	other := filepath.Join(dir, ".a.zfs.notes") // not save's: kept
 	if err := os.WriteFile(other, nil, 0o644); err != nil {
@@ -329,6 +336,114 @@ func TestSaveLeavesNoTemporaryFiles(t *testing.T) {
 		t.Errorf("after a second save, files beside a.zfs: %v; want only .a.zfs.notes", tmp)
 	}
 	if got, _ := os.ReadFile(file); sha(got) != e.sendSHA(a, "") {
+		t.Error("saved file differs from zfs send")
+	}
+}
+
+// onGet runs do once, before forwarding the first GET of key: a change
+// someone else makes to the destination while a restore runs.
+func onGet(t *testing.T, e *env, key string, do func()) {
+	var once sync.Once
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	p.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, key) {
+			once.Do(do)
+		}
+		return testbed.Fault{}
+	})
+	e.endpoint = p.URL
+}
+
+func TestFailedRestoreKeepsSnapshotsTakenMeanwhile(t *testing.T) {
+	e := newEnv(t, "meanwhile")
+	a, b, c := threeEdges(e)
+	onto := pool + "/" + filepath.Base(e.ds) + " onto"
+	e.ok("restore", a, "--into", onto)
+	e.corrupt(e.edgeKey(c, b)) // found only when b -> c is read to its end
+	// sanoid takes a snapshot after a -> b is received, before b -> c.
+	onGet(t, e, e.edgeKey(c, b), func() {
+		if out, err := testbed.Run("zfs", "snapshot", onto+"@theirs"); err != nil {
+			t.Errorf("zfs snapshot: %v %s", err, out)
+		}
+	})
+	e.fails(1, "was not rolled back to "+onto+"@a", "restore", c, "--into", onto)
+	if got := snapshotsOf(t, onto); got != onto+"@a\n"+onto+"@theirs" {
+		t.Errorf("after a failed restore, %s has snapshots %q; want @a and the one taken meanwhile, @theirs", onto, got)
+	}
+}
+
+func TestFailedRestoreKeepsADatasetCreatedMeanwhile(t *testing.T) {
+	e := newEnv(t, "created meanwhile")
+	a := e.snap("a", 1)
+	e.ok("upload", a)
+	into := pool + "/" + filepath.Base(e.ds) + " theirs"
+	onGet(t, e, e.edgeKey(a, ""), func() { testbed.Run("zfs", "create", into) })
+	e.fails(1, "exists", "restore", a, "--into", into)
+	if ok, _ := testbedExists(into); !ok {
+		t.Errorf("a failed restore destroyed %s, which someone else created while it ran", into)
+	}
+}
+
+func TestForcedRestoreRefusesALeftoverTemporaryDataset(t *testing.T) {
+	e := newEnv(t, "leftover")
+	a := e.snap("a", 1)
+	e.ok("upload", a)
+	for i, suffix := range []string{".zfs2s3-restore", ".zfs2s3-old"} {
+		into := pool + "/" + filepath.Base(e.ds) + " mine" + strconv.Itoa(i)
+		e.zfs("create", into)
+		left := into + suffix
+		e.zfs("create", left) // left by a restore that was killed
+		e.fails(1, left+" exists", "restore", a, "--into", into, "--force")
+		if ok, _ := testbedExists(left); !ok {
+			t.Errorf("restore --force destroyed %s, which it did not create", left)
+		}
+		if got := snapshotsOf(t, into); got != "" {
+			t.Errorf("a refused restore --force changed %s: snapshots %q", into, got)
+		}
+	}
+}
+
+func TestForcedRestoreRefusesAPoolRoot(t *testing.T) {
+	e := newEnv(t, "pool root")
+	a := e.snap("a", 1)
+	e.ok("upload", a)
+	root := pool + "root"
+	if err := bed.zfs.Pool(root, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer testbed.DestroyPool(root)
+	mnt, _ := testbed.Mountpoint(root)
+	if err := os.WriteFile(filepath.Join(mnt, "mine"), []byte("my own data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.fails(2, "pool's root dataset", "restore", a, "--into", root, "--force")
+	if got, err := os.ReadFile(filepath.Join(mnt, "mine")); err != nil || string(got) != "my own data" {
+		t.Errorf("after a refused restore --force into pool root %s: mine = %q, %v", root, got, err)
+	}
+}
+
+func TestSaveReplacesASymlinkNotItsTarget(t *testing.T) {
+	e := newEnv(t, "save symlink")
+	a := e.snap("a", 1)
+	e.ok("upload", a)
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "shadow") // as /etc/shadow, linked from a shared /tmp
+	if err := os.WriteFile(victim, []byte("root:secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "x")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("save", a, link)
+	if got, err := os.ReadFile(victim); err != nil || string(got) != "root:secret" {
+		t.Errorf("save through a symbolic link changed its target: now %d bytes, %v", len(got), err)
+	}
+	fi, err := os.Lstat(link)
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("save to a symbolic link: %s is %v, %v; want the saved regular file", link, fi.Mode(), err)
+	}
+	if got, _ := os.ReadFile(link); sha(got) != e.sendSHA(a, "") {
 		t.Error("saved file differs from zfs send")
 	}
 }

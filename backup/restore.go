@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
@@ -35,9 +36,10 @@ type RestoreOptions struct {
 // knows it, else from a full stream. Every object of the chain is checked
 // in the bucket before anything is received. A failed restore leaves the
 // destination as it was: a dataset it created is destroyed, one it added
-// snapshots to is rolled back to where the restore began, and one it
-// overwrites (--force, no snapshots) is replaced only once the whole chain
-// has been received beside it.
+// snapshots to loses them and is rolled back to where the restore began
+// (unless someone else took a snapshot since, which is kept), and one it
+// overwrites (--force, no snapshots; never a pool's root) is replaced only
+// once the whole chain has been received beside it.
 func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	l, err := b.readLedger(ctx)
 	if err != nil {
@@ -60,12 +62,16 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 		return err
 	}
 	// A forced restore over a dataset without snapshots receives beside it
-	// and swaps; a pool's root dataset cannot be swapped and is received
-	// into directly.
-	replace := existed && start.GUID == 0 && strings.Contains(dest, "/")
+	// and swaps. A pool's root dataset cannot be swapped, and receiving
+	// into it directly would lose its contents on a failure: refused by
+	// restoreStart.
+	replace := existed && start.GUID == 0
 	into := dest
 	if replace {
-		into = fmt.Sprintf("%s.zfs2s3-restore-%d", dest, os.Getpid())
+		into = restoreTemp(dest)
+		if err := b.tempFree(ctx, dest, into, restoreOld(dest)); err != nil {
+			return err
+		}
 	}
 	force := o.Force && !replace
 	if o.DryRun {
@@ -128,6 +134,9 @@ func (b *Backup) restoreStart(ctx context.Context, l *ledger.Ledger, dest string
 		}
 		if len(children) > 0 {
 			return true, zfs.Snapshot{}, usagef("%s has child datasets (%s), which --force would have to replace along with it: restore --into a new dataset", dest, strings.Join(children, ", "))
+		}
+		if !strings.Contains(dest, "/") {
+			return true, zfs.Snapshot{}, usagef("%s is a pool's root dataset without snapshots, which --force cannot replace safely (it cannot be renamed aside, and a failed restore would leave its contents gone): restore --into a new dataset", dest)
 		}
 		return true, zfs.Snapshot{}, nil
 	}
@@ -209,19 +218,51 @@ func (b *Backup) checkObjects(ctx context.Context, e ledger.Edge) error {
 // undoRestore removes what a failed restore received into dest: the whole
 // dataset if the restore created it, else (existed) the snapshots it added
 // and the data they brought, by rolling back to start, the snapshot the
-// restore began from.
+// restore began from. It destroys only what this restore received: a
+// dataset it did not create (made by someone else meanwhile, so that the
+// first receive failed with "exists") stays, and so do snapshots taken
+// since the restore began; then the plain rollback to start fails, and the
+// error says so, rather than destroying them as zfs rollback -r would.
 func (b *Backup) undoRestore(dest string, existed bool, start string, received []string) error {
 	ctx := context.Background() // clean up even when the restore was cancelled
-	if !existed {
-		if ok, _ := b.ZFS.Exists(ctx, dest); ok {
-			return b.ZFS.Destroy(ctx, dest, true)
-		}
-		return nil
-	}
 	if len(received) == 0 {
 		return nil // zfs kept nothing of the stream; dest's own changes stay
 	}
-	return b.ZFS.Rollback(ctx, start)
+	if !existed {
+		return b.ZFS.Destroy(ctx, dest, true) // our first receive created it
+	}
+	for _, s := range slices.Backward(received) {
+		if err := b.ZFS.Destroy(ctx, s, false); err != nil {
+			return err
+		}
+	}
+	if err := b.ZFS.Rollback(ctx, start); err != nil {
+		return fmt.Errorf("%w; the snapshots it received are destroyed, but %s was not rolled back to %s because a snapshot it did not receive was taken since (kept, with the data written since); roll back by hand if you want", err, dest, start)
+	}
+	return nil
+}
+
+// restoreTemp and restoreOld are the names a forced restore gives the
+// dataset it receives beside dest and the one it replaces. They carry no
+// PID: PIDs repeat (in containers above all), and a fixed name makes a
+// leftover of a killed restore one that the next restore names.
+func restoreTemp(dest string) string { return dest + ".zfs2s3-restore" }
+func restoreOld(dest string) string  { return dest + ".zfs2s3-old" }
+
+// tempFree refuses a forced restore into dest while one of its temporary
+// names is taken: by a restore that was killed, or one still running. It
+// never destroys them, as this restore did not create them.
+func (b *Backup) tempFree(ctx context.Context, dest string, names ...string) error {
+	for _, n := range names {
+		ok, err := b.ZFS.Exists(ctx, n)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("restore --force into %s: %s exists, left by a restore that was killed or still running; nothing was received: once no restore runs, look into it and destroy it (zfs destroy -r) or rename it", dest, n)
+		}
+	}
+	return nil
 }
 
 // replaceDataset puts the fully received dataset tmp in dest's place, with
@@ -233,7 +274,7 @@ func (b *Backup) replaceDataset(ctx context.Context, tmp, dest string) error {
 	ctx = context.WithoutCancel(ctx) // a swap half done is worse than a late exit
 	props, err := b.ZFS.LocalProperties(ctx, dest)
 	if err == nil {
-		old := fmt.Sprintf("%s.zfs2s3-old-%d", dest, os.Getpid())
+		old := restoreOld(dest)
 		if err = b.ZFS.Rename(ctx, dest, old); err == nil {
 			if err = b.ZFS.Rename(ctx, tmp, dest); err != nil {
 				if back := b.ZFS.Rename(ctx, old, dest); back != nil {
@@ -250,12 +291,35 @@ func (b *Backup) replaceDataset(ctx context.Context, tmp, dest string) error {
 	return fmt.Errorf("restore: replace %s: %w; %s was left as it was", dest, err, dest)
 }
 
+// notCarried are the local properties a replaced dataset does not pass on:
+// they describe its storage rather than how it is used (volsize would
+// shrink a restored zvol, a reservation would be charged twice), or its
+// encryption, or can be set only at creation.
+var notCarried = []string{
+	"volsize", "volblocksize", "reservation", "refreservation",
+	"encryption", "encryptionroot", "pbkdf2iters", "pbkdf2salt",
+	"casesensitivity", "normalization", "utf8only",
+}
+
+// carriedProperties is the part of a replaced dataset's local properties
+// that replaceDataset sets on the restored one.
+func carriedProperties(props map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range props {
+		if !slices.Contains(notCarried, k) && !strings.HasPrefix(k, "key") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // finishReplace destroys the replaced dataset, now named old, and sets its
-// local properties on dest.
+// local properties (those carriedProperties keeps) on dest.
 func (b *Backup) finishReplace(ctx context.Context, old, dest string, props map[string]string) error {
 	if err := b.ZFS.Destroy(ctx, old, true); err != nil {
 		return fmt.Errorf("restored %s, but its former contents are still in %s: %w; destroy it with zfs destroy -r", dest, old, err)
 	}
+	props = carriedProperties(props)
 	var failed []string
 	for _, k := range slices.Sorted(maps.Keys(props)) {
 		if err := b.ZFS.SetProperty(ctx, dest, k, props[k]); err != nil {
@@ -401,7 +465,8 @@ func saveMode(path string) (direct bool, err error) {
 	return !fi.Mode().IsRegular(), nil
 }
 
-// saveDirect writes e into an existing non-regular file. The "saved" line
+// saveDirect writes e into an existing non-regular file (one a symbolic
+// link at path points to, as with a shell redirection). The "saved" line
 // is left out when path is stdout itself, where it would join the stream.
 func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, stdout io.Writer) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -409,6 +474,14 @@ func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, std
 		return fmt.Errorf("save %s: %w", e, err)
 	}
 	defer f.Close()
+	// A regular file swapped in after saveMode's check would be
+	// overwritten in place: refuse it. (No O_NOFOLLOW: /dev/fd/N and
+	// /dev/stdout are symbolic links.)
+	if fi, err := f.Stat(); err != nil {
+		return fmt.Errorf("save %s: %w", e, err)
+	} else if fi.Mode().IsRegular() {
+		return fmt.Errorf("save %s: %s became a regular file after it was checked (replaced meanwhile?); nothing was written", e, path)
+	}
 	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
 	defer body.Close()
 	if err := copyVerified(f, body, e); err != nil {
@@ -441,13 +514,12 @@ func sameFile(f *os.File, w io.Writer) bool {
 func saveTemp(name string) string { return "." + name + ".zfs2s3-tmp-" }
 
 // saveReplace writes e to a temporary file beside path, then renames it
-// over path. A symbolic link at path stays, and its target is replaced.
-// The temporary file is removed on any failure, cancellation included;
-// those of a save that was killed are removed by the next save to path.
+// over path. A symbolic link at path is itself replaced, never the file it
+// points to: following it would let whoever can write path's directory
+// (a shared /tmp) point root's save at /etc/shadow. The temporary file is
+// removed on any failure, cancellation included; those of a save that was
+// killed are removed by a later save to path.
 func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) error {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
-	}
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -477,8 +549,16 @@ func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) er
 	return nil
 }
 
+// staleAge is how long a temporary file must have been left unchanged
+// before a later save removes it; a save that is still writing touches its
+// file far more often.
+const staleAge = 10 * time.Minute
+
 // removeStaleTemps removes the temporary files that earlier saves to name
-// in dir left behind when they were killed: those whose process is gone.
+// in dir left behind when they were killed. "No such process" alone does
+// not prove a file's owner dead (another PID namespace, another machine on
+// NFS), so a file must also be unchanged for staleAge, and be the current
+// user's: root sweeping a shared directory leaves other users' files be.
 func removeStaleTemps(dir, name string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -493,6 +573,13 @@ func removeStaleTemps(dir, name string) {
 		pidText, _, _ := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidText)
 		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		fi, err := de.Info()
+		if err != nil || time.Since(fi.ModTime()) < staleAge {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
 			continue
 		}
 		if syscall.Kill(pid, 0) == syscall.ESRCH {

@@ -148,8 +148,8 @@ func (r Runner) Destroy(ctx context.Context, name string, recursive bool) error 
 
 // Rename renames a dataset. zfs-fuse refuses to rename a mounted dataset
 // ("dataset is busy"), and a just-received one for a moment, so it
-// unmounts and retries a few times, and mounts the dataset again under its
-// new name if it had to unmount it.
+// unmounts and retries a few times, and mounts the dataset again (under
+// its new name, or its old one when the rename failed) if it unmounted it.
 func (r Runner) Rename(ctx context.Context, from, to string) error {
 	var err error
 	unmounted := false
@@ -158,7 +158,7 @@ func (r Runner) Rename(ctx context.Context, from, to string) error {
 			break
 		}
 		if !strings.Contains(err.Error(), "busy") {
-			return err
+			break
 		}
 		if _, uerr := r.output(ctx, "unmount", "-f", from); uerr == nil {
 			unmounted = true
@@ -166,6 +166,11 @@ func (r Runner) Rename(ctx context.Context, from, to string) error {
 		time.Sleep(time.Second)
 	}
 	if err != nil {
+		if unmounted {
+			if _, merr := r.output(ctx, "mount", from); merr != nil {
+				return fmt.Errorf("%w; and %s, unmounted to retry, could not be mounted again: %w", err, from, merr)
+			}
+		}
 		return err
 	}
 	if unmounted {
@@ -176,12 +181,12 @@ func (r Runner) Rename(ctx context.Context, from, to string) error {
 	return nil
 }
 
-// Rollback rolls a dataset back to one of its snapshots, destroying the
-// snapshots taken after it ("zfs rollback -r").
+// Rollback rolls a dataset back to its newest snapshot ("zfs rollback",
+// without -r): it fails, destroying nothing, when a later snapshot exists.
 func (r Runner) Rollback(ctx context.Context, snapshot string) error {
 	var err error
 	for i := 0; i < 5; i++ { // zfs-fuse: busy right after a receive
-		if _, err = r.output(ctx, "rollback", "-r", snapshot); err == nil || !strings.Contains(err.Error(), "busy") {
+		if _, err = r.output(ctx, "rollback", snapshot); err == nil || !strings.Contains(err.Error(), "busy") {
 			return err
 		}
 		time.Sleep(time.Second)
