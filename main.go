@@ -457,7 +457,7 @@ func runBackup(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	datasets, err := backup.SelectDatasets(cfg, names)
+	datasets, err := backup.SelectDatasets(cfg, "backup", names)
 	if err != nil {
 		return err
 	}
@@ -494,7 +494,7 @@ func runPrune(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	datasets, err := backup.SelectDatasets(cfg, names)
+	datasets, err := backup.SelectDatasets(cfg, "prune", names)
 	if err != nil {
 		return err
 	}

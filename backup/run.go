@@ -78,16 +78,16 @@ func unsupported(d config.Dataset) string {
 // SelectDatasets returns the datasets a run covers: all configured ones
 // in config order, or the named ones, each of which must be configured.
 // A config using a key that backup does not support yet is refused.
-func SelectDatasets(cfg *config.Config, names []string) ([]config.Dataset, error) {
+func SelectDatasets(cfg *config.Config, command string, names []string) ([]config.Dataset, error) {
 	if len(cfg.Datasets) == 0 {
 		if cfg.File == "" {
-			return nil, usagef("backup needs a config file with datasets: see --config (default %s)", config.DefaultPath)
+			return nil, usagef("%s needs a config file with datasets: see --config (default %s)", command, config.DefaultPath)
 		}
 		return nil, usagef("%s configures no datasets: add them under datasets:, e.g. tank/data: {}", cfg.File)
 	}
 	for _, d := range cfg.Datasets {
 		if key := unsupported(d); key != "" {
-			return nil, cfg.Errorf(d.Line, "datasets."+d.Name, "not supported yet: %s (backup uploads existing snapshots only in this release)", key)
+			return nil, cfg.Errorf(d.Line, "datasets."+d.Name, "not supported yet: %s (%s works on existing snapshots only in this release)", key, command)
 		}
 	}
 	if len(names) == 0 {
@@ -102,7 +102,7 @@ func SelectDatasets(cfg *config.Config, names []string) ([]config.Dataset, error
 		seen[n] = true
 		i := indexOf(cfg.Datasets, n)
 		if i < 0 {
-			return nil, usagef("dataset %s is not configured in %s; backup runs only configured datasets", n, cfg.File)
+			return nil, usagef("dataset %s is not configured in %s; %s runs only configured datasets", n, cfg.File, command)
 		}
 		sel = append(sel, cfg.Datasets[i])
 	}
