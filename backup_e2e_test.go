@@ -33,16 +33,23 @@ func newBackupEnv(t *testing.T) *backupEnv {
 	// a: a new full every 4 days of snapshot time (from the names); b:
 	// times from the creation property, all within a day, so one full
 	// then incrementals.
-	e.writeConfig(fmt.Sprintf(`
-defaults:
-  snapshots: "daily-*"
-  time_format: "daily-%%Y-%%m-%%d"
-datasets:
+	e.writeDailyConfig(fmt.Sprintf(`
   %q:
     full_every: 4d
   %q: {time_format: "", full_every: 1d}
 `, e.a, e.b))
 	return e
+}
+
+// writeDailyConfig writes a config whose defaults select daily snapshots
+// named by date, with the given datasets section.
+func (e *backupEnv) writeDailyConfig(datasets string) {
+	e.t.Helper()
+	e.writeConfig(`
+defaults:
+  snapshots: "daily-*"
+  time_format: "daily-%Y-%m-%d"
+datasets:` + datasets)
 }
 
 func (e *backupEnv) writeConfig(text string) {

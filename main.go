@@ -268,7 +268,9 @@ func newApp() *cli.App {
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (each edge, its base, why, the estimated size) and change nothing"},
 					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"}),
-				Action: runBackup,
+				Action: configAction("backup", func(ctx context.Context, b *backup.Backup, cfg *config.Config, ds []config.Dataset, dryRun bool) (any, error) {
+					return b.Run(ctx, cfg, ds, backup.RunOptions{DryRun: dryRun})
+				}),
 			},
 			{
 				Name: "prune", ArgsUsage: "[DATASET...]",
@@ -276,7 +278,9 @@ func newApp() *cli.App {
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (bypasses, removals and why, chain links that stay) and change nothing"},
 					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"}),
-				Action: runPrune,
+				Action: configAction("prune", func(ctx context.Context, b *backup.Backup, _ *config.Config, ds []config.Dataset, dryRun bool) (any, error) {
+					return b.Prune(ctx, ds, backup.PruneOptions{DryRun: dryRun})
+				}),
 			},
 			{
 				Name: "consolidate", ArgsUsage: "DATASET@FROM DATASET@TO",
@@ -444,79 +448,51 @@ func checkNames(c *cli.Context, args []arg) error {
 	return nil
 }
 
-// runBackup is the backup command: the datasets and their rules come from
-// the config file, checked in full before anything runs.
-func runBackup(c *cli.Context) error {
-	names := c.Args().Slice()
-	for _, n := range names {
-		if err := zfs.CheckDatasetName(n); err != nil {
-			return usageErr{err}
+// configAction makes a command over the configured datasets (backup,
+// prune): names checked, config loaded and the datasets selected before
+// anything runs; with --json the report replaces the result lines. A
+// *backup.RunError (some datasets failed) still prints the report.
+func configAction(command string, fn func(ctx context.Context, b *backup.Backup, cfg *config.Config, datasets []config.Dataset, dryRun bool) (report any, err error)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		names := c.Args().Slice()
+		for _, n := range names {
+			if err := zfs.CheckDatasetName(n); err != nil {
+				return usageErr{err}
+			}
 		}
-	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	datasets, err := backup.SelectDatasets(cfg, "backup", names)
-	if err != nil {
-		return err
-	}
-	b, err := newBackup(c)
-	if err != nil {
-		return err
-	}
-	asJSON := c.Bool("json")
-	if asJSON {
-		b.Out = func(string, ...any) {} // the report says it all
-	}
-	rep, err := b.Run(c.Context, cfg, datasets, backup.RunOptions{DryRun: c.Bool("dry-run")})
-	var re *backup.RunError
-	if err != nil && !errors.As(err, &re) {
-		return err // nothing was done
-	}
-	if asJSON {
-		if jerr := writeJSON(c.App.Writer, rep); jerr != nil {
-			return jerr
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
 		}
+		datasets, err := backup.SelectDatasets(cfg, command, names)
+		if err != nil {
+			return err
+		}
+		b, err := newBackup(c)
+		if err != nil {
+			return err
+		}
+		quietForJSON(c, b)
+		rep, err := fn(c.Context, b, cfg, datasets, c.Bool("dry-run"))
+		var re *backup.RunError
+		if err != nil && !errors.As(err, &re) {
+			return err // nothing was done
+		}
+		if c.Bool("json") {
+			if jerr := writeJSON(c.App.Writer, rep); jerr != nil {
+				return jerr
+			}
+		}
+		return err
 	}
-	return err
 }
 
-// runPrune is the prune command: the keep rules come from the config file.
-func runPrune(c *cli.Context) error {
-	names := c.Args().Slice()
-	for _, n := range names {
-		if err := zfs.CheckDatasetName(n); err != nil {
-			return usageErr{err}
-		}
-	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	datasets, err := backup.SelectDatasets(cfg, "prune", names)
-	if err != nil {
-		return err
-	}
-	b, err := newBackup(c)
-	if err != nil {
-		return err
-	}
-	asJSON := c.Bool("json")
-	if asJSON {
+// quietForJSON drops the result lines when --json prints a report that
+// says it all.
+func quietForJSON(c *cli.Context, b *backup.Backup) {
+	if c.Bool("json") {
 		b.Out = func(string, ...any) {}
 	}
-	rep, err := b.Prune(c.Context, datasets, backup.PruneOptions{DryRun: c.Bool("dry-run")})
-	var re *backup.RunError
-	if err != nil && !errors.As(err, &re) {
-		return err
-	}
-	if asJSON {
-		if jerr := writeJSON(c.App.Writer, rep); jerr != nil {
-			return jerr
-		}
-	}
-	return err
 }
 
 // runConsolidate is the consolidate command. The dataset need not be
@@ -546,15 +522,12 @@ func runConsolidate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON := c.Bool("json")
-	if asJSON {
-		b.Out = func(string, ...any) {}
-	}
+	quietForJSON(c, b)
 	rep, err := b.Consolidate(c.Context, d, from, to, backup.PruneOptions{DryRun: c.Bool("dry-run")})
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if c.Bool("json") {
 		return writeJSON(c.App.Writer, rep)
 	}
 	return nil

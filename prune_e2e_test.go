@@ -24,11 +24,7 @@ func pruneEnv(t *testing.T, name, keep string) *backupEnv {
 	e := &backupEnv{env: newEnv(t, name)}
 	e.a = e.ds
 	e.config = filepath.Join(t.TempDir(), "config.yaml")
-	e.writeConfig(fmt.Sprintf(`
-defaults:
-  snapshots: "daily-*"
-  time_format: "daily-%%Y-%%m-%%d"
-datasets:
+	e.writeDailyConfig(fmt.Sprintf(`
   %q:
     keep: %s
 `, e.a, keep))

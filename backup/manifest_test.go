@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 )
 
@@ -31,6 +32,22 @@ func TestParseManifestsOfEarlierReleases(t *testing.T) {
 		}
 		if _, err := parseManifest(data, s3up.ManifestKey(key+"x"), "host1/"); err == nil {
 			t.Errorf("%s: taken next to another object", name)
+		}
+	}
+}
+
+// TestObjectMetadataRoundTrip: what an upload writes into its objects'
+// metadata is what ledger rebuild reads back from an object that lost its
+// manifest.
+func TestObjectMetadataRoundTrip(t *testing.T) {
+	mon := ledger.Snapshot{Name: "tank/my data@mon 1", GUID: 18446744073709551615}
+	for _, e := range []ledger.Edge{
+		{Target: mon},
+		{Target: ledger.Snapshot{Name: "tank/my data@tue:2", GUID: 2}, Base: &mon},
+	} {
+		got, err := edgeFromMetadata(objectMetadata(e))
+		if err != nil || got.Target != e.Target || (got.Base == nil) != (e.Base == nil) || got.Base != nil && *got.Base != *e.Base {
+			t.Errorf("edgeFromMetadata(objectMetadata(%s)) = %s, %v", e, got, err)
 		}
 	}
 }

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -287,32 +285,6 @@ func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) 
 type notProven struct{ error }
 
 func (e notProven) Unwrap() error { return e.error }
-
-// edgeFromMetadata reads the edge an upload wrote into its objects'
-// metadata (objectMetadata).
-func edgeFromMetadata(m map[string]string) (ledger.Edge, error) {
-	snap := func(name, guid string) (ledger.Snapshot, error) {
-		n, err1 := url.PathUnescape(m[name])
-		g, err2 := strconv.ParseUint(m[guid], 10, 64)
-		if err1 != nil || err2 != nil || n == "" {
-			return ledger.Snapshot{}, fmt.Errorf("its metadata lacks %s or %s", name, guid)
-		}
-		return ledger.Snapshot{Name: n, GUID: g}, nil
-	}
-	t, err := snap("zfs2s3-target", "zfs2s3-target-guid")
-	if err != nil {
-		return ledger.Edge{}, err
-	}
-	e := ledger.Edge{Target: t}
-	if m["zfs2s3-base"] != "" {
-		base, err := snap("zfs2s3-base", "zfs2s3-base-guid")
-		if err != nil {
-			return ledger.Edge{}, err
-		}
-		e.Base = &base
-	}
-	return e, nil
-}
 
 // objectsProblem says what is wrong with an edge's objects in the bucket,
 // given the sizes of the objects there; "" when nothing is.

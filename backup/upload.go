@@ -164,6 +164,32 @@ func objectMetadata(e ledger.Edge) map[string]string {
 	return m
 }
 
+// edgeFromMetadata reads the edge an upload wrote into its objects'
+// metadata (objectMetadata).
+func edgeFromMetadata(m map[string]string) (ledger.Edge, error) {
+	snap := func(name, guid string) (ledger.Snapshot, error) {
+		n, err1 := url.PathUnescape(m[name])
+		g, err2 := strconv.ParseUint(m[guid], 10, 64)
+		if err1 != nil || err2 != nil || n == "" {
+			return ledger.Snapshot{}, fmt.Errorf("its metadata lacks %s or %s", name, guid)
+		}
+		return ledger.Snapshot{Name: n, GUID: g}, nil
+	}
+	t, err := snap("zfs2s3-target", "zfs2s3-target-guid")
+	if err != nil {
+		return ledger.Edge{}, err
+	}
+	e := ledger.Edge{Target: t}
+	if m["zfs2s3-base"] != "" {
+		base, err := snap("zfs2s3-base", "zfs2s3-base-guid")
+		if err != nil {
+			return ledger.Edge{}, err
+		}
+		e.Base = &base
+	}
+	return e, nil
+}
+
 // MemoryBound is the most memory an upload should take: a part buffer for
 // each part in flight, one being filled, one spare, and room for the rest.
 func MemoryBound(concurrency int, partSize int64) int64 {
