@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # zfs2s3 demo: a file-backed zfs-fuse pool and a local MinIO bucket, then the
-# main job end to end: full and incremental uploads, a refused removal, a
-# monthly-style consolidation with a bypass edge, a crash and resume, and a
-# restore from the bucket with nothing but curl and zfs receive.
+# main job end to end, driven by a config file: six weeks of daily snapshots
+# backed up (dry-run plan first), a refused removal, retention by prune with a
+# bypass edge (dry-run plan first), a kill -9 mid-backup finished by the next
+# backup, restores from the bucket (also on a new machine and after losing the
+# ledger copy), and a restore with nothing but curl and zfs receive.
 # Run through `make demo` (as root), which installs zfs-fuse and MinIO first.
 set -euo pipefail
 
@@ -27,72 +29,93 @@ ds="$pool/my data"
 write() { head -c "$2" /dev/urandom >"$work/mnt/my data/$1"; }
 show zfs create "$ds"
 
-step "A week of daily snapshots: a full stream, then incrementals"
-prev=
-for day in mon tue wed thu; do
-  write "$day.bin" 3M
-  zfs snapshot "$ds@$day"
-  if [[ -z $prev ]]; then show "$ZFS2S3" upload "$ds@$day"
-  else show "$ZFS2S3" upload "$ds@$day" -i "$ds@$prev"; fi
-  prev=$day
+step "Six weeks of daily snapshots, named by date"
+for i in $(seq 0 44); do
+  day=$(date -u -d "2026-01-01 + $i days" +%Y-%m-%d)
+  write "$day.bin" 200K
+  zfs snapshot "$ds@daily-$day"
 done
+zfs list -H -t snapshot -o name -r "$ds" | sed -n '1p;2p;$p' | sed '2a …'
+
+step "A config file says what is backed up and what is kept"
+export ZFS2S3_CONFIG=$work/zfs2s3.yaml
+cat >"$ZFS2S3_CONFIG" <<CONFIG
+bucket: backups
+defaults:
+  snapshots: "daily-*"            # which snapshots are backed up
+  time_format: "daily-%Y-%m-%d"   # their time, read from the name
+  chain: previous                 # each incremental from the one before
+  full_every: 30d                 # a new full every 30 days of snapshot time
+  keep: {daily: 7, monthly: 2}    # what prune keeps in the bucket
+datasets:
+  $ds: {}
+CONFIG
+show cat "$ZFS2S3_CONFIG"
+
+step "backup --dry-run prints the plan and changes nothing"
+show "$ZFS2S3" backup --dry-run | sed '4,42d;3a …'
+
+step "backup uploads every snapshot, oldest first, each as its own edge"
+show "$ZFS2S3" backup | sed '4,42d;3a …'
+echo "\$ $ZFS2S3 backup    # again: nothing new"
+"$ZFS2S3" backup
 
 step "The ledger: one edge per stored stream, snapshots by GUID"
-show cat "$ZFS2S3_STATE_DIR"/backups/ledger.yaml
+show head -c 900 "$ZFS2S3_STATE_DIR"/backups/ledger.yaml; echo " …"
 
-step "Removing the middle of the chain is refused: later incrementals need it"
-expect_fail 3 "$ZFS2S3" remove "$ds@tue" -i "$ds@mon"
+step "Removing the middle of the chain by hand is refused: later incrementals need it"
+expect_fail 3 "$ZFS2S3" remove "$ds@daily-2026-01-20" -i "$ds@daily-2026-01-19"
 
-step "Consolidate: a bypass edge mon -> thu makes the daily edges removable"
-show "$ZFS2S3" upload "$ds@thu" -i "$ds@mon"
-show "$ZFS2S3" remove "$ds@thu" -i "$ds@wed"
-show "$ZFS2S3" remove "$ds@wed" -i "$ds@tue"
-show "$ZFS2S3" remove "$ds@tue" -i "$ds@mon"
+step "prune applies keep {daily: 7, monthly: 2}: the plan first, then for real"
+show "$ZFS2S3" prune --dry-run | sed '5,38d;4a …'
+show "$ZFS2S3" prune | sed '5,38d;4a …'
+show "$ZFS2S3" status
 
-step "A crash mid-upload (kill -9), then resume_upload"
+step "A crash mid-backup (kill -9); the next backup finishes the upload first"
 write big.bin 200M
-zfs snapshot "$ds@fri"
-"$ZFS2S3" upload "$ds@fri" -i "$ds@thu" --part-size 5MiB --concurrency 1 &
+zfs snapshot "$ds@daily-2026-02-15"
+"$ZFS2S3" backup --part-size 5MiB --concurrency 1 &
 pid=$!
 sleep 1.5
 echo "\$ kill -9 $pid   # while parts are in flight"
 kill -9 "$pid" 2>/dev/null || echo "(the upload had already finished)"
 wait "$pid" 2>/dev/null || true
 ls "$ZFS2S3_STATE_DIR"/backups/uploads/ 2>/dev/null && echo "(the upload's saved state)"
-show "$ZFS2S3" resume_upload
+show "$ZFS2S3" backup
 
 step "What is stored, and is it intact?"
 show "$ZFS2S3" status
 show "$ZFS2S3" verify --read-data
 
-step "Restore fri by the cheapest chain (mon full, then the bypass, then fri)"
-show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored by zfs2s3" --dry-run
-show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored by zfs2s3"
+last="$ds@daily-2026-02-15"
+step "Restore the newest snapshot by the cheapest chain (the Jan 31 full, the bypass edge, the dailies)"
+show "$ZFS2S3" restore "$last" --into "$pool/restored by zfs2s3" --dry-run
+show "$ZFS2S3" restore "$last" --into "$pool/restored by zfs2s3"
 show diff -r "$work/mnt/my data" "$work/mnt/restored by zfs2s3"
 echo "restored files are identical to the source"
 
 step "The machine is lost: a new state dir restores from the bucket's ledger copy"
 export ZFS2S3_STATE_DIR=$work/new-machine
-show "$ZFS2S3" restore "$ds@fri" --into "$pool/restored on a new machine"
+show "$ZFS2S3" restore "$last" --into "$pool/restored on a new machine"
 show diff -r "$work/mnt/my data" "$work/mnt/restored on a new machine"
 
 step "The bucket's ledger copy is lost too: rebuild it from the manifests"
-s3 -X DELETE "http://127.0.0.1:$port/backups/.zfs2s3/ledger.yaml"
+listing=$(s3 "http://127.0.0.1:$port/backups?list-type=2&prefix=.zfs2s3%2F")
+for key in $(grep -o '<Key>[^<]*</Key>' <<<"$listing" | sed 's/<[^>]*>//g'); do
+  echo "\$ curl -X DELETE .../backups/$key"
+  s3 -X DELETE "http://127.0.0.1:$port/backups/$key"
+done
 export ZFS2S3_STATE_DIR=$work/third-machine
 show "$ZFS2S3" ledger rebuild
 show "$ZFS2S3" status
 
 step "One stored stream to a file, for zfs receive elsewhere"
-show "$ZFS2S3" save "$ds@mon" "$work/mon.zfs"
-show zfs receive "$pool/from a file" < "$work/mon.zfs"
+show "$ZFS2S3" save "$ds@daily-2026-01-31" "$work/jan31.zfs"
+show zfs receive "$pool/from a file" < "$work/jan31.zfs"
 
 step "Restore without zfs2s3: curl | zfs receive, oldest stream first"
-keys=$(grep -o '"key":"[^"]*"' "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | cut -d'"' -f4)
-echo "$keys"
-full=$(grep 'mon@.*\.full\.zfs$' <<<"$keys")
-bypass=$(grep 'thu@.*\.from\.mon@' <<<"$keys")
-fri=$(grep 'fri@.*\.from\.thu@' <<<"$keys")
-for key in "$full" "$bypass" "$fri"; do
+keys=$("$ZFS2S3" restore "$last" --into "$pool/restored" --dry-run | grep -o 's3://backups/[^ ]*' | sed 's|s3://backups/||')
+for key in $keys; do
   echo "\$ curl .../backups/$key | zfs receive $pool/restored"
   url=${key//%/%25}; url=${url//@/%40}   # URL-encode the key for curl
   s3 "http://127.0.0.1:$port/backups/$url" | zfs receive "$pool/restored"
