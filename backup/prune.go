@@ -218,8 +218,8 @@ func (b *Backup) storedState(ctx context.Context, d config.Dataset) (pruneJob, e
 			ss.local = ls.Name
 			_, short, _ := strings.Cut(ls.Name, "@")
 			ss.time, ss.known = d.SnapshotTime(short, ls.Creation)
-		} else if d.TimeFormat != "" {
-			ss.time, ss.known = d.SnapshotTime(s.Short(), time.Time{})
+		} else {
+			ss.time, ss.known = d.NameTime(s.Short())
 		}
 		snaps = append(snaps, ss)
 	}

@@ -302,10 +302,10 @@ func planInput(d config.Dataset, snaps []zfs.Snapshot, l *ledger.Ledger) (sel []
 		sel = append(sel, plan.Snapshot{Name: s.Name, GUID: s.GUID, Time: t, Stored: stored[s.GUID], StoredFull: full[s.GUID]})
 	}
 	for _, e := range fulls {
-		if local[e.Target.GUID] || d.TimeFormat == "" {
+		if local[e.Target.GUID] {
 			continue
 		}
-		if t, ok := d.SnapshotTime(e.Target.Short(), time.Time{}); ok {
+		if t, ok := d.NameTime(e.Target.Short()); ok {
 			fullTimes = append(fullTimes, t)
 		}
 	}
