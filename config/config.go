@@ -92,6 +92,10 @@ type Dataset struct {
 	HookTimeout time.Duration
 	// KeepLocal, when set, destroys older snapshots zfs2s3 created itself.
 	KeepLocal *retention.Policy
+	// OwnEntries are the datasets below a recursive one that have their
+	// own entry in the config (true when that entry is recursive too):
+	// their own rules apply to them, not this one's (see Covers).
+	OwnEntries map[string]bool
 }
 
 // Error is a config error: file, line, key and what is wrong.
@@ -194,6 +198,19 @@ func Parse(data []byte, file string) (*Config, error) {
 			return nil, err
 		}
 		c.Datasets = append(c.Datasets, d)
+	}
+	for i, d := range c.Datasets {
+		if !d.Recursive {
+			continue
+		}
+		for _, o := range c.Datasets {
+			if strings.HasPrefix(o.Name, d.Name+"/") {
+				if c.Datasets[i].OwnEntries == nil {
+					c.Datasets[i].OwnEntries = map[string]bool{}
+				}
+				c.Datasets[i].OwnEntries[o.Name] = o.Recursive
+			}
+		}
 	}
 	return c, nil
 }
@@ -356,6 +373,24 @@ func (c *Config) checkTimeFormat(line int, key, format string) error {
 		return c.Errorf(line, key, "bad time format %q: %v", format, err)
 	}
 	return nil
+}
+
+// Covers reports whether a recursive dataset's rules apply to the
+// dataset name below it: not when name has its own entry, nor when it is
+// below one with its own recursive entry.
+func (d Dataset) Covers(name string) bool {
+	if !d.Recursive || !strings.HasPrefix(name, d.Name+"/") {
+		return false
+	}
+	if _, own := d.OwnEntries[name]; own {
+		return false
+	}
+	for o, recursive := range d.OwnEntries {
+		if recursive && strings.HasPrefix(name, o+"/") {
+			return false
+		}
+	}
+	return true
 }
 
 // Selects reports whether the snapshot named short (after '@') is one the

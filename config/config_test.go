@@ -223,3 +223,36 @@ func TestLoadRefusesHooksOthersCanChange(t *testing.T) {
 		t.Errorf("a world-writable config without hooks is only a risk to its settings: %v", err)
 	}
 }
+
+// TestCovers: a recursive dataset covers the datasets below it but those
+// with their own entry (and, when that entry is recursive, theirs).
+func TestCovers(t *testing.T) {
+	c, err := Parse([]byte(`datasets:
+  tank/db: {recursive: true}
+  tank/db/scratch: {snapshots: "never-*"}
+  tank/db/logs: {recursive: true}
+  tank/data: {}
+`), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := c.Datasets[0]
+	for name, want := range map[string]bool{
+		"tank/db/a":           true,
+		"tank/db/a/b":         true,
+		"tank/db/scratch":     false, // its own entry
+		"tank/db/scratch/sub": true,  // that entry is not recursive
+		"tank/db/logs":        false,
+		"tank/db/logs/old":    false, // below a recursive entry of its own
+		"tank/db":             false, // not below itself
+		"tank/dbx":            false,
+		"tank/data":           false,
+	} {
+		if got := db.Covers(name); got != want {
+			t.Errorf("Covers(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if c.Datasets[3].Covers("tank/data/x") {
+		t.Error("a dataset that is not recursive covers a child")
+	}
+}

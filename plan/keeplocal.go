@@ -18,6 +18,10 @@ type LocalSnapshot struct {
 	Stored, StoredFull bool
 	// Pending is true when an upload not yet finished sends it or from it.
 	Pending bool
+	// Undated is true when its time is unknown (a name that does not fit
+	// time_format): prune keeps such a snapshot and leaves it out of the
+	// stored retention's count, and so does KeepLocal. Never a created one.
+	Undated bool
 }
 
 // LocalRules are what keep_local must respect besides its own policy.
@@ -60,7 +64,7 @@ func KeepLocal(snaps []LocalSnapshot, r LocalRules) []string {
 		if s.Created {
 			created = append(created, retention.Snapshot{Name: s.Name, Time: s.Time})
 		}
-		if s.Stored {
+		if s.Stored && !s.Undated {
 			stored = append(stored, retention.Snapshot{Name: s.Name, Time: s.Time})
 		}
 	}
@@ -78,7 +82,7 @@ func KeepLocal(snaps []LocalSnapshot, r LocalRules) []string {
 	}
 	var out []string
 	for i, s := range snaps {
-		if s.Created && s.Stored && !s.Pending && !kept[s.Name] && i != newestStored && i != newestFull {
+		if s.Created && !s.Undated && s.Stored && !s.Pending && !kept[s.Name] && i != newestStored && i != newestFull {
 			out = append(out, s.Name)
 		}
 	}

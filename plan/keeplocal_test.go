@@ -104,6 +104,7 @@ func TestKeepLocalProperties(t *testing.T) {
 			s := LocalSnapshot{Name: fmt.Sprintf("s%02d", i), Time: at, Created: rapid.Bool().Draw(t, "created"),
 				Stored: rapid.Bool().Draw(t, "stored"), Pending: rapid.IntRange(0, 5).Draw(t, "pending") == 0}
 			s.StoredFull = s.Stored && rapid.IntRange(0, 3).Draw(t, "full") == 0
+			s.Undated = !s.Created && rapid.IntRange(0, 5).Draw(t, "undated") == 0
 			if rapid.IntRange(0, 4).Draw(t, "gone") == 0 {
 				gone = append(gone, retention.Snapshot{Name: "gone-" + s.Name, Time: s.Time})
 				continue
@@ -133,7 +134,9 @@ func TestKeepLocalProperties(t *testing.T) {
 				createdSet = append(createdSet, retention.Snapshot{Name: s.Name, Time: s.Time})
 			}
 			if s.Stored {
-				storedSet = append(storedSet, retention.Snapshot{Name: s.Name, Time: s.Time})
+				if !s.Undated { // prune keeps it without counting it
+					storedSet = append(storedSet, retention.Snapshot{Name: s.Name, Time: s.Time})
+				}
 				newestStored = s.Name
 			}
 			if s.StoredFull {
