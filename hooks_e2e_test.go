@@ -72,18 +72,20 @@ func errorLines(stderr string) []string {
 func TestBackupCreatesWithHooks(t *testing.T) {
 	e, log := hooksEnv(t, "hk")
 	e.daily(e.b, 1)
-	writeHooks := func(pre, post string) {
+	// Each step creates names of its own (tag), since runs follow each
+	// other within a second.
+	writeHooks := func(tag, pre, post string) {
 		e.writeDailyConfig(fmt.Sprintf(`
   %q:
     snapshots: "zfs2s3-*"
-    create: "zfs2s3-%%Y%%m%%d-%%H%%M%%S"
+    create: "zfs2s3-%s-%%Y%%m%%d-%%H%%M%%S"
     pre: '%s'
     post: '%s'
     hook_timeout: 1m
   %q: {}
-`, e.a, pre, post, e.b))
+`, e.a, tag, pre, post, e.b))
 	}
-	writeHooks(logHook("pre", log), logHook("post", log))
+	writeHooks("a", logHook("pre", log), logHook("post", log))
 
 	t.Run("dry run takes no snapshot and runs no hook", func(t *testing.T) {
 		e.t = t
@@ -150,7 +152,7 @@ func TestBackupCreatesWithHooks(t *testing.T) {
 	t.Run("a failing pre means no snapshot; post runs; the other dataset is backed up", func(t *testing.T) {
 		e.t = t
 		os.Remove(log)
-		writeHooks("echo pre >> "+log+"; exit 3", logHook("post", log))
+		writeHooks("b", "echo pre >> "+log+"; exit 3", logHook("post", log))
 		snaps := e.localSnaps(e.a)
 		e.daily(e.b, 2)
 		r := e.runWith(nil, "backup")
@@ -175,7 +177,7 @@ func TestBackupCreatesWithHooks(t *testing.T) {
 	t.Run("post runs when the snapshot fails", func(t *testing.T) {
 		e.t = t
 		os.Remove(log)
-		writeHooks(logHook("pre", log), logHook("post", log))
+		writeHooks("c", logHook("pre", log), logHook("post", log))
 		snaps := e.localSnaps(e.a)
 		wrapper := filepath.Join(t.TempDir(), "zfs")
 		script := "#!/bin/sh\nif [ \"$1\" = snapshot ]; then echo \"cannot create snapshot: injected failure\" >&2; exit 1; fi\nexec zfs \"$@\"\n"
@@ -225,7 +227,7 @@ func TestBackupCreatesWithHooks(t *testing.T) {
 	t.Run("a config with hooks that others can change is refused", func(t *testing.T) {
 		e.t = t
 		os.Remove(log)
-		writeHooks(logHook("pre", log), logHook("post", log))
+		writeHooks("d", logHook("pre", log), logHook("post", log))
 		if err := os.Chmod(e.config, 0o664); err != nil {
 			t.Fatal(err)
 		}
