@@ -224,8 +224,12 @@ func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOpt
 		}
 	}
 	for i, m := range members {
-		if pending[i] == nil || ctx.Err() != nil {
-			continue // its pending uploads failed, or the run was interrupted
+		if pending[i] == nil {
+			continue // its pending uploads failed: said above
+		}
+		if ctx.Err() != nil {
+			reps[i].Errors = append(reps[i].Errors, fmt.Sprintf("not uploaded: %v", context.Cause(ctx)))
+			continue
 		}
 		var virtual *plan.Snapshot
 		if created != nil && opt.DryRun {
