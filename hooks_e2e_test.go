@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,6 +199,43 @@ func TestBackupCreatesWithHooks(t *testing.T) {
 		}
 		if d := cmp.Diff(snaps, e.localSnaps(e.a)); d != "" {
 			t.Errorf("snapshots changed (-before +after):\n%s", d)
+		}
+	})
+
+	t.Run("an interrupted pre is killed, and post still runs", func(t *testing.T) {
+		e.t = t
+		os.Remove(log)
+		writeHooks("e", "echo pre >> "+log+"; sleep 120; echo pre-went-on >> "+log, logHook("post", log))
+		snaps := e.localSnaps(e.a)
+		c := e.cmd("backup", e.a)
+		c.Env = append(c.Env, "ZFS2S3_CONFIG="+e.config)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		for !strings.Contains(readLog(t, log), "pre") {
+			select {
+			case err := <-done:
+				t.Fatalf("backup ended (%v) before pre ran: %s", err, stderr.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		c.Process.Signal(syscall.SIGINT)
+		err := <-done
+		if code := c.ProcessState.ExitCode(); code != 1 {
+			t.Errorf("exit %d (%v) after SIGINT during pre, want 1\n%s", code, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "pre hook for "+e.a+" was interrupted and killed") {
+			t.Errorf("stderr does not say pre was interrupted:\n%s", stderr.String())
+		}
+		if want := fmt.Sprintf("pre\npost %s absent\n", e.a); readLog(t, log) != want {
+			t.Errorf("hook log %q, want %q", readLog(t, log), want)
+		}
+		if d := cmp.Diff(snaps, e.localSnaps(e.a)); d != "" {
+			t.Errorf("a snapshot was taken though pre was interrupted (-before +after):\n%s", d)
 		}
 	})
 
