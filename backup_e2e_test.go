@@ -287,7 +287,7 @@ func TestBackupFromConfig(t *testing.T) {
 		}{
 			{"unknown key", "bucket: x\nfrobnicate: 1\n", e.config + ":2: frobnicate: unknown key", nil},
 			{"missing dataset", fmt.Sprintf("datasets:\n  %q: {}\n  %q: {}\n", e.a, pool+"/nope"), e.config + ":3: datasets." + pool + "/nope: dataset " + pool + "/nope does not exist", nil},
-			{"not supported yet", fmt.Sprintf("datasets:\n  %q:\n    create: \"zfs2s3-%%Y%%m%%d\"\n    snapshots: \"*\"\n", e.a), "not supported yet: create", nil},
+			{"create outside the glob", fmt.Sprintf("datasets:\n  %q:\n    create: \"zfs2s3-%%Y%%m%%d\"\n    snapshots: \"daily-*\"\n", e.a), e.config + ":2: datasets." + e.a + ": the snapshots it creates (zfs2s3-%Y%m%d) do not match its snapshots glob", nil},
 			{"not configured", string(good), "dataset " + pool + "/other is not configured", []string{pool + "/other"}},
 			{"no datasets", "bucket: x\n", "configures no datasets", nil},
 		}

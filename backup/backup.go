@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
@@ -64,6 +65,9 @@ type Backup struct {
 	// ProgressDone, when set, is called when an upload stops, to clear its
 	// progress display before results are printed.
 	ProgressDone func()
+	// HookOutput receives the output of pre and post hooks; nil is
+	// stderr, which keeps stdout for results and --json reports.
+	HookOutput io.Writer
 	// remoteETag is the ETag of the bucket's ledger copy as this command
 	// read it ("" when there was none), for the conditional write.
 	remoteETag string

@@ -83,13 +83,19 @@ type pruneJob struct {
 // it uploads the bypass edges that keep the kept snapshots restorable, then
 // removes every edge no kept snapshot needs, each through the ledger's
 // guard. The plan is recomputed from the ledger on every run, so a run
-// that was interrupted is finished by the next one. One dataset failing
-// does not stop the others; the error is a *RunError naming each.
+// that was interrupted is finished by the next one. A recursive dataset
+// is pruned with each dataset below it that it covers, here or stored. One
+// dataset failing does not stop the others; the error is a *RunError
+// naming each.
 func (b *Backup) Prune(ctx context.Context, datasets []config.Dataset, opt PruneOptions) (PruneReport, error) {
 	rep := PruneReport{DryRun: opt.DryRun, Datasets: []DatasetPruned{}}
 	if opt.DryRun {
 		b.readOnly = true
 	} else if err := b.finishInterrupted(ctx); err != nil {
+		return rep, err
+	}
+	datasets, err := b.withChildren(ctx, datasets)
+	if err != nil {
 		return rep, err
 	}
 	var failed []string
@@ -108,6 +114,44 @@ func (b *Backup) Prune(ctx context.Context, datasets []config.Dataset, opt Prune
 		return rep, &RunError{Lines: failed}
 	}
 	return rep, nil
+}
+
+// withChildren expands each recursive dataset into itself and the
+// datasets below it that it covers: those here and those the ledger
+// stores, since the stored snapshots of a child destroyed locally are
+// still under the parent's retention.
+func (b *Backup) withChildren(ctx context.Context, datasets []config.Dataset) ([]config.Dataset, error) {
+	var out []config.Dataset
+	var l *ledger.Ledger
+	for _, d := range datasets {
+		if !d.Recursive {
+			out = append(out, d)
+			continue
+		}
+		below, err := b.ZFS.Children(ctx, d.Name)
+		if err != nil && !errors.Is(err, zfs.ErrNotExist) {
+			return nil, fmt.Errorf("list the datasets below %s: %w", d.Name, err)
+		}
+		if l == nil {
+			if l, err = b.readLedger(ctx); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, expandRecursive(d, append(below, storedBelow(l, d.Name)...))...)
+	}
+	return out, nil
+}
+
+// storedBelow lists the datasets below dataset that the ledger stores
+// edges of.
+func storedBelow(l *ledger.Ledger, dataset string) []string {
+	var out []string
+	for _, e := range l.Edges {
+		if ds := e.Target.Dataset(); strings.HasPrefix(ds, dataset+"/") {
+			out = append(out, ds)
+		}
+	}
+	return out
 }
 
 func newDatasetPruned(name string) DatasetPruned {
@@ -218,8 +262,8 @@ func (b *Backup) storedState(ctx context.Context, d config.Dataset) (pruneJob, e
 			ss.local = ls.Name
 			_, short, _ := strings.Cut(ls.Name, "@")
 			ss.time, ss.known = d.SnapshotTime(short, ls.Creation)
-		} else if d.TimeFormat != "" {
-			ss.time, ss.known = d.SnapshotTime(s.Short(), time.Time{})
+		} else {
+			ss.time, ss.known = d.NameTime(s.Short())
 		}
 		snaps = append(snaps, ss)
 	}

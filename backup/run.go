@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,14 +29,27 @@ type RunReport struct {
 	Datasets []DatasetReport `json:"datasets"`
 }
 
-// DatasetReport is what a run did for one dataset.
+// DatasetReport is what a run did for one dataset; a recursive dataset
+// has one for itself and one for each child it backs up.
 type DatasetReport struct {
 	Dataset string `json:"dataset"`
+	// Created is the snapshot the run took (create), WouldCreate the one
+	// a dry run would take.
+	Created     string `json:"created,omitempty"`
+	WouldCreate string `json:"would_create,omitempty"`
+	// DowntimeSeconds is the time from the pre hook's start to the post
+	// hook's end, on the configured dataset's report (not its children's)
+	// when it has hooks.
+	DowntimeSeconds *float64 `json:"downtime_seconds,omitempty"`
 	// Uploaded are the edges stored, pending ones finished first.
 	Uploaded []UploadedEdge `json:"uploaded"`
 	// Planned are the edges a dry run would upload.
 	Planned []PlannedEdge `json:"planned,omitempty"`
-	Errors  []string      `json:"errors"`
+	// Destroyed are the local snapshots keep_local destroyed,
+	// WouldDestroy those a dry run would destroy.
+	Destroyed    []string `json:"destroyed,omitempty"`
+	WouldDestroy []string `json:"would_destroy,omitempty"`
+	Errors       []string `json:"errors"`
 }
 
 // UploadedEdge is one edge a run stored.
@@ -58,37 +72,15 @@ type RunError struct{ Lines []string }
 
 func (e *RunError) Error() string { return strings.Join(e.Lines, "\n") }
 
-// unsupported are the config keys this release reads but does not act
-// on yet: a run that silently skipped a snapshot or a hook would look
-// like a backup and not be one.
-func unsupported(d config.Dataset) string {
-	switch {
-	case d.Recursive:
-		return "recursive"
-	case d.Create != "":
-		return "create"
-	case d.Pre != "":
-		return "pre"
-	case d.Post != "":
-		return "post"
-	}
-	return ""
-}
-
 // SelectDatasets returns the datasets a run covers: all configured ones
 // in config order, or the named ones, each of which must be configured.
-// A config using a key that backup does not support yet is refused.
+// A recursive one stands for its children too (see expandRecursive).
 func SelectDatasets(cfg *config.Config, command string, names []string) ([]config.Dataset, error) {
 	if len(cfg.Datasets) == 0 {
 		if cfg.File == "" {
 			return nil, usagef("%s needs a config file with datasets: see --config (default %s)", command, config.DefaultPath)
 		}
 		return nil, usagef("%s configures no datasets: add them under datasets:, e.g. tank/data: {}", cfg.File)
-	}
-	for _, d := range cfg.Datasets {
-		if key := unsupported(d); key != "" {
-			return nil, cfg.Errorf(d.Line, "datasets."+d.Name, "not supported yet: %s (%s works on existing snapshots only in this release)", key, command)
-		}
 	}
 	if len(names) == 0 {
 		return cfg.Datasets, nil
@@ -118,8 +110,31 @@ func indexOf(ds []config.Dataset, name string) int {
 	return -1
 }
 
+// expandRecursive returns d followed, when it is recursive, by each of
+// the datasets below (in name order, once each) that d covers, each with
+// d's rules as a dataset of its own: its own snapshots, edges and chains.
+func expandRecursive(d config.Dataset, below []string) []config.Dataset {
+	out := []config.Dataset{d}
+	if !d.Recursive {
+		return out
+	}
+	below = slices.Clone(below)
+	slices.Sort(below)
+	for _, name := range slices.Compact(below) {
+		if d.Covers(name) {
+			c := d
+			c.Name, c.Recursive, c.OwnEntries = name, false, nil
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Run backs up each dataset in turn: it finishes the dataset's pending
-// uploads, then uploads, oldest first, what package plan says is due. The
+// uploads, takes its snapshot (create, with the pre and post hooks around
+// it), uploads, oldest first, what package plan says is due, and then
+// destroys what keep_local lets go. A recursive dataset does this for
+// itself and each child it covers, with one "zfs snapshot -r". The
 // datasets are checked to exist before anything is done (a missing one is
 // a config error); after that one dataset failing does not stop the
 // others, and the error is a *RunError naming each failed dataset.
@@ -141,12 +156,12 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 	}
 	var failed []string
 	for _, d := range datasets {
-		dr := DatasetReport{Dataset: d.Name, Uploaded: []UploadedEdge{}, Errors: []string{}}
-		if err := b.runDataset(ctx, d, opt, &dr); err != nil {
-			dr.Errors = append(dr.Errors, err.Error())
-			failed = append(failed, fmt.Sprintf("backup of %s failed: %s", d.Name, strings.Join(strings.Fields(err.Error()), " ")))
+		for _, dr := range b.runConfigured(ctx, d, opt) {
+			if len(dr.Errors) > 0 {
+				failed = append(failed, fmt.Sprintf("backup of %s failed: %s", dr.Dataset, strings.Join(strings.Fields(strings.Join(dr.Errors, "; ")), " ")))
+			}
+			rep.Datasets = append(rep.Datasets, dr)
 		}
-		rep.Datasets = append(rep.Datasets, dr)
 		if ctx.Err() != nil {
 			break // interrupted: the remaining datasets would fail the same way
 		}
@@ -157,35 +172,117 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 	return rep, nil
 }
 
-// runDataset backs up one dataset, recording what it did in dr.
-func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOptions, dr *DatasetReport) error {
-	pendingTargets, err := b.finishPending(ctx, d.Name, opt, dr)
-	if err != nil {
-		return err
+func newDatasetReport(name string) DatasetReport {
+	return DatasetReport{Dataset: name, Uploaded: []UploadedEdge{}, Errors: []string{}}
+}
+
+// runConfigured backs up one configured dataset, and its children when it
+// is recursive, returning a report for each. The snapshot's hooks and
+// errors are on the configured dataset's report. A dataset whose pending
+// uploads cannot be finished uploads nothing new (its edges would be out
+// of order) but is still snapshotted; keep_local runs only for a dataset
+// whose run had no error.
+func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOptions) []DatasetReport {
+	members := []config.Dataset{d}
+	if d.Recursive {
+		children, err := b.ZFS.Children(ctx, d.Name)
+		if err != nil {
+			dr := newDatasetReport(d.Name)
+			dr.Errors = append(dr.Errors, fmt.Sprintf("list the datasets below %s: %v", d.Name, err))
+			return []DatasetReport{dr}
+		}
+		members = expandRecursive(d, children)
 	}
+	reps := make([]DatasetReport, len(members))
+	pending := make([]map[uint64]bool, len(members))
+	for i, m := range members {
+		reps[i] = newDatasetReport(m.Name)
+		var err error
+		if pending[i], err = b.finishPending(ctx, m.Name, opt, &reps[i]); err != nil {
+			reps[i].Errors = append(reps[i].Errors, err.Error())
+		}
+	}
+	var created *plan.Snapshot // the snapshot taken (or, in a dry run, the one that would be)
+	if d.Create != "" && ctx.Err() == nil {
+		now := time.Now()
+		short, err := b.takeSnapshot(ctx, d, members, now, opt, &reps[0])
+		if err != nil {
+			reps[0].Errors = append(reps[0].Errors, err.Error())
+		}
+		if short != "" {
+			created = &plan.Snapshot{Name: short, Time: now}
+			for i, m := range members {
+				if opt.DryRun {
+					reps[i].WouldCreate = m.Name + "@" + short
+				} else {
+					reps[i].Created = m.Name + "@" + short
+				}
+			}
+			if !d.Selects(short) {
+				reps[0].Errors = append(reps[0].Errors, fmt.Sprintf("created %s@%s, but it does not match the snapshots glob %q: it is not uploaded; fix create or snapshots", d.Name, short, d.Snapshots))
+			}
+		}
+	}
+	for i, m := range members {
+		if pending[i] == nil {
+			continue // its pending uploads failed: said above
+		}
+		if ctx.Err() != nil {
+			reps[i].Errors = append(reps[i].Errors, fmt.Sprintf("not uploaded: %v", context.Cause(ctx)))
+			continue
+		}
+		var virtual *plan.Snapshot
+		if created != nil && opt.DryRun {
+			virtual = &plan.Snapshot{Name: m.Name + "@" + created.Name, Time: created.Time}
+		}
+		planned, err := b.runDataset(ctx, m, opt, pending[i], virtual, &reps[i])
+		if err != nil {
+			reps[i].Errors = append(reps[i].Errors, err.Error())
+			continue
+		}
+		if m.KeepLocal != nil && len(reps[i].Errors) == 0 {
+			if err := b.keepLocal(ctx, m, opt, planned, virtual, &reps[i]); err != nil {
+				reps[i].Errors = append(reps[i].Errors, err.Error())
+			}
+		}
+	}
+	return reps
+}
+
+// runDataset uploads what is due for one dataset, after its pending
+// uploads, recording what it did in dr. In a dry run, virtual is the
+// snapshot create would take, planned like one that exists; the GUIDs of
+// the targets a dry run plans are returned, which it counts as stored.
+func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOptions, pendingTargets map[uint64]bool, virtual *plan.Snapshot, dr *DatasetReport) (planned map[uint64]bool, err error) {
 	snaps, err := b.ZFS.Snapshots(ctx, d.Name)
 	if errors.Is(err, zfs.ErrNotExist) {
-		return fmt.Errorf("dataset %s does not exist any more: %w", d.Name, err)
+		return nil, fmt.Errorf("dataset %s does not exist any more: %w", d.Name, err)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	l, err := b.readLedger(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sel, fullTimes := planInput(d, snaps, l)
+	if virtual != nil {
+		if _, short, _ := strings.Cut(virtual.Name, "@"); d.Selects(short) {
+			sel = append(sel, *virtual)
+		}
+	}
 	for i := range sel {
 		if g, ok := pendingTargets[sel[i].GUID]; ok { // a dry run counts them as done
 			sel[i].Stored = true
 			sel[i].StoredFull = sel[i].StoredFull || g
 		}
 	}
+	planned = map[uint64]bool{}
 	edges := plan.Make(sel, plan.Rules{ChainFull: d.Chain == config.ChainFull, FullEvery: d.FullEvery}, fullTimes)
 	var copyBehind error // the last upload whose bucket ledger copy lags
 	if len(edges) == 0 {
 		b.Out("%s: nothing new to upload", d.Name)
-		return nil
+		return planned, nil
 	}
 	for _, e := range edges {
 		base := ""
@@ -197,10 +294,17 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 			if e.Base != nil {
 				le.Base = &ledger.Snapshot{Name: e.Base.Name, GUID: e.Base.GUID}
 			}
-			est, err := b.estimate(ctx, le)
-			if err != nil {
-				return fmt.Errorf("estimate %s: %w", le, err)
+			var est int64
+			if virtual != nil && e.Target.Name == virtual.Name {
+				// Not taken: the dataset's size now bounds its stream.
+				est, err = b.ZFS.LogicalSize(ctx, d.Name)
+			} else {
+				est, err = b.estimate(ctx, le)
 			}
+			if err != nil {
+				return nil, fmt.Errorf("estimate %s: %w", le, err)
+			}
+			planned[e.Target.GUID] = planned[e.Target.GUID] || e.Base == nil
 			dr.Planned = append(dr.Planned, PlannedEdge{Edge: le.String(), Base: base, Why: e.Why, Estimate: est})
 			b.Out("%s: would upload %s (%s), about %d bytes", d.Name, le, e.Why, est)
 			continue
@@ -209,7 +313,7 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 		b.lastRecorded = nil
 		err := b.Upload(ctx, e.Target.Name, base)
 		if err != nil && !errors.Is(err, errCopyBehind) {
-			return errors.Join(copyBehind, err) // the later edges build on this one
+			return nil, errors.Join(copyBehind, err) // the later edges build on this one
 		}
 		if err != nil {
 			// Stored and recorded here; only the bucket's ledger copy lags,
@@ -218,7 +322,7 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 		}
 		dr.Uploaded = append(dr.Uploaded, b.uploaded(start))
 	}
-	return copyBehind
+	return planned, copyBehind
 }
 
 // finishPending finishes the dataset's pending uploads, or in a dry run
@@ -302,10 +406,10 @@ func planInput(d config.Dataset, snaps []zfs.Snapshot, l *ledger.Ledger) (sel []
 		sel = append(sel, plan.Snapshot{Name: s.Name, GUID: s.GUID, Time: t, Stored: stored[s.GUID], StoredFull: full[s.GUID]})
 	}
 	for _, e := range fulls {
-		if local[e.Target.GUID] || d.TimeFormat == "" {
+		if local[e.Target.GUID] {
 			continue
 		}
-		if t, ok := d.SnapshotTime(e.Target.Short(), time.Time{}); ok {
+		if t, ok := d.NameTime(e.Target.Short()); ok {
 			fullTimes = append(fullTimes, t)
 		}
 	}

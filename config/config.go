@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,10 @@ import (
 // DefaultPath is where the config is read from when neither --config
 // nor ZFS2S3_CONFIG names one.
 const DefaultPath = "/etc/zfs2s3/config.yaml"
+
+// DefaultHookTimeout bounds a pre or post hook: a hook that hangs must not
+// keep a service stopped, or a nightly run from finishing, for ever.
+const DefaultHookTimeout = 10 * time.Minute
 
 // Config is a parsed config file.
 type Config struct {
@@ -80,12 +85,17 @@ type Dataset struct {
 	// Recursive backs each child dataset up on its own, with these rules.
 	Recursive bool
 	// Create, when set, is the strftime name of a snapshot zfs2s3 takes
-	// before uploading; Pre and Post are shell commands run before and
-	// right after it.
-	Create    string
-	Pre, Post string
+	// before uploading, written in UTC; Pre and Post are shell commands run
+	// before and right after it, each for at most HookTimeout.
+	Create      string
+	Pre, Post   string
+	HookTimeout time.Duration
 	// KeepLocal, when set, destroys older snapshots zfs2s3 created itself.
 	KeepLocal *retention.Policy
+	// OwnEntries are the datasets below a recursive one that have their
+	// own entry in the config (true when that entry is recursive too):
+	// their own rules apply to them, not this one's (see Covers).
+	OwnEntries map[string]bool
 }
 
 // Error is a config error: file, line, key and what is wrong.
@@ -145,7 +155,7 @@ func Parse(data []byte, file string) (*Config, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, c.Errorf(root.Line, "", "want a mapping of keys, e.g. bucket: backups")
 	}
-	defaults := Dataset{Snapshots: "*", Chain: ChainPrevious}
+	defaults := Dataset{Snapshots: "*", Chain: ChainPrevious, HookTimeout: DefaultHookTimeout}
 	var datasets *yaml.Node
 	if err := c.noDuplicates(root, ""); err != nil {
 		return nil, err
@@ -188,6 +198,19 @@ func Parse(data []byte, file string) (*Config, error) {
 			return nil, err
 		}
 		c.Datasets = append(c.Datasets, d)
+	}
+	for i, d := range c.Datasets {
+		if !d.Recursive {
+			continue
+		}
+		for _, o := range c.Datasets {
+			if strings.HasPrefix(o.Name, d.Name+"/") {
+				if c.Datasets[i].OwnEntries == nil {
+					c.Datasets[i].OwnEntries = map[string]bool{}
+				}
+				c.Datasets[i].OwnEntries[o.Name] = o.Recursive
+			}
+		}
 	}
 	return c, nil
 }
@@ -262,10 +285,14 @@ func (c *Config) dataset(d *Dataset, where string, v *yaml.Node) error {
 			if err = str(&d.Chain); err == nil && d.Chain != ChainPrevious && d.Chain != ChainFull {
 				err = c.Errorf(val.Line, key, "%q: want previous (each incremental from the one before) or full (each from the newest stored full)", d.Chain)
 			}
-		case "full_every":
+		case "full_every", "hook_timeout":
 			var s string
 			if err = str(&s); err == nil {
-				d.FullEvery, err = parseDuration(s)
+				dst := &d.FullEvery
+				if k.Value == "hook_timeout" {
+					dst = &d.HookTimeout
+				}
+				*dst, err = parseDuration(s)
 				if err != nil {
 					err = c.Errorf(val.Line, key, "%v", err)
 				}
@@ -299,13 +326,18 @@ func (c *Config) dataset(d *Dataset, where string, v *yaml.Node) error {
 				if err == nil && strings.ContainsAny(d.Create, "@/ ") {
 					err = c.Errorf(val.Line, key, "%q: a snapshot name cannot hold '@', '/' or spaces here", d.Create)
 				}
+				if err == nil {
+					if nerr := zfs.CheckSnapshotName("pool@" + timefmt.Format(sampleTime, d.Create)); nerr != nil {
+						err = c.Errorf(val.Line, key, "%q makes names ZFS refuses: %v", d.Create, nerr)
+					}
+				}
 			}
 		case "pre":
 			err = str(&d.Pre)
 		case "post":
 			err = str(&d.Post)
 		default:
-			err = c.Errorf(k.Line, key, "unknown key; a dataset takes snapshots, time_format, chain, full_every, keep, recursive, create, pre, post, keep_local")
+			err = c.Errorf(k.Line, key, "unknown key; a dataset takes snapshots, time_format, chain, full_every, keep, recursive, create, pre, post, hook_timeout, keep_local")
 		}
 		if err != nil {
 			return err
@@ -322,11 +354,14 @@ func (c *Config) checkDataset(d Dataset) error {
 		return c.Errorf(d.Line, key, "pre and post run around the snapshot zfs2s3 takes: set create too")
 	case d.KeepLocal != nil && d.Create == "":
 		return c.Errorf(d.Line, key, "keep_local destroys only snapshots zfs2s3 created: set create too")
-	case d.Create != "" && !d.Selects(timefmt.Format(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), d.Create)):
+	case d.Create != "" && !d.Selects(d.CreateName(sampleTime)):
 		return c.Errorf(d.Line, key, "the snapshots it creates (%s) do not match its snapshots glob %q", d.Create, d.Snapshots)
 	}
 	return nil
 }
+
+// sampleTime is the time names are made for when a format is checked.
+var sampleTime = time.Date(2026, 11, 22, 6, 54, 31, 0, time.UTC)
 
 // checkTimeFormat accepts a strftime format that names some part of a
 // time and reads back what it writes.
@@ -334,11 +369,28 @@ func (c *Config) checkTimeFormat(line int, key, format string) error {
 	if !strings.Contains(format, "%") {
 		return c.Errorf(line, key, "%q has no strftime directive such as %%Y-%%m-%%d", format)
 	}
-	t := time.Date(2026, 11, 22, 6, 54, 31, 0, time.UTC)
-	if _, err := timefmt.Parse(timefmt.Format(t, format), format); err != nil {
+	if _, err := timefmt.Parse(timefmt.Format(sampleTime, format), format); err != nil {
 		return c.Errorf(line, key, "bad time format %q: %v", format, err)
 	}
 	return nil
+}
+
+// Covers reports whether a recursive dataset's rules apply to the
+// dataset name below it: not when name has its own entry, nor when it is
+// below one with its own recursive entry.
+func (d Dataset) Covers(name string) bool {
+	if !d.Recursive || !strings.HasPrefix(name, d.Name+"/") {
+		return false
+	}
+	if _, own := d.OwnEntries[name]; own {
+		return false
+	}
+	for o, recursive := range d.OwnEntries {
+		if recursive && strings.HasPrefix(name, o+"/") {
+			return false
+		}
+	}
+	return true
 }
 
 // Selects reports whether the snapshot named short (after '@') is one the
@@ -348,19 +400,57 @@ func (d Dataset) Selects(short string) bool {
 	return ok
 }
 
-// SnapshotTime reads a snapshot's time from its name when TimeFormat is
-// set, else returns creation; ok is false when the name does not fit the
-// format.
+// SnapshotTime reads a snapshot's time. A snapshot zfs2s3 created (see
+// Created) has it in its name, in UTC; otherwise it is read from the name
+// when TimeFormat is set (in local time, as people name snapshots), else
+// creation counts. ok is false when the name does not fit TimeFormat.
 func (d Dataset) SnapshotTime(short string, creation time.Time) (time.Time, bool) {
-	if d.TimeFormat == "" {
+	if d.TimeFormat == "" && !d.Created(short) {
 		return creation, true
+	}
+	return d.NameTime(short)
+}
+
+// NameTime is the time a snapshot's name gives, for a stored snapshot that
+// is gone locally: from Create's pattern (UTC) or TimeFormat (local time);
+// ok is false when neither reads it.
+func (d Dataset) NameTime(short string) (time.Time, bool) {
+	if t, ok := d.createdAt(short); ok {
+		return t, true
+	}
+	if d.TimeFormat == "" {
+		return time.Time{}, false
 	}
 	t, err := timefmt.ParseInLocation(short, d.TimeFormat, time.Local)
 	return t, err == nil
 }
 
-// CreateName is the name (after '@') of the snapshot taken at now.
-func (d Dataset) CreateName(now time.Time) string { return timefmt.Format(now, d.Create) }
+// CreateName is the name (after '@') of the snapshot taken at now, which
+// is written in UTC so that names do not jump or repeat when the clocks
+// change.
+func (d Dataset) CreateName(now time.Time) string { return timefmt.Format(now.UTC(), d.Create) }
+
+// Created reports whether the snapshot named short (after '@') is one
+// zfs2s3 took for this dataset: its name is exactly what Create writes for
+// some time. Only such snapshots are ever destroyed by keep_local.
+func (d Dataset) Created(short string) bool {
+	_, ok := d.createdAt(short)
+	return ok
+}
+
+// createdAt reads the time from a name Create wrote. The parser accepts
+// more than the formatter writes (a one-digit month), so the name must
+// also be what formatting its time gives back.
+func (d Dataset) createdAt(short string) (time.Time, bool) {
+	if d.Create == "" {
+		return time.Time{}, false
+	}
+	t, err := timefmt.ParseInLocation(short, d.Create, time.UTC)
+	if err != nil || timefmt.Format(t, d.Create) != short {
+		return time.Time{}, false
+	}
+	return t, true
+}
 
 func (c *Config) runsHooks() bool {
 	for _, d := range c.Datasets {
@@ -372,23 +462,55 @@ func (c *Config) runsHooks() bool {
 }
 
 // checkPrivate refuses a config that runs hooks (as root, from a timer)
-// when anyone but its owner and root could change it.
+// when anyone but its owner and root could change it: the file must not be
+// writable by group or others nor belong to another user, and neither may
+// any directory above it, as given or with symbolic links resolved, since
+// whoever can write a directory can replace what is in it. A directory
+// with the sticky bit (/tmp) lets nobody replace another user's file.
 func checkPrivate(file string) error {
-	for _, p := range []string{file, path.Dir(file)} {
-		st, err := os.Stat(p)
-		if err != nil {
-			return &Error{File: file, Msg: err.Error()}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return &Error{File: file, Msg: err.Error()}
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return &Error{File: file, Msg: err.Error()}
+	}
+	paths := []string{real}
+	seen := map[string]bool{real: true}
+	for _, p := range []string{abs, real} {
+		for dir := filepath.Dir(p); !seen[dir]; dir = filepath.Dir(dir) {
+			seen[dir] = true
+			paths = append(paths, dir)
 		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		mode := st.Mode().Perm()
-		switch {
-		case p == file && mode&0o022 != 0:
-			return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and is writable by group or others (mode %04o); run: chmod go-w %s", mode, file)}
-		case p != file && mode&0o022 != 0 && st.Mode()&os.ModeSticky == 0:
-			return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and its directory %s is writable by group or others (mode %04o); run: chmod go-w %s", p, mode, p)}
-		case ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid():
-			return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and %s belongs to user %d, not to root or you; run: chown root %s", p, sys.Uid, p)}
+	}
+	for _, p := range paths {
+		if err := private(file, p, p == real); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// private checks one path of checkPrivate.
+func private(file, p string, isFile bool) error {
+	st, err := os.Stat(p)
+	if err != nil {
+		return &Error{File: file, Msg: err.Error()}
+	}
+	what := "its directory " + p + " is"
+	switch {
+	case isFile && p == file:
+		what = "is"
+	case isFile:
+		what = "its target " + p + " is"
+	}
+	mode := st.Mode().Perm()
+	if mode&0o022 != 0 && (isFile || st.Mode()&os.ModeSticky == 0) {
+		return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and %s writable by group or others (mode %04o); run: chmod go-w %s", what, mode, p)}
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return &Error{File: file, Msg: fmt.Sprintf("it runs hooks (pre/post) and %s owned by user %d, not by root or you (user %d); run: chown root %s", what, sys.Uid, os.Geteuid(), p)}
 	}
 	return nil
 }

@@ -42,8 +42,8 @@ func TestParseExample(t *testing.T) {
 	}
 	keep := &retention.Policy{Last: 3, Daily: 7, Weekly: 4, Monthly: 12, Yearly: 3}
 	want := &Config{File: "config.yaml", Global: Global{Bucket: "backups", Prefix: "host1"}, Datasets: []Dataset{
-		{Name: "tank/data", Line: 12, Snapshots: "daily-*", TimeFormat: "daily-%Y-%m-%d", Chain: "previous", FullEvery: 30 * 24 * time.Hour, Keep: keep},
-		{Name: "tank/db", Line: 13, Snapshots: "zfs2s3-*", TimeFormat: "daily-%Y-%m-%d", Chain: "previous", FullEvery: 30 * 24 * time.Hour, Keep: keep,
+		{Name: "tank/data", Line: 12, Snapshots: "daily-*", TimeFormat: "daily-%Y-%m-%d", Chain: "previous", FullEvery: 30 * 24 * time.Hour, Keep: keep, HookTimeout: 10 * time.Minute},
+		{Name: "tank/db", Line: 13, Snapshots: "zfs2s3-*", TimeFormat: "daily-%Y-%m-%d", Chain: "previous", FullEvery: 30 * 24 * time.Hour, Keep: keep, HookTimeout: 10 * time.Minute,
 			Recursive: true, Create: "zfs2s3-%Y%m%d-%H%M%S", Pre: "systemctl stop postgresql", Post: "systemctl start postgresql",
 			KeepLocal: &retention.Policy{Last: 10}},
 	}}
@@ -60,8 +60,52 @@ func TestParseExample(t *testing.T) {
 	if !data.Selects("daily-2026-11-22") || data.Selects("hourly-1") {
 		t.Error("Selects does not follow the glob")
 	}
-	if got := c.Datasets[1].CreateName(time.Date(2026, 11, 22, 6, 54, 31, 0, time.UTC)); got != "zfs2s3-20261122-065431" {
+	db := c.Datasets[1]
+	// Names are written in UTC whatever the zone of the time given.
+	if got := db.CreateName(time.Date(2026, 11, 22, 7, 54, 31, 0, time.FixedZone("CET", 3600))); got != "zfs2s3-20261122-065431" {
 		t.Errorf("CreateName = %q", got)
+	}
+	// The snapshots zfs2s3 created have their time in their name, in UTC,
+	// even where time_format (inherited here) reads other names.
+	if got, ok := db.SnapshotTime("zfs2s3-20261122-065431", time.Time{}); !ok || !got.Equal(time.Date(2026, 11, 22, 6, 54, 31, 0, time.UTC)) {
+		t.Errorf("SnapshotTime of a created snapshot = %v, %v", got, ok)
+	}
+	if got, ok := db.NameTime("zfs2s3-20261122-065431"); !ok || !got.Equal(time.Date(2026, 11, 22, 6, 54, 31, 0, time.UTC)) {
+		t.Errorf("NameTime of a created snapshot = %v, %v", got, ok)
+	}
+	for short, want := range map[string]bool{
+		"zfs2s3-20261122-065431":  true,
+		"zfs2s3-2026112-065431":   false, // parses, but zfs2s3 never writes it
+		"zfs2s3-20261122-065431x": false,
+		"zfs2s3-20261322-065431":  false,
+		"zfs2s3-manual":           false,
+		"daily-2026-11-22":        false,
+	} {
+		if got := db.Created(short); got != want {
+			t.Errorf("Created(%q) = %v, want %v", short, got, want)
+		}
+	}
+	if data.Created("zfs2s3-20261122-065431") {
+		t.Error("a dataset without create claims a snapshot as created")
+	}
+	// Without time_format, a snapshot's creation counts, but for created ones.
+	plain := Dataset{Create: "z-%Y%m%d%H%M%S"}
+	creation := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got, ok := plain.SnapshotTime("hand-made", creation); !ok || !got.Equal(creation) {
+		t.Errorf("SnapshotTime of a hand-made snapshot = %v, %v", got, ok)
+	}
+	if _, ok := plain.NameTime("hand-made"); ok {
+		t.Error("NameTime read a time from a name that has none")
+	}
+}
+
+func TestParseHookTimeout(t *testing.T) {
+	c, err := Parse([]byte("defaults:\n  hook_timeout: 90s\ndatasets:\n  tank/a:\n    create: \"z-%Y%m%d%H%M%S\"\n  tank/b:\n    hook_timeout: 2h\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []time.Duration{c.Datasets[0].HookTimeout, c.Datasets[1].HookTimeout}; got[0] != 90*time.Second || got[1] != 2*time.Hour {
+		t.Errorf("hook_timeout = %v, want [1m30s 2h0m0s]", got)
 	}
 }
 
@@ -86,7 +130,9 @@ func TestParseRefusesBadConfigs(t *testing.T) {
 		{"bad dataset name", "datasets:\n  tank/a@b: {}\n", "c.yaml:2: datasets:"},
 		{"hooks without create", "datasets:\n  tank/a:\n    pre: echo\n", "c.yaml:2: datasets.tank/a: pre and post run around the snapshot zfs2s3 takes"},
 		{"keep_local without create", "datasets:\n  tank/a:\n    keep_local: {last: 3}\n", "keep_local destroys only snapshots zfs2s3 created"},
-		{"create outside the glob", "datasets:\n  tank/a:\n    snapshots: \"daily-*\"\n    create: \"zfs2s3-%Y\"\n", "do not match its snapshots glob"},
+		{"create outside the glob", "datasets:\n  tank/a:\n    snapshots: \"daily-*\"\n    create: \"zfs2s3-%Y\"\n", "c.yaml:2: datasets.tank/a: the snapshots it creates (zfs2s3-%Y) do not match its snapshots glob \"daily-*\""},
+		{"create makes names zfs refuses", "datasets:\n  tank/a:\n    create: \"z-%Y%m%d%z\"\n", "c.yaml:3: datasets.tank/a.create: \"z-%Y%m%d%z\" makes names ZFS refuses"},
+		{"bad hook timeout", "defaults:\n  hook_timeout: soon\n", "c.yaml:2: defaults.hook_timeout: bad duration"},
 		{"not yaml", "bucket: [\n", "c.yaml:"},
 		{"duplicate key", "bucket: a\nbucket: b\n", "already defined"},
 		{"datasets not a map", "datasets: [tank/a]\n", "c.yaml:1: datasets: want a map"},
@@ -110,13 +156,103 @@ func TestLoadRefusesHooksOthersCanChange(t *testing.T) {
 	if _, err := Load(file); err != nil {
 		t.Fatalf("private config refused: %v", err)
 	}
-	os.Chmod(file, 0o664)
-	if _, err := Load(file); err == nil || !strings.Contains(err.Error(), "chmod go-w "+file) {
-		t.Errorf("group-writable config with hooks: %v", err)
+	refused := func(what, want string) {
+		t.Helper()
+		_, err := Load(file)
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), file+": ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: Load = %v; want one line naming %s and containing %q", what, err, file, want)
+		}
 	}
+
+	os.Chmod(file, 0o664)
+	refused("group-writable config", "chmod go-w "+file)
+	os.Chmod(file, 0o602)
+	refused("world-writable config", "chmod go-w "+file)
+	os.Chmod(file, 0o600)
+
+	// Whoever can write the directory can replace the file.
+	os.Chmod(dir, 0o775)
+	refused("group-writable directory", "its directory "+dir+" is writable by group or others (mode 0775); run: chmod go-w "+dir)
+	os.Chmod(dir, 0o755)
+	// and so the directory above it.
+	sub := filepath.Join(dir, "etc", "zfs2s3")
+	os.MkdirAll(sub, 0o755)
+	os.Chmod(filepath.Join(dir, "etc"), 0o777)
+	deep := filepath.Join(sub, "config.yaml")
+	os.WriteFile(deep, []byte(hooks), 0o600)
+	if _, err := Load(deep); err == nil || !strings.Contains(err.Error(), "chmod go-w "+filepath.Join(dir, "etc")) {
+		t.Errorf("world-writable grandparent directory: Load = %v", err)
+	}
+	// A sticky directory (like /tmp) lets nobody replace another's file.
+	os.Chmod(filepath.Join(dir, "etc"), 0o777|os.ModeSticky)
+	if _, err := Load(deep); err != nil {
+		t.Errorf("config below a sticky directory refused: %v", err)
+	}
+	// A symbolic link is checked at both ends.
+	open := t.TempDir()
+	os.Chmod(open, 0o777)
+	target := filepath.Join(open, "real.yaml")
+	os.WriteFile(target, []byte(hooks), 0o600)
+	os.Remove(file)
+	if err := os.Symlink(target, file); err != nil {
+		t.Fatal(err)
+	}
+	refused("link to a file in a world-writable directory", "chmod go-w "+open)
+	os.Chmod(open, 0o755)
+	if _, err := Load(file); err != nil {
+		t.Errorf("link to a private config refused: %v", err)
+	}
+	os.Chmod(target, 0o666)
+	refused("link to a world-writable file", "its target "+target+" is writable by group or others")
+	os.Remove(file)
+	os.WriteFile(file, []byte(hooks), 0o600)
+
+	if os.Geteuid() == 0 { // only root can give a file away
+		os.Chown(file, 4242, 4242)
+		refused("config of another user", "is owned by user 4242, not by root or you")
+		os.Chown(file, 0, 0)
+		os.Chown(dir, 4242, 4242)
+		refused("directory of another user", "its directory "+dir+" is owned by user 4242")
+		os.Chown(dir, 0, 0)
+	}
+
 	os.WriteFile(file, []byte("bucket: b\n"), 0o666)
 	os.Chmod(file, 0o666)
 	if _, err := Load(file); err != nil {
 		t.Errorf("a world-writable config without hooks is only a risk to its settings: %v", err)
+	}
+}
+
+// TestCovers: a recursive dataset covers the datasets below it but those
+// with their own entry (and, when that entry is recursive, theirs).
+func TestCovers(t *testing.T) {
+	c, err := Parse([]byte(`datasets:
+  tank/db: {recursive: true}
+  tank/db/scratch: {snapshots: "never-*"}
+  tank/db/logs: {recursive: true}
+  tank/data: {}
+`), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := c.Datasets[0]
+	for name, want := range map[string]bool{
+		"tank/db/a":           true,
+		"tank/db/a/b":         true,
+		"tank/db/scratch":     false, // its own entry
+		"tank/db/scratch/sub": true,  // that entry is not recursive
+		"tank/db/logs":        false,
+		"tank/db/logs/old":    false, // below a recursive entry of its own
+		"tank/db":             false, // not below itself
+		"tank/dbx":            false,
+		"tank/data":           false,
+	} {
+		if got := db.Covers(name); got != want {
+			t.Errorf("Covers(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if c.Datasets[3].Covers("tank/data/x") {
+		t.Error("a dataset that is not recursive covers a child")
 	}
 }

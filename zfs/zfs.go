@@ -21,6 +21,9 @@ import (
 var (
 	ErrNotExist   = errors.New("does not exist")
 	ErrPermission = errors.New("permission denied")
+	// ErrExist is a snapshot (or dataset) that zfs was asked to create
+	// but that already exists.
+	ErrExist = errors.New("already exists")
 )
 
 // Error is a failed zfs invocation with what it printed on stderr.
@@ -49,6 +52,8 @@ func classify(stderr string, err error) error {
 		return ErrNotExist
 	case strings.Contains(s, "permission denied"), strings.Contains(s, "insufficient privileges"):
 		return ErrPermission
+	case strings.Contains(s, "already exists"):
+		return ErrExist
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 package zfs
 
 import (
+	"context"
 	"errors"
 	"os/exec"
 	"strings"
@@ -38,10 +39,11 @@ func TestParseEstimate(t *testing.T) {
 func TestClassify(t *testing.T) {
 	exit := &exec.ExitError{}
 	for stderr, want := range map[string]error{
-		"cannot open 'tank/nope': dataset does not exist": ErrNotExist,
-		"cannot open 'tank/x': permission denied":         ErrPermission,
-		"cannot send 'tank/x@a': insufficient privileges": ErrPermission,
-		"cannot send 'tank/x@a': I/O error":               exit,
+		"cannot open 'tank/nope': dataset does not exist":           ErrNotExist,
+		"cannot open 'tank/x': permission denied":                   ErrPermission,
+		"cannot send 'tank/x@a': insufficient privileges":           ErrPermission,
+		"cannot send 'tank/x@a': I/O error":                         exit,
+		"cannot create snapshot 'tank/x@a': dataset already exists": ErrExist,
 	} {
 		if got := classify(stderr, exit); !errors.Is(got, want) {
 			t.Errorf("classify(%q) = %v, want %v", stderr, got, want)
@@ -130,5 +132,18 @@ func TestCheckDatasetName(t *testing.T) {
 		if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("CheckDatasetName(%q) = %v, want an error containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestCreateSnapshotArgs(t *testing.T) {
+	if d := cmp.Diff([]string{"snapshot", "-r", "tank/db@zfs2s3-1"}, CreateSnapshotArgs("tank/db@zfs2s3-1", true)); d != "" {
+		t.Errorf("recursive (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"snapshot", "tank/my db@x"}, CreateSnapshotArgs("tank/my db@x", false)); d != "" {
+		t.Errorf("one dataset (-want +got):\n%s", d)
+	}
+	// A name zfs would read as an option never reaches it.
+	if err := (Runner{Cmd: "/nonexistent/zfs"}).CreateSnapshot(context.Background(), "-r@x", false); err == nil || !strings.Contains(err.Error(), "not a snapshot name") {
+		t.Errorf("CreateSnapshot(-r@x) = %v", err)
 	}
 }
