@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -267,7 +268,8 @@ func newApp() *cli.App {
 				Usage: "back up the configured datasets (or the named ones): finish pending uploads, then store new snapshots as the config says",
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (each edge, its base, why, the estimated size) and change nothing"},
-					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"}),
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"},
+					metricsFlag()),
 				Action: configAction("backup", func(ctx context.Context, b *backup.Backup, cfg *config.Config, ds []config.Dataset, dryRun bool) (any, error) {
 					return b.Run(ctx, cfg, ds, backup.RunOptions{DryRun: dryRun})
 				}),
@@ -277,7 +279,8 @@ func newApp() *cli.App {
 				Usage: "apply each configured dataset's keep rule to its stored snapshots: upload bypasses, then remove what no kept snapshot needs",
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (bypasses, removals and why, chain links that stay) and change nothing"},
-					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"}),
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"},
+					metricsFlag()),
 				Action: configAction("prune", func(ctx context.Context, b *backup.Backup, _ *config.Config, ds []config.Dataset, dryRun bool) (any, error) {
 					return b.Prune(ctx, ds, backup.PruneOptions{DryRun: dryRun})
 				}),
@@ -468,6 +471,10 @@ func configAction(command string, fn func(ctx context.Context, b *backup.Backup,
 		if err != nil {
 			return err
 		}
+		metricsPath, err := metricsFile(c, cfg)
+		if err != nil {
+			return err
+		}
 		b, err := newBackup(c)
 		if err != nil {
 			return err
@@ -483,8 +490,52 @@ func configAction(command string, fn func(ctx context.Context, b *backup.Backup,
 				return jerr
 			}
 		}
+		if metricsPath != "" && !c.Bool("dry-run") {
+			if merr := b.WriteMetrics(c.Context, metricsPath, cfg.Datasets, rep, time.Now()); merr != nil {
+				if re != nil {
+					re.Lines = append(re.Lines, merr.Error())
+					return re
+				}
+				return fmt.Errorf("%s done, but: %w", command, merr)
+			}
+		}
 		return err
 	}
+}
+
+// metricsFlag is --metrics-file, of the commands that write metrics.
+func metricsFlag() cli.Flag {
+	return &cli.StringFlag{Name: "metrics-file", EnvVars: []string{"ZFS2S3_METRICS_FILE"},
+		Usage: "write Prometheus metrics to `FILE` (e.g. in node_exporter's textfile directory; see README.md); not in a dry run"}
+}
+
+// metricsFile returns where to write metrics ("" for nowhere): the flag,
+// the environment, or the config's metrics_file. Its directory must
+// exist, so that a typo is found before the run rather than after it.
+func metricsFile(c *cli.Context, cfg *config.Config) (string, error) {
+	path, where := c.String("metrics-file"), "--metrics-file"
+	if c.IsSet("metrics-file") && path == "" {
+		return "", usageErr{errors.New("--metrics-file or ZFS2S3_METRICS_FILE names no file (an unset variable?); leave both out to write no metrics")}
+	}
+	if !c.IsSet("metrics-file") {
+		path, where = cfg.Global.MetricsFile, cfg.File+": metrics_file"
+	}
+	if path == "" {
+		return "", nil
+	}
+	dir := filepath.Dir(path)
+	switch fi, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", usageErr{fmt.Errorf("%s %s: directory %s does not exist; create it or name another file", where, path, dir)}
+	case err != nil:
+		return "", usageErr{fmt.Errorf("%s %s: %w", where, path, err)}
+	case !fi.IsDir():
+		return "", usageErr{fmt.Errorf("%s %s: %s is not a directory", where, path, dir)}
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return "", usageErr{fmt.Errorf("%s %s is a directory; name a file in it, e.g. %s", where, path, filepath.Join(path, "zfs2s3.prom"))}
+	}
+	return path, nil
 }
 
 // quietForJSON drops the result lines when --json prints a report that

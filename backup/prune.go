@@ -42,12 +42,16 @@ type DatasetPruned struct {
 	// Stay are snapshots no rule keeps that stay stored for a kept one.
 	Stay   []StayingSnapshot `json:"stay"`
 	Errors []string          `json:"errors"`
+	// Seconds is how long the dataset took, for the metrics file.
+	Seconds float64 `json:"seconds"`
 }
 
 // PrunedEdge is one edge prune removes.
 type PrunedEdge struct {
 	Edge string `json:"edge"`
 	Why  string `json:"why"`
+	// Bytes is what the edge took in the bucket.
+	Bytes int64 `json:"bytes"`
 }
 
 // StayingSnapshot is a snapshot no rule keeps whose edges stay, because
@@ -95,10 +99,12 @@ func (b *Backup) Prune(ctx context.Context, datasets []config.Dataset, opt Prune
 	var failed []string
 	for _, d := range datasets {
 		dr := newDatasetPruned(d.Name)
+		start := time.Now()
 		if err := b.pruneDataset(ctx, d, opt, &dr); err != nil {
 			dr.Errors = append(dr.Errors, err.Error())
 			failed = append(failed, fmt.Sprintf("prune of %s failed: %s", d.Name, strings.Join(strings.Fields(err.Error()), " ")))
 		}
+		dr.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
 		rep.Datasets = append(rep.Datasets, dr)
 		if ctx.Err() != nil {
 			break
@@ -338,7 +344,7 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 		if !job.keep[e.Target.GUID] && !isNewest(in.Order, e.Target.GUID) {
 			why = job.dropWhy(snap[e.Target.GUID])
 		}
-		dr.Removed = append(dr.Removed, PrunedEdge{Edge: e.String(), Why: why})
+		dr.Removed = append(dr.Removed, PrunedEdge{Edge: e.String(), Why: why, Bytes: e.StoredBytes})
 		if opt.DryRun {
 			b.Out("%s: would remove %s (%s)", job.dataset, e, why)
 			continue

@@ -36,6 +36,8 @@ type DatasetReport struct {
 	// Planned are the edges a dry run would upload.
 	Planned []PlannedEdge `json:"planned,omitempty"`
 	Errors  []string      `json:"errors"`
+	// Seconds is how long the dataset took, for the metrics file.
+	Seconds float64 `json:"seconds"`
 }
 
 // UploadedEdge is one edge a run stored.
@@ -142,10 +144,12 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 	var failed []string
 	for _, d := range datasets {
 		dr := DatasetReport{Dataset: d.Name, Uploaded: []UploadedEdge{}, Errors: []string{}}
+		start := time.Now()
 		if err := b.runDataset(ctx, d, opt, &dr); err != nil {
 			dr.Errors = append(dr.Errors, err.Error())
 			failed = append(failed, fmt.Sprintf("backup of %s failed: %s", d.Name, strings.Join(strings.Fields(err.Error()), " ")))
 		}
+		dr.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
 		rep.Datasets = append(rep.Datasets, dr)
 		if ctx.Err() != nil {
 			break // interrupted: the remaining datasets would fail the same way
