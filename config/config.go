@@ -395,6 +395,10 @@ func checkPrivate(file string) error {
 	return nil
 }
 
+// ParseDuration reads a duration as the config writes them: 30d, 2w,
+// 36h, for flags that take one (status --max-age).
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(s) }
+
 // parseDuration reads Go durations and days and weeks: 30d, 2w, 36h.
 func parseDuration(s string) (time.Duration, error) {
 	for unit, d := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
