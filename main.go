@@ -312,8 +312,13 @@ func newApp() *cli.App {
 // runStatus is the status command; with --max-age it is a monitoring
 // check whose exit code says whether every checked dataset is fresh.
 func runStatus(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	opt := backup.StatusOptions{Dataset: c.Args().First(), Configured: cfg.Datasets}
 	if !c.IsSet("max-age") {
-		st, err := b.Status(ctx, c.Args().First())
+		st, err := b.StatusOf(ctx, opt)
 		if err != nil {
 			return err
 		}
@@ -323,11 +328,8 @@ func runStatus(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 	if err != nil {
 		return usageErr{fmt.Errorf("--max-age: %w", err)}
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	st, err := b.StatusOf(ctx, backup.StatusOptions{Dataset: c.Args().First(), Configured: cfg.Datasets, MaxAge: maxAge, Now: time.Now()})
+	opt.MaxAge, opt.Now = maxAge, time.Now()
+	st, err := b.StatusOf(ctx, opt)
 	if err != nil {
 		return err
 	}

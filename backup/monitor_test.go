@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/health"
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/retention"
 	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
@@ -122,5 +124,58 @@ func TestStatusMaxAge(t *testing.T) {
 	if d := cmp.Diff(map[string][]string{"tank/a": {"nothing restorable is stored", "2 stored snapshot(s) cannot be restored (see zfs2s3 status tank/a)"},
 		"tank/new": {"nothing restorable is stored"}}, fresh(in.report())); d != "" {
 		t.Errorf("with the full's object missing (-want +got):\n%s", d)
+	}
+}
+
+func TestStatusSaysWhyChainLinksStay(t *testing.T) {
+	day := func(d string, g uint64) ledger.Snapshot { return snap("tank/a@daily-2026-"+d, g) }
+	j30, j31, f1, f2 := day("01-30", 1), day("01-31", 2), day("02-01", 3), day("02-02", 4)
+	l := &ledger.Ledger{Edges: []ledger.Edge{edge(ledger.Snapshot{}, j30, 100, 0), edge(j30, j31, 1, 1), edge(j31, f1, 1, 2), edge(f1, f2, 1, 3)}}
+	var objs []s3up.ObjectInfo
+	for _, e := range l.Edges {
+		objs = append(objs, s3up.ObjectInfo{Key: e.Key}, s3up.ObjectInfo{Key: s3up.ManifestKey(e.Key)})
+	}
+	// monthly 2 keeps Jan 31 and Feb 2; Jan 30 and Feb 1 go unless a
+	// bypass can be sent, which needs the local snapshots.
+	d := config.Dataset{Name: "tank/a", TimeFormat: "daily-%Y-%m-%d", Keep: &retention.Policy{Monthly: 2}}
+	stays := func(local []zfs.Snapshot) (map[string]string, string) {
+		in := statusInput{ledger: l, local: map[string][]zfs.Snapshot{"tank/a": local}, objects: objs, configured: []config.Dataset{d}}
+		st := in.report()
+		out := map[string]string{}
+		for _, e := range st.Datasets[0].Edges {
+			if e.Stays != "" {
+				out[e.Snapshot] = e.Stays
+			}
+		}
+		var text strings.Builder
+		if err := st.WriteText(&text); err != nil {
+			t.Fatal(err)
+		}
+		return out, text.String()
+	}
+	got, text := stays(nil)
+	want := map[string]string{
+		// Jan 30 is a link of Jan 31's chain and of Feb 2's (through Jan
+		// 31 and Feb 1); prune names the newest.
+		j30.Name: "kept as a chain link of " + f2.Name + ": the local snapshots for a bypass edge are gone",
+		f1.Name:  "kept as a chain link of " + f2.Name + ": the local snapshots for a bypass edge are gone",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("all gone locally (-want +got):\n%s", d)
+	}
+	if line := "@daily-2026-02-01 stays: " + want[f1.Name] + "\n"; !strings.Contains(text, line) {
+		t.Errorf("text lacks %q:\n%s", line, text)
+	}
+	var local []zfs.Snapshot
+	for _, s := range []ledger.Snapshot{j30, j31, f1, f2} {
+		local = append(local, zfs.Snapshot{Name: s.Name, GUID: s.GUID})
+	}
+	if got, _ := stays(local); len(got) != 0 {
+		t.Errorf("with every snapshot here prune sends bypasses, yet status says links stay: %v", got)
+	}
+	// Without a keep rule nothing is said.
+	d.Keep = nil
+	if got, _ := stays(nil); len(got) != 0 {
+		t.Errorf("without a keep rule: %v", got)
 	}
 }

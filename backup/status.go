@@ -42,13 +42,16 @@ type DatasetStatus struct {
 
 // EdgeStatus is one stored edge.
 type EdgeStatus struct {
-	Snapshot     string    `json:"snapshot"`
-	GUID         uint64    `json:"guid"`
-	Base         string    `json:"base"` // "" for a full stream
-	BaseGUID     uint64    `json:"base_guid"`
-	Restorable   bool      `json:"restorable"`
-	Why          string    `json:"why,omitempty"` // why not restorable
-	Local        string    `json:"local"`         // present, missing, different guid
+	Snapshot   string `json:"snapshot"`
+	GUID       uint64 `json:"guid"`
+	Base       string `json:"base"` // "" for a full stream
+	BaseGUID   uint64 `json:"base_guid"`
+	Restorable bool   `json:"restorable"`
+	Why        string `json:"why,omitempty"` // why not restorable
+	Local      string `json:"local"`         // present, missing, different guid
+	// Stays says why prune leaves an edge into a snapshot that no keep
+	// rule keeps (only with a config that has keep rules).
+	Stays        string    `json:"stays,omitempty"`
 	StreamBytes  int64     `json:"stream_bytes"`
 	StoredBytes  int64     `json:"stored_bytes"`
 	Uploaded     time.Time `json:"uploaded"`
@@ -71,7 +74,8 @@ type PendingStatus struct {
 type StatusOptions struct {
 	Dataset string // "" for all
 	// Configured are the config's datasets: their time_format dates the
-	// snapshots that MaxAge checks.
+	// snapshots that MaxAge checks, and their keep rules say why prune
+	// leaves chain links it would otherwise remove.
 	Configured []config.Dataset
 	// MaxAge, when set, checks the configured datasets (or Dataset
 	// alone): each must have a restorable stored snapshot at most
@@ -90,7 +94,7 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 // that are not).
 func (b *Backup) StatusOf(ctx context.Context, opt StatusOptions) (Status, error) {
 	in := statusInput{dataset: opt.Dataset, ledgerKey: LedgerKey(b.Opt.Prefix), local: map[string][]zfs.Snapshot{},
-		maxAge: opt.MaxAge, now: opt.Now}
+		maxAge: opt.MaxAge, now: opt.Now, configured: opt.Configured}
 	if opt.MaxAge > 0 {
 		in.check = opt.Configured
 		if opt.Dataset != "" {
@@ -165,6 +169,8 @@ type statusInput struct {
 	check  []config.Dataset
 	maxAge time.Duration
 	now    time.Time
+	// configured are the config's datasets, for their keep rules.
+	configured []config.Dataset
 }
 
 func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
@@ -189,8 +195,16 @@ func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
 func (in statusInput) report() Status {
 	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}, UntrackedUploads: []s3up.PendingUpload{}, Warnings: []string{}}
 	bad := unrestorable(in.ledger, missingEdges(in.ledger, in.objects), nil)
+	var ledgerBroken map[ledger.ID]bool // as prune sees it, for why chain links stay
 	for ds, edges := range edgesByDataset(in.ledger, in.dataset) {
-		st.Datasets = append(st.Datasets, datasetStatus(ds, edges, in.local[ds], bad))
+		d := datasetStatus(ds, edges, in.local[ds], bad)
+		if i := indexOf(in.configured, ds); i >= 0 && in.configured[i].Keep != nil {
+			if ledgerBroken == nil {
+				ledgerBroken = brokenIDs(in.ledger, nil)
+			}
+			d.explainStays(staying(in.ledger, ledgerBroken, in.configured[i], in.local[ds]))
+		}
+		st.Datasets = append(st.Datasets, d)
 	}
 	if len(in.check) > 0 {
 		in.checkFreshness(&st, bad)
@@ -268,6 +282,20 @@ func (st Status) WriteFreshness(out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// explainStays notes on each edge that prune leaves as a chain link
+// (stays, by edge) why it stays.
+func (d *DatasetStatus) explainStays(stays map[ledger.ID]ledger.Snapshot) {
+	if len(stays) == 0 {
+		return
+	}
+	for i, e := range d.Edges {
+		id := ledger.ID{BaseGUID: e.BaseGUID, TargetGUID: e.GUID}
+		if kept, ok := stays[id]; ok {
+			d.Edges[i].Stays = fmt.Sprintf("kept as a chain link of %s: the local snapshots for a bypass edge are gone", kept.Name)
+		}
+	}
 }
 
 // datasetStatus compares a dataset's stored edges with its local snapshots.
@@ -396,6 +424,13 @@ func (st Status) WriteText(out io.Writer) error {
 			}
 			fmt.Fprintf(tw, "@%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", ledger.Snapshot{Name: e.Snapshot}.Short(), base, ok, e.Local,
 				e.StreamBytes, e.StoredBytes, e.Uploaded.Format("2006-01-02 15:04"), e.StorageClass)
+		}
+		said := map[string]bool{}
+		for _, e := range d.Edges {
+			if e.Stays != "" && !said[e.Snapshot] {
+				said[e.Snapshot] = true
+				fmt.Fprintf(tw, "@%s stays: %s\n", ledger.Snapshot{Name: e.Snapshot}.Short(), e.Stays)
+			}
 		}
 		if len(d.NotStored) > 0 {
 			fmt.Fprintf(tw, "not stored yet: %s\n", strings.Join(d.NotStored, ", "))
