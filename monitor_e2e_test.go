@@ -283,3 +283,54 @@ func TestMonitoring(t *testing.T) {
 		}
 	})
 }
+
+func TestPruneMetrics(t *testing.T) {
+	e := pruneEnv(t, "prune metrics", "{last: 2}")
+	first := time.Date(2026, 1, 1, 0, 0, 0, 0, time.Local)
+	days := e.dailies(first, first.AddDate(0, 0, 4))
+	if r := e.runWith(nil, "backup"); r.code != 0 {
+		t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+	}
+	before := e.storedBytes(e.a)
+	prom := filepath.Join(t.TempDir(), "zfs2s3.prom")
+	r := e.runWith(nil, "prune", "--json", "--metrics-file", prom)
+	if r.code != 0 {
+		t.Fatalf("prune: exit %d: %s", r.code, r.stderr)
+	}
+	var rep backup.PruneReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || len(rep.Datasets) != 1 {
+		t.Fatalf("prune --json: %v\n%s", err, r.stdout)
+	}
+	// last 2 keeps the 4th and 5th: the 4th gets a full bypass, the full
+	// of the 1st and the edges to the 4th go.
+	var bypassBytes float64
+	for _, ed := range e.ledger().Edges {
+		if ed.Target.Name == dayName(e.a, days[3]) && ed.Base == nil {
+			bypassBytes = float64(ed.StoredBytes)
+		}
+	}
+	after := e.storedBytes(e.a)
+	m := readMetrics(t, prom)
+	for name, want := range map[string]float64{
+		"zfs2s3_prune_last_run_success":                   1,
+		"zfs2s3_prune_last_run_removed_edges":             4,
+		"zfs2s3_prune_last_run_bypass_edges":              1,
+		"zfs2s3_prune_last_run_freed_bytes":               before + bypassBytes - after,
+		"zfs2s3_stored_snapshots":                         2,
+		"zfs2s3_stored_bytes":                             after,
+		"zfs2s3_stored_unrestorable_snapshots":            0,
+		"zfs2s3_stored_newest_snapshot_timestamp_seconds": float64(days[4].Unix()),
+	} {
+		if got, ok := m[name][e.a]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	if len(rep.Datasets[0].Removed) != 4 || bypassBytes == 0 {
+		t.Errorf("report: %+v; bypass of %v bytes", rep.Datasets[0], bypassBytes)
+	}
+	for name := range m {
+		if strings.HasPrefix(name, "zfs2s3_backup_") {
+			t.Errorf("prune wrote backup's family %s", name)
+		}
+	}
+}

@@ -330,22 +330,24 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 		if base != "" {
 			edge = base + " -> " + target
 		}
-		dr.Bypass = append(dr.Bypass, edge)
 		if opt.DryRun {
+			dr.Bypass = append(dr.Bypass, edge)
 			b.Out("%s: would upload bypass %s", job.dataset, edge)
 			continue
 		}
 		if err := b.Upload(ctx, target, base); err != nil {
 			return fmt.Errorf("upload bypass %s: %w", edge, err)
 		}
+		dr.Bypass = append(dr.Bypass, edge) // listed once done: the metrics count it
 	}
 	for _, e := range remove {
 		why := "not needed: " + e.Target.Name + " stays restorable without it"
 		if !job.keep[e.Target.GUID] && !isNewest(in.Order, e.Target.GUID) {
 			why = job.dropWhy(snap[e.Target.GUID])
 		}
-		dr.Removed = append(dr.Removed, PrunedEdge{Edge: e.String(), Why: why, Bytes: e.StoredBytes})
+		pe := PrunedEdge{Edge: e.String(), Why: why, Bytes: e.StoredBytes}
 		if opt.DryRun {
+			dr.Removed = append(dr.Removed, pe)
 			b.Out("%s: would remove %s (%s)", job.dataset, e, why)
 			continue
 		}
@@ -356,6 +358,7 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 		if err := b.Remove(ctx, ref); err != nil {
 			return fmt.Errorf("remove %s: %w", e, err)
 		}
+		dr.Removed = append(dr.Removed, pe) // listed once done: freed bytes count only what went
 	}
 	return nil
 }

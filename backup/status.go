@@ -90,8 +90,8 @@ func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
 }
 
 // StatusOf gathers the status as opt says; with MaxAge, each checked
-// dataset's Freshness says whether it is fresh (Status.Stale lists those
-// that are not).
+// dataset's Freshness says whether it is fresh (Status.Checked lists
+// the verdicts).
 func (b *Backup) StatusOf(ctx context.Context, opt StatusOptions) (Status, error) {
 	in := statusInput{dataset: opt.Dataset, ledgerKey: LedgerKey(b.Opt.Prefix), local: map[string][]zfs.Snapshot{},
 		maxAge: opt.MaxAge, now: opt.Now, configured: opt.Configured}
@@ -256,7 +256,7 @@ func (in statusInput) checkFreshness(st *Status, bad map[ledger.ID]string) {
 }
 
 // Checked returns the freshness verdicts of the datasets --max-age
-// checked, by dataset name.
+// checked, in the order of st.Datasets (by name).
 func (st Status) Checked() []health.Verdict {
 	var vs []health.Verdict
 	for _, d := range st.Datasets {
