@@ -30,6 +30,24 @@ func snapshotTime(d config.Dataset, s ledger.Snapshot, local map[uint64]zfs.Snap
 	return firstUpload
 }
 
+// needsCreation reports whether dating d's stored snapshots needs their
+// creation property: some name does not give the time. Listing a
+// dataset's snapshots is a zfs command, which a run over hundreds of
+// datasets does not repeat for nothing.
+func needsCreation(l *ledger.Ledger, d config.Dataset) bool {
+	if d.TimeFormat == "" {
+		return true
+	}
+	for _, e := range l.Edges {
+		if e.Target.Dataset() == d.Name {
+			if _, ok := d.SnapshotTime(e.Target.Short(), time.Time{}); !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // storedSummary is what the ledger stores of one dataset.
 type storedSummary struct {
 	// restorable are the stored snapshots a chain restores, oldest
@@ -186,9 +204,12 @@ func (b *Backup) WriteMetrics(ctx context.Context, path string, configured []con
 		broken := brokenIDs(l, nil)
 		u.Stored = make([]health.Stored, 0, len(configured))
 		for _, d := range configured {
-			local, err := b.ZFS.Snapshots(ctx, d.Name)
-			if err != nil && !errors.Is(err, zfs.ErrNotExist) {
-				slog.Warn("local snapshots unknown for the metrics file; snapshot times fall back to upload times", "dataset", d.Name, "error", err)
+			var local []zfs.Snapshot
+			if needsCreation(l, d) {
+				local, err = b.ZFS.Snapshots(ctx, d.Name)
+				if err != nil && !errors.Is(err, zfs.ErrNotExist) {
+					slog.Warn("local snapshots unknown for the metrics file; snapshot times fall back to upload times", "dataset", d.Name, "error", err)
+				}
 			}
 			u.Stored = append(u.Stored, summarize(l, broken, d, local).health(d.Name))
 		}

@@ -179,3 +179,21 @@ func TestStatusSaysWhyChainLinksStay(t *testing.T) {
 		t.Errorf("without a keep rule: %v", got)
 	}
 }
+
+func TestNeedsCreation(t *testing.T) {
+	l := &ledger.Ledger{Edges: []ledger.Edge{edge(ledger.Snapshot{}, snap("tank/a@daily-2026-01-01", 1), 1, 0),
+		edge(ledger.Snapshot{}, snap("tank/b@manual", 2), 1, 0)}}
+	for _, tc := range []struct {
+		d    config.Dataset
+		want bool
+	}{
+		{config.Dataset{Name: "tank/a", TimeFormat: "daily-%Y-%m-%d"}, false},
+		{config.Dataset{Name: "tank/a"}, true},
+		{config.Dataset{Name: "tank/b", TimeFormat: "daily-%Y-%m-%d"}, true}, // a name the format does not read
+		{config.Dataset{Name: "tank/c", TimeFormat: "daily-%Y-%m-%d"}, false},
+	} {
+		if got := needsCreation(l, tc.d); got != tc.want {
+			t.Errorf("needsCreation(%s, %q) = %v, want %v", tc.d.Name, tc.d.TimeFormat, got, tc.want)
+		}
+	}
+}
