@@ -96,6 +96,14 @@ func (e *cliEnv) touchedNothing(t *testing.T) {
 func TestBadCommandLineIsUsageErrorAndTouchesNothing(t *testing.T) {
 	e := newCLIEnv(t, "exit 1")
 	long := "tank/" + strings.Repeat("x", 300) + "@a"
+	withDatasets := filepath.Join(e.dir, "datasets.yaml")
+	withMetrics := filepath.Join(e.dir, "metrics.yaml")
+	for file, text := range map[string]string{withDatasets: "datasets:\n  tank/x: {}\n",
+		withMetrics: "metrics_file: /nonexistent/zfs2s3/m.prom\ndatasets:\n  tank/x: {}\n"} {
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		name string
 		want string
@@ -135,6 +143,16 @@ func TestBadCommandLineIsUsageErrorAndTouchesNothing(t *testing.T) {
 		// Sizes (defect 14, weak answers).
 		{"part size overflow", "--part-size", []string{"upload", "tank/x@a", "--part-size", "17592186044432M"}, nil},
 		{"concurrency too high", "--concurrency", []string{"upload", "tank/x@a", "--concurrency", "100000"}, nil},
+		// Monitoring: a check or a metrics file that cannot work is found
+		// before anything runs.
+		{"restore newest with --guid", "--guid picks among snapshots of one name", []string{"restore", "tank/x", "--guid", "5"}, nil},
+		{"max-age not a duration", "--max-age: bad duration \"soon\"", []string{"status", "--max-age", "soon"}, nil},
+		{"max-age without datasets", "none is configured", []string{"status", "--max-age", "26h"}, []string{"ZFS2S3_CONFIG=/dev/null"}},
+		{"metrics file in a missing dir", "--metrics-file /nonexistent/zfs2s3/m.prom: directory /nonexistent/zfs2s3 does not exist",
+			[]string{"backup", "--metrics-file", "/nonexistent/zfs2s3/m.prom"}, []string{"ZFS2S3_CONFIG=" + withDatasets}},
+		{"metrics file empty", "--metrics-file or ZFS2S3_METRICS_FILE names no file", []string{"prune", "--metrics-file", ""}, []string{"ZFS2S3_CONFIG=" + withDatasets}},
+		{"metrics file a directory", "--metrics-file " + os.TempDir() + " is a directory", []string{"backup", "--metrics-file", os.TempDir()}, []string{"ZFS2S3_CONFIG=" + withDatasets}},
+		{"config's metrics_file in a missing dir", withMetrics + ": metrics_file /nonexistent/zfs2s3/m.prom: directory", []string{"prune"}, []string{"ZFS2S3_CONFIG=" + withMetrics}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,11 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/config"
+	"github.com/zfs2s3/zfs2s3/health"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
@@ -215,17 +217,14 @@ func newApp() *cli.App {
 				}),
 			},
 			{
-				Name: "restore", ArgsUsage: "DATASET@SNAP",
-				Usage: "receive a stored snapshot by the cheapest chain of stored streams",
+				Name: "restore", ArgsUsage: "DATASET[@SNAP]",
+				Usage: "receive a stored snapshot (DATASET alone: its newest restorable one) by the cheapest chain of stored streams",
 				Flags: append(commonFlags(),
 					&cli.StringFlag{Name: "into", Usage: "receive into `DATASET` instead of the original dataset"},
 					&cli.BoolFlag{Name: "force", Aliases: []string{"F"}, Usage: "zfs receive -F: roll the destination back first"},
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the chain and the commands, run nothing"},
 					guidFlags[0]),
-				Action: withBackup([]arg{snapArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
-					return b.Restore(ctx, backup.RestoreOptions{Target: c.Args().First(), GUID: c.Uint64("guid"),
-						Into: c.String("into"), Force: c.Bool("force"), DryRun: c.Bool("dry-run")})
-				}),
+				Action: withBackup([]arg{snapOrDatasetArg}, runRestore),
 			},
 			{
 				Name: "save", ArgsUsage: "DATASET@SNAP [-i DATASET@BASE] FILE|-",
@@ -253,21 +252,17 @@ func newApp() *cli.App {
 			{
 				Name: "status", ArgsUsage: "[DATASET]",
 				Usage: "show stored edges, local snapshots not stored, pending uploads and strays in the bucket",
-				Flags: append(commonFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON (a stable shape, see README.md)"}),
-				Action: withBackup([]arg{optDatasetArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
-					st, err := b.Status(ctx, c.Args().First())
-					if err != nil {
-						return err
-					}
-					return printStatus(c.App.Writer, st, c.Bool("json"))
-				}),
+				Flags: append(commonFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON (a stable shape, see README.md)"},
+					&cli.StringFlag{Name: "max-age", Usage: "check instead: exit 1 naming each configured dataset (or DATASET) whose newest restorable stored snapshot is older than `AGE` (e.g. 26h, 2d), or that has an unrestorable one or nothing stored"}),
+				Action: withBackup([]arg{optDatasetArg}, runStatus),
 			},
 			{
 				Name: "backup", ArgsUsage: "[DATASET...]",
 				Usage: "back up the configured datasets (or the named ones): finish pending uploads, then store new snapshots as the config says",
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (each edge, its base, why, the estimated size) and change nothing"},
-					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"}),
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"},
+					metricsFlag()),
 				Action: configAction("backup", func(ctx context.Context, b *backup.Backup, cfg *config.Config, ds []config.Dataset, dryRun bool) (any, error) {
 					return b.Run(ctx, cfg, ds, backup.RunOptions{DryRun: dryRun})
 				}),
@@ -277,7 +272,8 @@ func newApp() *cli.App {
 				Usage: "apply each configured dataset's keep rule to its stored snapshots: upload bypasses, then remove what no kept snapshot needs",
 				Flags: append(commonFlags(),
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (bypasses, removals and why, chain links that stay) and change nothing"},
-					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"}),
+					&cli.BoolFlag{Name: "json", Usage: "print one report as JSON"},
+					metricsFlag()),
 				Action: configAction("prune", func(ctx context.Context, b *backup.Backup, _ *config.Config, ds []config.Dataset, dryRun bool) (any, error) {
 					return b.Prune(ctx, ds, backup.PruneOptions{DryRun: dryRun})
 				}),
@@ -311,6 +307,79 @@ func newApp() *cli.App {
 		}
 	}
 	return app
+}
+
+// runStatus is the status command; with --max-age it is a monitoring
+// check whose exit code says whether every checked dataset is fresh.
+func runStatus(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	opt := backup.StatusOptions{Dataset: c.Args().First(), Configured: cfg.Datasets}
+	if !c.IsSet("max-age") {
+		st, err := b.StatusOf(ctx, opt)
+		if err != nil {
+			return err
+		}
+		return printStatus(c.App.Writer, st, c.Bool("json"))
+	}
+	maxAge, err := config.ParseDuration(c.String("max-age"))
+	if err != nil {
+		return usageErr{fmt.Errorf("--max-age: %w", err)}
+	}
+	opt.MaxAge, opt.Now = maxAge, time.Now()
+	st, err := b.StatusOf(ctx, opt)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		err = writeJSON(c.App.Writer, st)
+	} else {
+		err = st.WriteFreshness(c.App.Writer)
+	}
+	if err != nil {
+		return err
+	}
+	checked := st.Checked()
+	if stale := health.Stale(checked); len(stale) > 0 {
+		var names []string
+		for _, v := range stale {
+			names = append(names, v.Dataset)
+		}
+		return fmt.Errorf("%d of %d datasets not fresh (max age %s): %s", len(stale), len(checked), health.Age(maxAge), strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// runRestore is the restore command. DATASET without @SNAP restores the
+// newest restorable stored snapshot, dated by the dataset's time_format
+// when it is configured; the line saying which comes first.
+func runRestore(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+	o := backup.RestoreOptions{Target: c.Args().First(), GUID: c.Uint64("guid"),
+		Into: c.String("into"), Force: c.Bool("force"), DryRun: c.Bool("dry-run")}
+	if !strings.Contains(o.Target, "@") {
+		if c.IsSet("guid") {
+			return usageErr{fmt.Errorf("--guid picks among snapshots of one name: give DATASET@SNAP with it, not %s alone", o.Target)}
+		}
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		d := config.Dataset{Name: o.Target}
+		for _, cd := range cfg.Datasets {
+			if cd.Name == o.Target {
+				d = cd
+			}
+		}
+		snap, t, err := b.Newest(ctx, d)
+		if err != nil {
+			return err
+		}
+		b.Out("newest restorable stored snapshot of %s: %s (snapshot time %s)", o.Target, snap.Name, t.Local().Format("2006-01-02 15:04:05"))
+		o.Target, o.GUID = snap.Name, snap.GUID
+	}
+	return b.Restore(ctx, o)
 }
 
 // printStatus prints a status as tables, or as JSON for scripts.
@@ -365,10 +434,11 @@ func writeJSON(w io.Writer, v any) error {
 type arg int
 
 const (
-	snapArg       arg = iota // DATASET@SNAP, required
-	optSnapArg               // DATASET@SNAP, optional
-	optDatasetArg            // DATASET, optional
-	fileArg                  // FILE or -, required
+	snapArg          arg = iota // DATASET@SNAP, required
+	optSnapArg                  // DATASET@SNAP, optional
+	optDatasetArg               // DATASET, optional
+	fileArg                     // FILE or -, required
+	snapOrDatasetArg            // DATASET@SNAP or DATASET, required
 )
 
 // withBackup checks the arguments (count, and names by ZFS's rules), builds
@@ -378,7 +448,7 @@ func withBackup(args []arg, fn func(context.Context, *cli.Context, *backup.Backu
 	return func(c *cli.Context) error {
 		required := 0
 		for _, a := range args {
-			if a == snapArg || a == fileArg {
+			if a == snapArg || a == fileArg || a == snapOrDatasetArg {
 				required++
 			}
 		}
@@ -418,6 +488,12 @@ func checkNames(c *cli.Context, args []arg) error {
 			err = zfs.CheckSnapshotName(c.Args().Get(i))
 		case optDatasetArg:
 			err = zfs.CheckDatasetName(c.Args().Get(i))
+		case snapOrDatasetArg:
+			if v := c.Args().Get(i); strings.Contains(v, "@") {
+				err = zfs.CheckSnapshotName(v)
+			} else {
+				err = zfs.CheckDatasetName(v)
+			}
 		}
 		if err != nil {
 			return err
@@ -468,6 +544,10 @@ func configAction(command string, fn func(ctx context.Context, b *backup.Backup,
 		if err != nil {
 			return err
 		}
+		metricsPath, err := metricsFile(c, cfg)
+		if err != nil {
+			return err
+		}
 		b, err := newBackup(c)
 		if err != nil {
 			return err
@@ -483,8 +563,52 @@ func configAction(command string, fn func(ctx context.Context, b *backup.Backup,
 				return jerr
 			}
 		}
+		if metricsPath != "" && !c.Bool("dry-run") {
+			if merr := b.WriteMetrics(c.Context, metricsPath, cfg.Datasets, rep, time.Now()); merr != nil {
+				if re != nil {
+					re.Lines = append(re.Lines, merr.Error())
+					return re
+				}
+				return fmt.Errorf("%s done, but: %w", command, merr)
+			}
+		}
 		return err
 	}
+}
+
+// metricsFlag is --metrics-file, of the commands that write metrics.
+func metricsFlag() cli.Flag {
+	return &cli.StringFlag{Name: "metrics-file", EnvVars: []string{"ZFS2S3_METRICS_FILE"},
+		Usage: "write Prometheus metrics to `FILE` (e.g. in node_exporter's textfile directory; see README.md); not in a dry run"}
+}
+
+// metricsFile returns where to write metrics ("" for nowhere): the flag,
+// the environment, or the config's metrics_file. Its directory must
+// exist, so that a typo is found before the run rather than after it.
+func metricsFile(c *cli.Context, cfg *config.Config) (string, error) {
+	path, where := c.String("metrics-file"), "--metrics-file"
+	if c.IsSet("metrics-file") && path == "" {
+		return "", usageErr{errors.New("--metrics-file or ZFS2S3_METRICS_FILE names no file (an unset variable?); leave both out to write no metrics")}
+	}
+	if !c.IsSet("metrics-file") {
+		path, where = cfg.Global.MetricsFile, cfg.File+": metrics_file"
+	}
+	if path == "" {
+		return "", nil
+	}
+	dir := filepath.Dir(path)
+	switch fi, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", usageErr{fmt.Errorf("%s %s: directory %s does not exist; create it or name another file", where, path, dir)}
+	case err != nil:
+		return "", usageErr{fmt.Errorf("%s %s: %w", where, path, err)}
+	case !fi.IsDir():
+		return "", usageErr{fmt.Errorf("%s %s: %s is not a directory", where, path, dir)}
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return "", usageErr{fmt.Errorf("%s %s is a directory; name a file in it, e.g. %s", where, path, filepath.Join(path, "zfs2s3.prom"))}
+	}
+	return path, nil
 }
 
 // quietForJSON drops the result lines when --json prints a report that

@@ -304,5 +304,28 @@ func TestConsolidateAndChainsThatStay(t *testing.T) {
 		if after := e.snapshotState(); after != before {
 			t.Errorf("prune changed state although the chain must stay:\nbefore %s\nafter  %s", before, after)
 		}
+		// status says why they stay, from the config's keep rule.
+		r = e.runWith(nil, "status")
+		for _, st := range []string{s[4], s[5]} {
+			_, short, _ := strings.Cut(st, "@")
+			if want := "@" + short + " stays: kept as a chain link of " + s[6] + ": the local snapshots for a bypass edge are gone\n"; r.code != 0 || !strings.Contains(r.stdout, want) {
+				t.Errorf("status: exit %d, lacks %q:\n%s%s", r.code, want, r.stdout, r.stderr)
+			}
+		}
+		r = e.runWith(nil, "status", "--json")
+		var status backup.Status
+		if err := json.Unmarshal([]byte(r.stdout), &status); err != nil || len(status.Datasets) != 1 {
+			t.Fatalf("status --json: %v\n%s", err, r.stdout)
+		}
+		stays := map[string]string{}
+		for _, ed := range status.Datasets[0].Edges {
+			if ed.Stays != "" {
+				stays[ed.Snapshot] = ed.Stays
+			}
+		}
+		why := "kept as a chain link of " + s[6] + ": the local snapshots for a bypass edge are gone"
+		if d := cmp.Diff(map[string]string{s[4]: why, s[5]: why}, stays); d != "" {
+			t.Errorf("status --json stays (-want +got):\n%s", d)
+		}
 	})
 }

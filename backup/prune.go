@@ -42,12 +42,16 @@ type DatasetPruned struct {
 	// Stay are snapshots no rule keeps that stay stored for a kept one.
 	Stay   []StayingSnapshot `json:"stay"`
 	Errors []string          `json:"errors"`
+	// Seconds is how long the dataset took, for the metrics file.
+	Seconds float64 `json:"seconds"`
 }
 
 // PrunedEdge is one edge prune removes.
 type PrunedEdge struct {
 	Edge string `json:"edge"`
 	Why  string `json:"why"`
+	// Bytes is what the edge took in the bucket.
+	Bytes int64 `json:"bytes"`
 }
 
 // StayingSnapshot is a snapshot no rule keeps whose edges stay, because
@@ -101,10 +105,12 @@ func (b *Backup) Prune(ctx context.Context, datasets []config.Dataset, opt Prune
 	var failed []string
 	for _, d := range datasets {
 		dr := newDatasetPruned(d.Name)
+		start := time.Now()
 		if err := b.pruneDataset(ctx, d, opt, &dr); err != nil {
 			dr.Errors = append(dr.Errors, err.Error())
 			failed = append(failed, fmt.Sprintf("prune of %s failed: %s", d.Name, strings.Join(strings.Fields(err.Error()), " ")))
 		}
+		dr.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
 		rep.Datasets = append(rep.Datasets, dr)
 		if ctx.Err() != nil {
 			break
@@ -177,13 +183,22 @@ func (b *Backup) pruneDataset(ctx context.Context, d config.Dataset, opt PruneOp
 	if err != nil {
 		return err
 	}
+	if undated := job.applyKeep(*d.Keep); len(undated) > 0 {
+		slog.Warn("stored snapshots kept: their time is unknown (not here, and no time_format reads it from the name)", "dataset", d.Name, "snapshots", strings.Join(undated, " "))
+	}
+	return b.carryOut(ctx, job, opt, dr)
+}
+
+// applyKeep sets what the keep rule keeps, and why the rest may go. A
+// snapshot whose time is unknown is kept (and returned): never prune
+// what cannot be dated.
+func (job *pruneJob) applyKeep(keep retention.Policy) (undated []string) {
 	var snaps []retention.Snapshot
 	byName := map[string]uint64{}
 	job.keep = map[uint64]bool{}
-	var undated []string
 	for _, s := range job.order {
 		if !s.known {
-			job.keep[s.snap.GUID] = true // never prune what cannot be dated
+			job.keep[s.snap.GUID] = true
 			undated = append(undated, s.snap.Name)
 			continue
 		}
@@ -194,17 +209,14 @@ func (b *Backup) pruneDataset(ctx context.Context, d config.Dataset, opt PruneOp
 		byName[name] = s.snap.GUID
 		snaps = append(snaps, retention.Snapshot{Name: name, Time: s.time})
 	}
-	if len(undated) > 0 {
-		slog.Warn("stored snapshots kept: their time is unknown (not here, and no time_format reads it from the name)", "dataset", d.Name, "snapshots", strings.Join(undated, " "))
-	}
-	for _, dec := range d.Keep.Apply(snaps, time.Local) {
+	for _, dec := range keep.Apply(snaps, time.Local) {
 		if dec.Kept() {
 			job.keep[byName[dec.Name]] = true
 		}
 	}
-	rule := keepRule(*d.Keep)
+	rule := keepRule(keep)
 	job.dropWhy = func(s storedSnap) string { return fmt.Sprintf("%s is kept by no rule of keep %s", s.snap.Name, rule) }
-	return b.carryOut(ctx, job, opt, dr)
+	return undated
 }
 
 // keepRule prints a policy as it is written in the config.
@@ -225,19 +237,21 @@ func keepRule(p retention.Policy) string {
 // times and its local snapshots. Edges that no chain restores, or whose
 // base is not stored restorably, are left out: prune leaves them alone.
 func (b *Backup) storedState(ctx context.Context, d config.Dataset) (pruneJob, error) {
-	job := pruneJob{dataset: d.Name}
 	local, err := b.ZFS.Snapshots(ctx, d.Name)
 	if err != nil && !errors.Is(err, zfs.ErrNotExist) {
-		return job, err
+		return pruneJob{dataset: d.Name}, err
 	}
 	l, err := b.readLedger(ctx)
 	if err != nil {
-		return job, err
+		return pruneJob{dataset: d.Name}, err
 	}
-	broken := map[ledger.ID]bool{}
-	for _, be := range l.Broken(nil) {
-		broken[be.Edge.ID()] = true
-	}
+	return jobOf(l, brokenIDs(l, nil), d, local), nil
+}
+
+// jobOf is storedState's pure part: dataset d's stored state in l, with
+// its local snapshots; broken are the edges of l no chain restores.
+func jobOf(l *ledger.Ledger, broken map[ledger.ID]bool, d config.Dataset, local []zfs.Snapshot) pruneJob {
+	job := pruneJob{dataset: d.Name}
 	stored := map[uint64]ledger.Snapshot{}
 	for _, e := range l.Edges {
 		if !e.Removing && !broken[e.ID()] && e.Target.Dataset() == d.Name {
@@ -268,7 +282,7 @@ func (b *Backup) storedState(ctx context.Context, d config.Dataset) (pruneJob, e
 		snaps = append(snaps, ss)
 	}
 	job.order = orderSnaps(snaps, job.edges)
-	return job, nil
+	return job
 }
 
 // orderSnaps orders stored snapshots oldest first: by time, ties by name,
@@ -325,15 +339,7 @@ func orderSnaps(snaps []storedSnap, edges []ledger.Edge) []storedSnap {
 // uploads the bypasses and then removes the edges, each through Remove and
 // so through the ledger's guard.
 func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, dr *DatasetPruned) error {
-	in := prune.Input{Edges: append(append([]ledger.Edge{}, job.edges...), job.extra...), Keep: job.keep, Local: map[uint64]bool{}}
-	snap := map[uint64]storedSnap{}
-	for _, s := range job.order {
-		in.Order = append(in.Order, s.snap.GUID)
-		snap[s.snap.GUID] = s
-		if s.local != "" {
-			in.Local[s.snap.GUID] = true
-		}
-	}
+	in, snap := job.input()
 	extra := map[ledger.ID]bool{}
 	for _, e := range job.extra {
 		extra[e.ID()] = true
@@ -368,22 +374,24 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 		if base != "" {
 			edge = base + " -> " + target
 		}
-		dr.Bypass = append(dr.Bypass, edge)
 		if opt.DryRun {
+			dr.Bypass = append(dr.Bypass, edge)
 			b.Out("%s: would upload bypass %s", job.dataset, edge)
 			continue
 		}
 		if err := b.Upload(ctx, target, base); err != nil {
 			return fmt.Errorf("upload bypass %s: %w", edge, err)
 		}
+		dr.Bypass = append(dr.Bypass, edge) // listed once done: the metrics count it
 	}
 	for _, e := range remove {
 		why := "not needed: " + e.Target.Name + " stays restorable without it"
 		if !job.keep[e.Target.GUID] && !isNewest(in.Order, e.Target.GUID) {
 			why = job.dropWhy(snap[e.Target.GUID])
 		}
-		dr.Removed = append(dr.Removed, PrunedEdge{Edge: e.String(), Why: why})
+		pe := PrunedEdge{Edge: e.String(), Why: why, Bytes: e.StoredBytes}
 		if opt.DryRun {
+			dr.Removed = append(dr.Removed, pe)
 			b.Out("%s: would remove %s (%s)", job.dataset, e, why)
 			continue
 		}
@@ -394,8 +402,49 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 		if err := b.Remove(ctx, ref); err != nil {
 			return fmt.Errorf("remove %s: %w", e, err)
 		}
+		dr.Removed = append(dr.Removed, pe) // listed once done: freed bytes count only what went
 	}
 	return nil
+}
+
+// input is the job as package prune plans it, and its snapshots by GUID.
+func (job pruneJob) input() (prune.Input, map[uint64]storedSnap) {
+	in := prune.Input{Edges: append(append([]ledger.Edge{}, job.edges...), job.extra...), Keep: job.keep, Local: map[uint64]bool{}}
+	snap := map[uint64]storedSnap{}
+	for _, s := range job.order {
+		in.Order = append(in.Order, s.snap.GUID)
+		snap[s.snap.GUID] = s
+		if s.local != "" {
+			in.Local[s.snap.GUID] = true
+		}
+	}
+	return in, snap
+}
+
+// staying returns the edges into snapshots that dataset d's keep rule
+// does not keep but that prune leaves, because a kept snapshot's chain
+// runs through them and the local snapshots for a bypass edge are gone:
+// by edge, the kept snapshot. Status shows it, from the plan prune makes
+// (broken as for jobOf: the ledger's own, as prune sees it).
+func staying(l *ledger.Ledger, broken map[ledger.ID]bool, d config.Dataset, local []zfs.Snapshot) map[ledger.ID]ledger.Snapshot {
+	if d.Keep == nil {
+		return nil
+	}
+	job := jobOf(l, broken, d, local)
+	job.applyKeep(*d.Keep)
+	in, _ := job.input()
+	p := prune.Make(in)
+	removed := map[ledger.ID]bool{}
+	for _, e := range p.Remove {
+		removed[e.ID()] = true
+	}
+	out := map[ledger.ID]ledger.Snapshot{}
+	for _, e := range job.edges {
+		if kept, ok := p.Stay[e.Target.GUID]; ok && !removed[e.ID()] {
+			out[e.ID()] = kept
+		}
+	}
+	return out
 }
 
 func indexOfGUID(order []uint64, g uint64) int {

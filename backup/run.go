@@ -50,6 +50,10 @@ type DatasetReport struct {
 	Destroyed    []string `json:"destroyed,omitempty"`
 	WouldDestroy []string `json:"would_destroy,omitempty"`
 	Errors       []string `json:"errors"`
+	// Seconds is how long the dataset took, for the metrics file: its
+	// pending uploads, uploads and keep_local; the snapshot and its hooks
+	// count for the configured dataset of a recursive one.
+	Seconds float64 `json:"seconds"`
 }
 
 // UploadedEdge is one edge a run stored.
@@ -195,17 +199,24 @@ func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOpt
 	}
 	reps := make([]DatasetReport, len(members))
 	pending := make([]map[uint64]bool, len(members))
+	// took adds the time since start to a report's seconds.
+	took := func(dr *DatasetReport, start time.Time) {
+		dr.Seconds = (time.Duration(dr.Seconds*float64(time.Second)) + time.Since(start)).Round(time.Millisecond).Seconds()
+	}
 	for i, m := range members {
+		start := time.Now()
 		reps[i] = newDatasetReport(m.Name)
 		var err error
 		if pending[i], err = b.finishPending(ctx, m.Name, opt, &reps[i]); err != nil {
 			reps[i].Errors = append(reps[i].Errors, err.Error())
 		}
+		took(&reps[i], start)
 	}
 	var created *plan.Snapshot // the snapshot taken (or, in a dry run, the one that would be)
 	if d.Create != "" && ctx.Err() == nil {
 		now := time.Now()
 		short, err := b.takeSnapshot(ctx, d, members, now, opt, &reps[0])
+		took(&reps[0], now)
 		if err != nil {
 			reps[0].Errors = append(reps[0].Errors, err.Error())
 		}
@@ -231,6 +242,7 @@ func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOpt
 			reps[i].Errors = append(reps[i].Errors, fmt.Sprintf("not uploaded: %v", context.Cause(ctx)))
 			continue
 		}
+		start := time.Now()
 		var virtual *plan.Snapshot
 		if created != nil && opt.DryRun {
 			virtual = &plan.Snapshot{Name: m.Name + "@" + created.Name, Time: created.Time}
@@ -238,13 +250,12 @@ func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOpt
 		planned, err := b.runDataset(ctx, m, opt, pending[i], virtual, &reps[i])
 		if err != nil {
 			reps[i].Errors = append(reps[i].Errors, err.Error())
-			continue
-		}
-		if m.KeepLocal != nil && len(reps[i].Errors) == 0 {
+		} else if m.KeepLocal != nil && len(reps[i].Errors) == 0 {
 			if err := b.keepLocal(ctx, m, opt, planned, virtual, &reps[i]); err != nil {
 				reps[i].Errors = append(reps[i].Errors, err.Error())
 			}
 		}
+		took(&reps[i], start)
 	}
 	return reps
 }

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/zfs2s3/zfs2s3/config"
+	"github.com/zfs2s3/zfs2s3/health"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/zfs"
@@ -33,17 +36,22 @@ type DatasetStatus struct {
 	Dataset   string       `json:"dataset"`
 	Edges     []EdgeStatus `json:"edges"`
 	NotStored []string     `json:"local_snapshots_not_stored"`
+	// Freshness is the --max-age check of the dataset, when asked for.
+	Freshness *health.Verdict `json:"freshness,omitempty"`
 }
 
 // EdgeStatus is one stored edge.
 type EdgeStatus struct {
-	Snapshot     string    `json:"snapshot"`
-	GUID         uint64    `json:"guid"`
-	Base         string    `json:"base"` // "" for a full stream
-	BaseGUID     uint64    `json:"base_guid"`
-	Restorable   bool      `json:"restorable"`
-	Why          string    `json:"why,omitempty"` // why not restorable
-	Local        string    `json:"local"`         // present, missing, different guid
+	Snapshot   string `json:"snapshot"`
+	GUID       uint64 `json:"guid"`
+	Base       string `json:"base"` // "" for a full stream
+	BaseGUID   uint64 `json:"base_guid"`
+	Restorable bool   `json:"restorable"`
+	Why        string `json:"why,omitempty"` // why not restorable
+	Local      string `json:"local"`         // present, missing, different guid
+	// Stays says why prune leaves an edge into a snapshot that no keep
+	// rule keeps (only with a config that has keep rules).
+	Stays        string    `json:"stays,omitempty"`
 	StreamBytes  int64     `json:"stream_bytes"`
 	StoredBytes  int64     `json:"stored_bytes"`
 	Uploaded     time.Time `json:"uploaded"`
@@ -62,14 +70,57 @@ type PendingStatus struct {
 	Completing bool      `json:"completing"`
 }
 
+// StatusOptions say what status shows and checks.
+type StatusOptions struct {
+	Dataset string // "" for all
+	// Configured are the config's datasets: their time_format dates the
+	// snapshots that MaxAge checks, and their keep rules say why prune
+	// leaves chain links it would otherwise remove.
+	Configured []config.Dataset
+	// MaxAge, when set, checks the configured datasets (or Dataset
+	// alone): each must have a restorable stored snapshot at most
+	// MaxAge older than Now and none that is unrestorable.
+	MaxAge time.Duration
+	Now    time.Time
+}
+
 // Status gathers the status of every dataset in the ledger, or of one.
 func (b *Backup) Status(ctx context.Context, dataset string) (Status, error) {
+	return b.StatusOf(ctx, StatusOptions{Dataset: dataset})
+}
+
+// StatusOf gathers the status as opt says; with MaxAge, each checked
+// dataset's Freshness says whether it is fresh (Status.Checked lists
+// the verdicts).
+func (b *Backup) StatusOf(ctx context.Context, opt StatusOptions) (Status, error) {
+	in := statusInput{dataset: opt.Dataset, ledgerKey: LedgerKey(b.Opt.Prefix), local: map[string][]zfs.Snapshot{},
+		maxAge: opt.MaxAge, now: opt.Now, configured: opt.Configured}
+	if opt.MaxAge > 0 {
+		in.check = opt.Configured
+		if opt.Dataset != "" {
+			d := config.Dataset{Name: opt.Dataset}
+			if i := indexOf(opt.Configured, opt.Dataset); i >= 0 {
+				d = opt.Configured[i]
+			}
+			in.check = []config.Dataset{d}
+		}
+		if len(in.check) == 0 {
+			return Status{}, usagef("status --max-age checks the datasets of a config file, and none is configured: add them under datasets:, or name one (zfs2s3 status --max-age %s DATASET)", health.Age(opt.MaxAge))
+		}
+	}
 	l, err := b.readLedger(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	in := statusInput{ledger: l, dataset: dataset, ledgerKey: LedgerKey(b.Opt.Prefix), local: map[string][]zfs.Snapshot{}}
-	for ds := range edgesByDataset(l, dataset) {
+	in.ledger = l
+	need := map[string]bool{}
+	for ds := range edgesByDataset(l, opt.Dataset) {
+		need[ds] = true
+	}
+	for _, d := range in.check {
+		need[d.Name] = true
+	}
+	for ds := range need {
 		snaps, err := b.ZFS.Snapshots(ctx, ds)
 		if err != nil && !errors.Is(err, zfs.ErrNotExist) {
 			return Status{}, err
@@ -113,6 +164,13 @@ type statusInput struct {
 	pending   []*pending
 	uploads   []s3up.PendingUpload
 	objects   []s3up.ObjectInfo
+	// check are the datasets whose freshness is checked against maxAge
+	// at now.
+	check  []config.Dataset
+	maxAge time.Duration
+	now    time.Time
+	// configured are the config's datasets, for their keep rules.
+	configured []config.Dataset
 }
 
 func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
@@ -137,8 +195,19 @@ func edgesByDataset(l *ledger.Ledger, dataset string) map[string][]ledger.Edge {
 func (in statusInput) report() Status {
 	st := Status{Datasets: []DatasetStatus{}, Pending: []PendingStatus{}, UntrackedUploads: []s3up.PendingUpload{}, Warnings: []string{}}
 	bad := unrestorable(in.ledger, missingEdges(in.ledger, in.objects), nil)
+	var ledgerBroken map[ledger.ID]bool // as prune sees it, for why chain links stay
 	for ds, edges := range edgesByDataset(in.ledger, in.dataset) {
-		st.Datasets = append(st.Datasets, datasetStatus(ds, edges, in.local[ds], bad))
+		d := datasetStatus(ds, edges, in.local[ds], bad)
+		if i := indexOf(in.configured, ds); i >= 0 && in.configured[i].Keep != nil {
+			if ledgerBroken == nil {
+				ledgerBroken = brokenIDs(in.ledger, nil)
+			}
+			d.explainStays(staying(in.ledger, ledgerBroken, in.configured[i], in.local[ds]))
+		}
+		st.Datasets = append(st.Datasets, d)
+	}
+	if len(in.check) > 0 {
+		in.checkFreshness(&st, bad)
 	}
 	sort.Slice(st.Datasets, func(i, j int) bool { return st.Datasets[i].Dataset < st.Datasets[j].Dataset })
 	tracked := map[string]bool{}
@@ -162,6 +231,71 @@ func (in statusInput) report() Status {
 	}
 	st.UnknownObjects = unknownObjects(in.ledger, in.objects, known...)
 	return st
+}
+
+// checkFreshness adds each checked dataset's verdict to st, with an
+// entry for a dataset that has nothing stored. Objects missing from the
+// bucket listing count: an edge whose chain needs one is unrestorable.
+func (in statusInput) checkFreshness(st *Status, bad map[ledger.ID]string) {
+	broken := make(map[ledger.ID]bool, len(bad))
+	for id := range bad {
+		broken[id] = true
+	}
+	stored := make([]health.Stored, 0, len(in.check))
+	for _, d := range in.check {
+		stored = append(stored, summarize(in.ledger, broken, d, in.local[d.Name]).health(d.Name))
+	}
+	for _, v := range health.Check(stored, in.maxAge, in.now) {
+		i := slices.IndexFunc(st.Datasets, func(ds DatasetStatus) bool { return ds.Dataset == v.Dataset })
+		if i < 0 {
+			st.Datasets = append(st.Datasets, datasetStatus(v.Dataset, nil, in.local[v.Dataset], bad))
+			i = len(st.Datasets) - 1
+		}
+		st.Datasets[i].Freshness = &v
+	}
+}
+
+// Checked returns the freshness verdicts of the datasets --max-age
+// checked, in the order of st.Datasets (by name).
+func (st Status) Checked() []health.Verdict {
+	var vs []health.Verdict
+	for _, d := range st.Datasets {
+		if d.Freshness != nil {
+			vs = append(vs, *d.Freshness)
+		}
+	}
+	return vs
+}
+
+// WriteFreshness prints the --max-age check: one line per dataset that
+// is not fresh, saying why, or one line saying all are.
+func (st Status) WriteFreshness(out io.Writer) error {
+	vs := st.Checked()
+	stale := health.Stale(vs)
+	if len(stale) == 0 {
+		_, err := fmt.Fprintf(out, "all %d datasets fresh\n", len(vs))
+		return err
+	}
+	for _, v := range stale {
+		if _, err := fmt.Fprintf(out, "%s: %s\n", v.Dataset, strings.Join(v.Problems, "; ")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// explainStays notes on each edge that prune leaves as a chain link
+// (stays, by edge) why it stays.
+func (d *DatasetStatus) explainStays(stays map[ledger.ID]ledger.Snapshot) {
+	if len(stays) == 0 {
+		return
+	}
+	for i, e := range d.Edges {
+		id := ledger.ID{BaseGUID: e.BaseGUID, TargetGUID: e.GUID}
+		if kept, ok := stays[id]; ok {
+			d.Edges[i].Stays = fmt.Sprintf("kept as a chain link of %s: the local snapshots for a bypass edge are gone", kept.Name)
+		}
+	}
 }
 
 // datasetStatus compares a dataset's stored edges with its local snapshots.
@@ -290,6 +424,13 @@ func (st Status) WriteText(out io.Writer) error {
 			}
 			fmt.Fprintf(tw, "@%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", ledger.Snapshot{Name: e.Snapshot}.Short(), base, ok, e.Local,
 				e.StreamBytes, e.StoredBytes, e.Uploaded.Format("2006-01-02 15:04"), e.StorageClass)
+		}
+		said := map[string]bool{}
+		for _, e := range d.Edges {
+			if e.Stays != "" && !said[e.Snapshot] {
+				said[e.Snapshot] = true
+				fmt.Fprintf(tw, "@%s stays: %s\n", ledger.Snapshot{Name: e.Snapshot}.Short(), e.Stays)
+			}
 		}
 		if len(d.NotStored) > 0 {
 			fmt.Fprintf(tw, "not stored yet: %s\n", strings.Join(d.NotStored, ", "))

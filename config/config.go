@@ -58,6 +58,8 @@ type Global struct {
 	PartSize     string `yaml:"part_size"`
 	Concurrency  int    `yaml:"concurrency"`
 	StateDir     string `yaml:"state_dir"`
+	// MetricsFile is where backup and prune write Prometheus metrics.
+	MetricsFile string `yaml:"metrics_file"`
 }
 
 // Chain rules for incrementals.
@@ -235,7 +237,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"bucket": &c.Global.Bucket, "prefix": &c.Global.Prefix, "endpoint": &c.Global.Endpoint,
 		"region": &c.Global.Region, "profile": &c.Global.Profile, "storage_class": &c.Global.StorageClass,
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
-		"state_dir": &c.Global.StateDir,
+		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {
@@ -514,6 +516,10 @@ func private(file, p string, isFile bool) error {
 	}
 	return nil
 }
+
+// ParseDuration reads a duration as the config writes them: 30d, 2w,
+// 36h, for flags that take one (status --max-age).
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(s) }
 
 // parseDuration reads Go durations and days and weeks: 30d, 2w, 36h.
 func parseDuration(s string) (time.Duration, error) {
