@@ -53,6 +53,9 @@ type Global struct {
 	PartSize     string `yaml:"part_size"`
 	Concurrency  int    `yaml:"concurrency"`
 	StateDir     string `yaml:"state_dir"`
+	// Host names this machine in a prefix's {host} (ExpandPrefix);
+	// empty: its hostname.
+	Host string `yaml:"host"`
 }
 
 // Chain rules for incrementals.
@@ -212,7 +215,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"bucket": &c.Global.Bucket, "prefix": &c.Global.Prefix, "endpoint": &c.Global.Endpoint,
 		"region": &c.Global.Region, "profile": &c.Global.Profile, "storage_class": &c.Global.StorageClass,
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
-		"state_dir": &c.Global.StateDir,
+		"state_dir": &c.Global.StateDir, "host": &c.Global.Host,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {
