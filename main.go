@@ -303,6 +303,7 @@ func newApp() *cli.App {
 					}),
 				}},
 			},
+			policyCommand(),
 		},
 	}
 	for _, c := range app.Commands {
