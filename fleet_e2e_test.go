@@ -182,6 +182,15 @@ func TestFleetHostAndAdminRoles(t *testing.T) {
 		t.Errorf("%d upload state files left after the host's abort_upload", n)
 	}
 
+	// Reading needs no delete either: status, verify (reading the data)
+	// and restore, as the host.
+	for _, args := range [][]string{{"status"}, {"verify", "--read-data"},
+		{"restore", d5, "--into", e.a + "/restored"}} {
+		if r := e.as(e.host, args...); r.code != 0 {
+			t.Errorf("host %v: exit %d\nstderr: %s", args, r.code, r.stderr)
+		}
+	}
+
 	// remove and prune, as the host: refused before anything changes.
 	edgesBefore, keysBefore := e.fleetLedger(e.stateDir), e.keys()
 	ledgerFile := e.ledgerBytes()
