@@ -81,7 +81,7 @@ func Host(bucket, prefix string, store Store) (Document, error) {
 		},
 		{
 			Sid: "ReadAndAddUnderOwnPrefix", Effect: "Allow",
-			Action: []string{"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
+			Action:   []string{"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
 			Resource: []string{objectARN(bucket, prefix+"*")},
 		},
 	}}
@@ -172,5 +172,5 @@ func normalize(prefix string) string {
 	return prefix
 }
 
-func bucketARN(bucket string) string         { return "arn:aws:s3:::" + bucket }
+func bucketARN(bucket string) string          { return "arn:aws:s3:::" + bucket }
 func objectARN(bucket, pattern string) string { return "arn:aws:s3:::" + bucket + "/" + pattern }
