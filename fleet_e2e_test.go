@@ -258,6 +258,25 @@ func TestFleetHostAndAdminRoles(t *testing.T) {
 			}
 		}
 	}
+
+	// The host learns of the prune: its next backup says the bucket's
+	// ledger changed; a ledger rebuild with host credentials takes the
+	// admin's result, and backups go on.
+	r = e.as(e.host, "backup")
+	if r.code != 0 && !strings.Contains(r.stderr, "changed by another machine") {
+		t.Errorf("host backup after the admin's prune: exit %d, stderr %q; want it to name the other machine's change", r.code, r.stderr)
+	}
+	r = e.as(e.host, "ledger", "rebuild")
+	if r.code != 0 {
+		t.Fatalf("host ledger rebuild: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if got := e.fleetLedger(e.stateDir); !slices.Equal(got, wantAfter) {
+		t.Errorf("after the host's rebuild its ledger has %v, want the admin's %v", got, wantAfter)
+	}
+	e.daily(e.a, 7)
+	if r = e.as(e.host, "backup"); r.code != 0 || !strings.Contains(r.stdout, "daily-2026-01-07") {
+		t.Errorf("host backup after its rebuild: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // writeBig adds mb MiB of random data to ds, so that its next incremental
