@@ -191,6 +191,42 @@ func TestFleetHostAndAdminRoles(t *testing.T) {
 		}
 	}
 
+	// abort_upload of an upload the store completed but never recorded:
+	// its object cannot be deleted with host credentials, which is a
+	// warning, not a failure; the object stays for the admin side.
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: testbed.IsComplete(r)} })
+	e.endpoint = p.URL
+	bc, err := e.startAs(e.host, "upload", d6, "-i", d5, "--part-size", "5MiB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Hung:
+	case <-time.After(time.Minute):
+		t.Fatalf("CompleteMultipartUpload never happened: %s", bc.stderr.String())
+	}
+	bc.cmd.Process.Signal(syscall.SIGKILL)
+	bc.cmd.Wait()
+	p.SetRule(nil)
+	e.endpoint = bed.minio.Endpoint
+	r = e.as(e.host, "abort_upload", d6)
+	if r.code != 0 || !strings.Contains(r.stderr, "cannot delete (AccessDenied), so it stays in the bucket") {
+		t.Errorf("host abort_upload after a completion: exit %d, stderr %q; want exit 0 and the warning", r.code, r.stderr)
+	}
+	if n := len(e.stateFiles()); n != 0 {
+		t.Errorf("%d upload state files left after the host's abort_upload", n)
+	}
+	stray := 0
+	for _, k := range e.keys() {
+		if strings.Contains(k, "/daily-2026-01-06@") {
+			stray++
+		}
+	}
+	if stray != 1 {
+		t.Errorf("%d objects of the aborted 5 -> 6 upload in the bucket, want the 1 the host could not delete", stray)
+	}
+
 	// remove and prune, as the host: refused before anything changes.
 	edgesBefore, keysBefore := e.fleetLedger(e.stateDir), e.keys()
 	ledgerFile := e.ledgerBytes()
@@ -270,8 +306,11 @@ func TestFleetHostAndAdminRoles(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("host ledger rebuild: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
-	if got := e.fleetLedger(e.stateDir); !slices.Equal(got, wantAfter) {
-		t.Errorf("after the host's rebuild its ledger has %v, want the admin's %v", got, wantAfter)
+	// The rebuild also recovers 5 -> 6 from the object the host could not
+	// delete: its bytes prove a complete stream.
+	wantRebuilt := append(slices.Clone(wantAfter), d5+" -> "+d6)
+	if got := e.fleetLedger(e.stateDir); !slices.Equal(got, wantRebuilt) {
+		t.Errorf("after the host's rebuild its ledger has %v, want the admin's and the recovered edge %v", got, wantRebuilt)
 	}
 	e.daily(e.a, 7)
 	if r = e.as(e.host, "backup"); r.code != 0 || !strings.Contains(r.stdout, "daily-2026-01-07") {
