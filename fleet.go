@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -32,6 +33,12 @@ func resolvePrefix(c *cli.Context) (string, error) {
 	}
 	out, err := config.ExpandPrefix(prefix, host, hostname)
 	if err != nil {
+		if !config.HasPlaceholder(prefix) && readOnlyCommands[c.Command.Name] {
+			// Backups an earlier release stored under a prefix with
+			// braces in it stay readable; only changes are refused.
+			slog.Warn(err.Error() + "; reading it as it is, changes are refused")
+			return prefix, nil
+		}
 		return "", usageErr{err}
 	}
 	return out, nil

@@ -16,6 +16,11 @@ import (
 // prefixWith resolves the prefix as commands do, under a config holding
 // cfg, with env and args.
 func prefixWith(t *testing.T, cfg string, env map[string]string, args ...string) (string, error) {
+	return prefixFor(t, "x", cfg, env, args...)
+}
+
+// prefixFor is prefixWith for the command named command.
+func prefixFor(t *testing.T, command, cfg string, env map[string]string, args ...string) (string, error) {
 	t.Helper()
 	for _, k := range []string{"ZFS2S3_PREFIX", "ZFS2S3_HOST", "ZFS2S3_CONFIG"} {
 		t.Setenv(k, "")
@@ -30,7 +35,7 @@ func prefixWith(t *testing.T, cfg string, env map[string]string, args ...string)
 		t.Setenv(k, v)
 	}
 	var got string
-	app := &cli.App{Commands: []*cli.Command{{Name: "x", Flags: commonFlags(), Action: func(c *cli.Context) error {
+	app := &cli.App{Commands: []*cli.Command{{Name: command, Flags: commonFlags(), Action: func(c *cli.Context) error {
 		if _, err := loadConfig(c); err != nil {
 			return err
 		}
@@ -38,7 +43,7 @@ func prefixWith(t *testing.T, cfg string, env map[string]string, args ...string)
 		got, err = resolvePrefix(c)
 		return err
 	}}}}
-	err := app.Run(append([]string{"zfs2s3", "x"}, args...))
+	err := app.Run(append([]string{"zfs2s3", command}, args...))
 	return got, err
 }
 
@@ -68,6 +73,14 @@ func TestPrefixPlaceholders(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("config %q env %v args %v: prefix %q, %v; want %q", tc.cfg, tc.env, tc.args, got, err, tc.want)
 		}
+	}
+	// A prefix with braces an earlier release stored backups under stays
+	// readable: read-only commands take it as it is.
+	if got, err := prefixWith(t, "prefix: old{1}\n", nil); err == nil {
+		t.Errorf("a brace that is no placeholder: prefix %q for a command that changes things, want exit 2", got)
+	}
+	if got, err := prefixFor(t, "status", "prefix: old{1}\n", nil); err != nil || got != "old{1}" {
+		t.Errorf("status under a prefix with a brace: %q, %v; want it read as it is", got, err)
 	}
 	for _, cfg := range []string{"prefix: fleet/{hots}\n", "prefix: fleet/{host}\nhost: a/b\n"} {
 		if _, err := prefixWith(t, cfg, nil); err == nil || exitCode(err) != exitUsage {
