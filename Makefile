@@ -43,7 +43,7 @@ bench: deps build
 	@command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; }
 	./testdata/bench.sh
 
-deps: $(MINIO) $(VERSITYGW)
+deps: $(MINIO) $(VERSITYGW) $(CACHE)/bin/mc
 	@command -v zfs-fuse >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zfs-fuse; }
 
 compat-deps: $(RCLONE)
@@ -58,6 +58,11 @@ $(MINIO):
 $(VERSITYGW):
 	@echo "building versitygw $(VERSITYGW_VERSION) into $(CACHE) (first run only, about 4 minutes)"
 	GOBIN=$(CACHE)/bin go install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+# mc, MinIO's client, creates the users with IAM policies of fleet_e2e_test.go.
+$(CACHE)/bin/mc:
+	@echo "building mc into $(CACHE) (first run only, about a minute)"
+	GOBIN=$(CACHE)/bin go install github.com/minio/mc@v0.0.0-20250313080218-cf909e1063a9
 
 $(RCLONE):
 	@echo "building rclone $(RCLONE_VERSION) into $(CACHE) (first run only, about 6 minutes)"

@@ -149,7 +149,8 @@ func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", EnvVars: []string{"ZFS2S3_CONFIG"}, Usage: "config `FILE` (default " + config.DefaultPath + ", used only if it exists)"},
 		&cli.StringFlag{Name: "bucket", EnvVars: []string{"ZFS2S3_BUCKET"}, Usage: "S3 bucket (required)"},
-		&cli.StringFlag{Name: "prefix", EnvVars: []string{"ZFS2S3_PREFIX"}, Usage: "key prefix inside the bucket"},
+		&cli.StringFlag{Name: "prefix", EnvVars: []string{"ZFS2S3_PREFIX"}, Usage: "key prefix inside the bucket; {hostname} and {host} stand for this machine (see Running a fleet in README.md)"},
+		&cli.StringFlag{Name: "host", EnvVars: []string{"ZFS2S3_HOST"}, Usage: "this machine's name for {host} in the prefix (default its hostname up to the first dot)"},
 		&cli.StringFlag{Name: "endpoint", EnvVars: []string{"ZFS2S3_ENDPOINT"}, Usage: "S3-compatible endpoint URL (path-style addressing)"},
 		&cli.StringFlag{Name: "region", EnvVars: []string{"AWS_REGION"}, Usage: "AWS region"},
 		&cli.StringFlag{Name: "profile", EnvVars: []string{"AWS_PROFILE"}, Usage: "AWS shared-config profile"},
@@ -298,6 +299,7 @@ func newApp() *cli.App {
 					}),
 				}},
 			},
+			policyCommand(),
 		},
 	}
 	for _, c := range app.Commands {
@@ -667,7 +669,7 @@ func configKeys(g config.Global) []struct{ flag, key, value string } {
 		{"bucket", "bucket", g.Bucket}, {"prefix", "prefix", g.Prefix}, {"endpoint", "endpoint", g.Endpoint},
 		{"region", "region", g.Region}, {"profile", "profile", g.Profile}, {"storage-class", "storage_class", g.StorageClass},
 		{"checksum", "checksum", g.Checksum}, {"part-size", "part_size", g.PartSize}, {"concurrency", "concurrency", conc},
-		{"state-dir", "state_dir", g.StateDir},
+		{"state-dir", "state_dir", g.StateDir}, {"host", "host", g.Host},
 	}
 }
 
@@ -726,7 +728,11 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if n := c.Int("concurrency"); n < 1 || n > maxConcurrency {
 		return nil, usageErr{fmt.Errorf("--concurrency %d: want 1 to %d parts in flight (each holds a part in memory)", n, maxConcurrency)}
 	}
-	if err := ledger.CheckPrefix(c.String("prefix")); err != nil {
+	prefix, err := resolvePrefix(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := ledger.CheckPrefix(prefix); err != nil {
 		// Backups stored under such a prefix by an earlier release stay
 		// readable; only changes are refused.
 		if !readOnlyCommands[c.Command.Name] {
@@ -752,7 +758,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt := backup.Options{StateDir: stateDir, Prefix: c.String("prefix"), StorageClass: c.String("storage-class"),
+	opt := backup.Options{StateDir: stateDir, Prefix: prefix, StorageClass: c.String("storage-class"),
 		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
 		ConditionalWrites: c.String("conditional-writes")}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {

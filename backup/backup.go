@@ -83,6 +83,9 @@ type Backup struct {
 	// lastRecorded is the edge the last upload recorded, for the sizes a
 	// backup run reports.
 	lastRecorded *ledger.Edge
+	// deleteChecked is set once checkCanDelete found that these
+	// credentials may delete, so a prune's removals ask only once.
+	deleteChecked bool
 }
 
 // New returns a Backup; out prints results.
@@ -155,6 +158,13 @@ func setupError(err error) error {
 func (b *Backup) finishRemovals(ctx context.Context, l *ledger.Ledger) error {
 	for _, e := range l.Removing() {
 		if err := b.deleteObjects(ctx, e.Keys()); err != nil {
+			if s3up.IsAccessDenied(err) {
+				// Host credentials (zfs2s3 policy host): the edge stays
+				// marked, and a remove or prune from the admin side
+				// finishes it. Adding backups goes on meanwhile.
+				slog.Warn(fmt.Sprintf("cannot finish the interrupted removal of %s: these credentials cannot delete (AccessDenied); run zfs2s3 prune or remove from the admin side to finish it", e))
+				return nil
+			}
 			return fmt.Errorf("finish the interrupted removal of %s: %w", e, err)
 		}
 		l.Drop(e.ID())

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +31,30 @@ func (b *Backup) writeManifest(ctx context.Context, e ledger.Edge) error {
 	if err != nil {
 		return err
 	}
-	return b.S3.Put(ctx, s3up.ManifestKey(e.Key), data, nil)
+	return b.putNew(ctx, s3up.ManifestKey(e.Key), data)
+}
+
+// putNew stores a small object that is only ever created, never changed
+// (a manifest): with If-None-Match: *, which a backup host's policy on AWS
+// demands (zfs2s3 policy host). An object already there with the same
+// bytes is the one an earlier attempt wrote. One with other bytes, or a
+// store without conditional writes, gets a plain write, as before:
+// credentials that may overwrite do, a host's get AccessDenied.
+func (b *Backup) putNew(ctx context.Context, key string, data []byte) error {
+	if !b.S3.Caps().NoConditionalWrites {
+		_, err := b.S3.PutIf(ctx, key, data, nil, "")
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, s3up.ErrChanged):
+			if cur, _, rerr := b.S3.ReadAll(ctx, key, int64(len(data))); rerr == nil && bytes.Equal(cur, data) {
+				return nil
+			}
+		case !errors.Is(err, s3up.ErrNoConditionalWrites):
+			return err
+		}
+	}
+	return b.S3.Put(ctx, key, data, nil)
 }
 
 // readManifest reads the edge a manifest object records. A manifest is

@@ -95,6 +95,8 @@ func (b *Backup) Prune(ctx context.Context, datasets []config.Dataset, opt Prune
 	rep := PruneReport{DryRun: opt.DryRun, Datasets: []DatasetPruned{}}
 	if opt.DryRun {
 		b.readOnly = true
+	} else if err := b.checkCanDelete(ctx, "prune"); err != nil {
+		return rep, err
 	} else if err := b.finishInterrupted(ctx); err != nil {
 		return rep, err
 	}
@@ -473,6 +475,8 @@ func (b *Backup) Consolidate(ctx context.Context, d config.Dataset, from, to str
 	}
 	if opt.DryRun {
 		b.readOnly = true
+	} else if err := b.checkCanDelete(ctx, "consolidate"); err != nil {
+		return rep, err
 	} else if err := b.finishInterrupted(ctx); err != nil {
 		return rep, err
 	}

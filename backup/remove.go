@@ -18,6 +18,9 @@ type EdgeRef struct {
 // marked first, so a crash between the delete and the ledger update is
 // finished by the next run instead of leaving an edge without an object.
 func (b *Backup) Remove(ctx context.Context, ref EdgeRef) error {
+	if err := b.checkCanDelete(ctx, "remove"); err != nil {
+		return err
+	}
 	var removed ledger.Edge
 	err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		e, err := l.Find(ref.Target, ref.Base, ref.TargetGUID, ref.BaseGUID)

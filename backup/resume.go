@@ -71,7 +71,7 @@ func (b *Backup) abort(ctx context.Context, p *pending) error {
 			if l.Stored(p.Edge) {
 				return false, nil
 			}
-			return false, b.deleteObjects(ctx, keys)
+			return false, tolerateDenied(b.deleteObjects(ctx, keys), fmt.Sprintf("the object(s) %s completed by the aborted upload of %s", keys[0], p.Edge))
 		})
 		if err != nil {
 			return err

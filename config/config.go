@@ -60,6 +60,9 @@ type Global struct {
 	StateDir     string `yaml:"state_dir"`
 	// MetricsFile is where backup and prune write Prometheus metrics.
 	MetricsFile string `yaml:"metrics_file"`
+	// Host names this machine in a prefix's {host} (ExpandPrefix);
+	// empty: its hostname.
+	Host string `yaml:"host"`
 }
 
 // Chain rules for incrementals.
@@ -237,7 +240,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"bucket": &c.Global.Bucket, "prefix": &c.Global.Prefix, "endpoint": &c.Global.Endpoint,
 		"region": &c.Global.Region, "profile": &c.Global.Profile, "storage_class": &c.Global.StorageClass,
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
-		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile,
+		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile, "host": &c.Global.Host,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {

@@ -186,7 +186,7 @@ func (w where) translate(err error, in any) error {
 		setup("the store refused the request over a quota: "+ae.ErrorMessage(), "raise the quota or free space, then run the command again (an upload resumes)")
 	case e.Status == 403 || code == "AccessDenied" || code == "AllAccessDisabled" || code == "AccountProblem":
 		setup("access denied: the credentials or the bucket policy do not allow this",
-			"check the credentials (%s) and that the bucket policy allows zfs2s3 to read, write and delete under the prefix", credentials)
+			"check the credentials (%s) and that their policy allows zfs2s3 to read and write under the prefix (zfs2s3 policy host prints one; deleting needs zfs2s3 policy admin)", credentials)
 	case slices.Contains(transientCodes, code) || e.Status == 408 || e.Status == 429 || e.Status >= 500 && code != "NotImplemented":
 	case code == "InvalidStorageClass":
 		refused(fmt.Sprintf("the store does not offer storage class %q", storageClassOf(in)),

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 )
@@ -658,19 +659,53 @@ func (up *Uploader) completeObject(ctx context.Context, u *Upload, i int, parts 
 		}
 		cps = append(cps, cp)
 	}
-	out, err := up.Client.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
-		Bucket: &up.Client.bucket, Key: &key, UploadId: &uploadID,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: cps},
-	})
-	if err == nil {
-		return etagOf(out.ETag), nil
-	}
-	if etag, verr := up.verifyCompleted(ctx, u, i); verr == nil {
-		// The server completed it and the answer was lost (a cut connection,
-		// or a retry that found the upload already gone).
-		return etag, nil
+	// A stream object is only ever created, never overwritten: completed
+	// with If-None-Match: *, which a backup host's policy on AWS demands
+	// (zfs2s3 policy host). Where that is refused (an object is already
+	// there that is not this upload's, or a store that does not take the
+	// header here), it is completed once more without it, as before:
+	// credentials that may overwrite do, a host's get AccessDenied.
+	var err error
+	for _, conditional := range []bool{true, false} {
+		in := &s3.CompleteMultipartUploadInput{
+			Bucket: &up.Client.bucket, Key: &key, UploadId: &uploadID,
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: cps},
+		}
+		if conditional {
+			in.IfNoneMatch = aws.String("*")
+		}
+		var out *s3.CompleteMultipartUploadOutput
+		out, err = up.Client.s3.CompleteMultipartUpload(ctx, in)
+		if err == nil {
+			return etagOf(out.ETag), nil
+		}
+		if etag, verr := up.verifyCompleted(ctx, u, i); verr == nil {
+			// The server completed it and the answer was lost (a cut
+			// connection, or a retry that found the upload already gone),
+			// or a 412 for the object an earlier attempt completed.
+			return etag, nil
+		}
+		if !conditional || !conditionRefused(err) {
+			break
+		}
+		slog.Info("completing without If-None-Match", "key", key, "error", err)
 	}
 	return "", wrap("complete multipart upload", key, err)
+}
+
+// conditionRefused reports whether a conditional write was refused for its
+// condition: 412 (the object exists), 409 (a conflicting write), or a
+// store that does not implement the header on this request.
+func conditionRefused(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "PreconditionFailed", "ConditionalRequestConflict", "NotImplemented":
+		return true
+	}
+	return false
 }
 
 // verifyCompleted checks that object i of u (len(u.Full): the current one)
