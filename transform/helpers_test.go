@@ -2,6 +2,7 @@ package transform
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
@@ -92,7 +93,7 @@ func (m *memSink) Finish(r Record) (string, error) {
 }
 
 // encodeAll segments data with spec into memory sinks.
-func encodeAll(t testing.TB, data []byte, spec Spec, recipients []age.Recipient, size, partSize int64) ([]*memSink, Result) {
+func encodeAll(t tester, data []byte, spec Spec, recipients []age.Recipient, size, partSize int64) ([]*memSink, Result) {
 	t.Helper()
 	enc, err := NewEncoder(spec, recipients)
 	if err != nil {
@@ -101,7 +102,7 @@ func encodeAll(t testing.TB, data []byte, spec Spec, recipients []age.Recipient,
 	defer enc.Close()
 	var sinks []*memSink
 	s := &Segmenter{Encoder: enc, Size: size}
-	res, err := s.Run(t.Context(), bytes.NewReader(data), nil, func(i int) (Sink, error) {
+	res, err := s.Run(context.Background(), bytes.NewReader(data), nil, func(i int) (Sink, error) {
 		if i != len(sinks) {
 			t.Fatalf("open(%d) after %d segments", i, len(sinks))
 		}
@@ -116,3 +117,12 @@ func encodeAll(t testing.TB, data []byte, spec Spec, recipients []age.Recipient,
 }
 
 func sha(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// tester is what the helpers need of *testing.T and *rapid.T.
+type tester interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
