@@ -40,12 +40,18 @@ func NewEncoder(spec Spec, recipients []age.Recipient) (*Encoder, error) {
 		if spec.Level < MinZstdLevel || spec.Level > MaxZstdLevel {
 			return nil, fmt.Errorf("zstd level %d: must be from %d to %d", spec.Level, MinZstdLevel, MaxZstdLevel)
 		}
+		cores := runtime.GOMAXPROCS(0)
 		zenc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(spec.Level)),
-			// All cores on one stream: jobs of four windows (32 MiB) are
-			// compressed in parallel and written out in order as one frame.
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithConcurrentBlocks(true),
+			zstd.WithEncoderConcurrency(cores),
+			// Up to two cores, a stream's blocks are compressed by two
+			// goroutines taking turns, in about 20 MiB of heap; the rest of
+			// the upload (hashing, age, S3) has the other core. With more
+			// cores, jobs of four windows (32 MiB) are compressed in
+			// parallel, at about 100 MiB of heap per core (measured by
+			// BenchmarkEncode). Either way the output is one frame per
+			// segment, and the format does not depend on it.
+			zstd.WithConcurrentBlocks(cores > 2),
 			// The frame checksum lets zstd -d, by hand, catch what an
 			// unencrypted object's damage did to the data.
 			zstd.WithEncoderCRC(true),
