@@ -432,3 +432,63 @@ func TestStoredHash(t *testing.T) {
 		t.Errorf("empty object: %s, want one empty part %s", a, b)
 	}
 }
+
+func TestSegmentWriterAlone(t *testing.T) {
+	id := newKey(t)
+	spec := Spec{Compress: CompressZstd, Level: 6, Encrypt: true}
+	data := textLike(300<<10, 13)
+	var obj bytes.Buffer
+	sw, err := NewSegmentWriter(&obj, spec, []age.Recipient{id.Recipient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rest := data; len(rest) > 0; rest = rest[min(len(rest), 7777):] {
+		if _, err := sw.Write(rest[:min(len(rest), 7777)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.Write([]byte("x")); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
+	if sw.PlainBytes() != int64(len(data)) || sw.PlainSHA256() != sha(data) || sw.StoredBytes() != int64(obj.Len()) {
+		t.Fatalf("counters: %d plain (%s), %d stored; want %d (%s), %d", sw.PlainBytes(), sw.PlainSHA256(), sw.StoredBytes(), len(data), sha(data), obj.Len())
+	}
+	sr, err := NewSegmentReader(&obj, spec, []age.Identity{id}, Expect{Record: Record{PlainBytes: sw.PlainBytes(), PlainSHA256: sw.PlainSHA256()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sr.Close()
+	got, err := io.ReadAll(sr)
+	if err != nil || !bytes.Equal(got, data) || sr.PlainSHA256() != sha(data) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+}
+
+func TestEncoderRefuses(t *testing.T) {
+	id := newKey(t)
+	for _, tc := range []struct {
+		spec Spec
+		rcpt []age.Recipient
+		want string
+	}{
+		{Spec{Compress: CompressZstd, Level: 3, Encrypt: true}, nil, "at least one age recipient"},
+		{Spec{Compress: CompressZstd, Level: 3}, []age.Recipient{id.Recipient()}, "without encryption"},
+		{Spec{Compress: CompressZstd, Level: 0}, nil, "level 0"},
+		{Spec{Compress: "lz4"}, nil, "unknown compression"},
+	} {
+		if _, err := NewEncoder(tc.spec, tc.rcpt); err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+			t.Errorf("NewEncoder(%+v): %v, want %q", tc.spec, err, tc.want)
+		}
+	}
+	enc, _ := NewEncoder(Spec{Compress: CompressZstd, Level: 3}, nil)
+	defer enc.Close()
+	if _, err := enc.NewSegment(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enc.NewSegment(io.Discard); err == nil {
+		t.Fatal("two segments open on one encoder")
+	}
+}
