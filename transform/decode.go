@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
@@ -49,6 +50,7 @@ type SegmentReader struct {
 	src    *countReader
 	r      io.Reader // the top layer: zstd, age or src
 	zdec   *zstd.Decoder
+	zin    atomic.Int64 // bytes zstd read (from its own goroutine)
 	layer  string // what r is, for errors
 	want   Expect
 	plain  hash.Hash
@@ -78,7 +80,7 @@ func NewSegmentReader(src io.Reader, spec Spec, identities []age.Identity, want 
 	switch spec.compress() {
 	case CompressNone:
 	case CompressZstd:
-		zdec, err := zstd.NewReader(sr.r,
+		zdec, err := zstd.NewReader(&atomicCounter{r: sr.r, n: &sr.zin},
 			// zstd -d refuses windows over 128 MiB without --long; so does
 			// this, rather than allocate what a damaged header asks for.
 			zstd.WithDecoderMaxWindow(128<<20),
@@ -157,6 +159,11 @@ func (sr *SegmentReader) finish() error {
 		return fmt.Errorf("%w: data follows the end of the %s stream", ErrDamaged, sr.layer)
 	} else if err != io.EOF {
 		return err
+	}
+	if sr.zdec != nil && sr.zin.Load() == 0 {
+		// The decoder takes no input as an empty stream; every segment
+		// has at least one frame, even an empty one.
+		return fmt.Errorf("%w: the object is empty, not even one zstd frame", ErrDamaged)
 	}
 	if err := sr.checkStored(); err != nil {
 		return err
@@ -239,4 +246,16 @@ func (c *countReader) readErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.e
+}
+
+// atomicCounter counts what is read through it.
+type atomicCounter struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (a *atomicCounter) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	a.n.Add(int64(n))
+	return n, err
 }

@@ -184,6 +184,30 @@ func (sw *SegmentWriter) Close() error {
 	return nil
 }
 
+// errAborted is what a write to an aborted segment returns.
+var errAborted = errors.New("transform: segment aborted")
+
+// Abort drops the segment: what zstd still buffers is discarded and age's
+// final chunk is never written, so what reached dst is not a whole object
+// (a reader finds it cut short). The caller discards it too (aborts the
+// multipart upload). Abort after Close does nothing.
+func (sw *SegmentWriter) Abort() {
+	if sw.closed {
+		return
+	}
+	sw.closed = true
+	if sw.err == nil {
+		sw.err = errAborted
+	}
+	if sw.enc.zenc != nil {
+		sw.enc.zenc.Reset(io.Discard)
+	}
+	sw.enc.busy = false
+	if sw.oneOff {
+		sw.enc.Close()
+	}
+}
+
 // PlainBytes is the plaintext written so far.
 func (sw *SegmentWriter) PlainBytes() int64 { return sw.plainN }
 

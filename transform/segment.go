@@ -177,13 +177,13 @@ func (s *Segmenter) one(ctx context.Context, in *bufio.Reader, buf []byte, i int
 	}
 	n, err := copyCtx(ctx, sw, io.LimitReader(in, s.Size), buf)
 	if err != nil {
-		sw.Close()
+		sw.Abort()
 		return Record{}, err
 	}
 	if (n < s.Size || !more(in)) && s.Check != nil {
 		// The last segment: finish it only if the producer succeeded.
 		if err := s.Check(); err != nil {
-			sw.Close()
+			sw.Abort()
 			return Record{}, err
 		}
 	}

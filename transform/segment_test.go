@@ -348,23 +348,34 @@ func TestCheckBeforeLastSegment(t *testing.T) {
 	killed := errors.New("zfs send: killed")
 	for _, n := range []int{100, 2 << 10, 3 << 10} { // short last, exact boundary, full
 		var finished []int
+		var lastSink *finishSink
 		s := &Segmenter{Encoder: enc, Size: 1 << 10, Check: func() error { return killed }}
 		_, err := s.Run(t.Context(), bytes.NewReader(textLike(n, 8)), nil, func(i int) (Sink, error) {
-			return &finishSink{i: i, finished: &finished}, nil
+			lastSink = &finishSink{i: i, finished: &finished}
+			return lastSink, nil
 		})
 		last := (n+1023)/1024 - 1
 		if !errors.Is(err, killed) || len(finished) != last {
 			t.Errorf("%d bytes: %v, finished %v; want the error and all but segment %d finished", n, err, finished, last)
 		}
+		// What the unfinished segment wrote is not a whole object.
+		if err := decodeErr(lastSink.buf.Bytes(), Spec{Compress: CompressZstd, Level: 3}, nil, Expect{}); !errors.Is(err, ErrDamaged) {
+			t.Errorf("%d bytes: the aborted segment's %d bytes decode: %v", n, lastSink.buf.Len(), err)
+		}
+	}
+	// The encoder is free for the next run after an abort.
+	if _, err := enc.NewSegment(io.Discard); err != nil {
+		t.Fatal(err)
 	}
 }
 
 type finishSink struct {
 	i        int
 	finished *[]int
+	buf      bytes.Buffer
 }
 
-func (f *finishSink) Write(p []byte) (int, error) { return len(p), nil }
+func (f *finishSink) Write(p []byte) (int, error) { return f.buf.Write(p) }
 func (f *finishSink) Finish(Record) (string, error) {
 	*f.finished = append(*f.finished, f.i)
 	return "x", nil
@@ -490,5 +501,25 @@ func TestEncoderRefuses(t *testing.T) {
 	}
 	if _, err := enc.NewSegment(io.Discard); err == nil {
 		t.Fatal("two segments open on one encoder")
+	}
+}
+
+// An object with no zstd frame at all (empty, or an age file of nothing) is
+// not a segment, though a zstd decoder reads it as an empty stream.
+func TestNoFrameIsDamage(t *testing.T) {
+	id := newKey(t)
+	var empty bytes.Buffer
+	w, _ := age.Encrypt(&empty, id.Recipient())
+	w.Close()
+	if err := decodeErr(nil, Spec{Compress: CompressZstd, Level: 3}, nil, Expect{}); !errors.Is(err, ErrDamaged) {
+		t.Errorf("empty zstd object: %v, want ErrDamaged", err)
+	}
+	if err := decodeErr(empty.Bytes(), Spec{Compress: CompressZstd, Level: 3, Encrypt: true}, []age.Identity{id}, Expect{}); !errors.Is(err, ErrDamaged) {
+		t.Errorf("age file of nothing: %v, want ErrDamaged", err)
+	}
+	// An empty segment as written is one empty frame, and reads.
+	sinks, res := encodeAll(t, nil, Spec{Compress: CompressZstd, Level: 3, Encrypt: true}, []age.Recipient{id.Recipient()}, 1<<20, 1<<20)
+	if got := decodeAll(t, sinks, res, Spec{Compress: CompressZstd, Level: 3, Encrypt: true}, []age.Identity{id}, 1<<20); len(got) != 0 {
+		t.Errorf("empty segment read as %d bytes", len(got))
 	}
 }
