@@ -51,7 +51,7 @@ type SegmentReader struct {
 	r      io.Reader // the top layer: zstd, age or src
 	zdec   *zstd.Decoder
 	zin    atomic.Int64 // bytes zstd read (from its own goroutine)
-	layer  string // what r is, for errors
+	layer  string       // what r is, for errors
 	want   Expect
 	plain  hash.Hash
 	plainN int64
