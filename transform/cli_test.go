@@ -140,3 +140,23 @@ func TestHandRestoreFailsClearly(t *testing.T) {
 		t.Fatalf("damaged object: %v, want age to fail on object 1", err)
 	}
 }
+
+// The committed fixture of format version 1 restores by hand too.
+func TestHandRestoreFixture(t *testing.T) {
+	requireCLI(t, "age", "zstd")
+	for _, specName := range fixtureSpecs {
+		f, objects := readFixture(t, specName)
+		spec, _ := ParseSpec(f.Spec)
+		got, err := handRestore(t, objects, spec, filepath.Join(fixtureDir, "key.txt"))
+		if err != nil {
+			t.Fatalf("%s: %v", specName, err)
+		}
+		var recs []Record
+		for off := 0; off < len(got); off += int(f.SegmentSize) {
+			recs = append(recs, Record{PlainSHA256: sha(got[off:min(off+int(f.SegmentSize), len(got))])})
+		}
+		if sum, _ := StreamSHA256(recs); int64(len(got)) != f.StreamBytes || sum != f.StreamSHA256 {
+			t.Fatalf("%s: by hand %d bytes with stream digest %s, want %d and %s", specName, len(got), sum, f.StreamBytes, f.StreamSHA256)
+		}
+	}
+}
