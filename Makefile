@@ -45,6 +45,7 @@ bench: deps build
 
 deps: $(MINIO) $(VERSITYGW) $(CACHE)/bin/mc
 	@command -v zfs-fuse >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zfs-fuse; }
+	@command -v age >/dev/null && command -v zstd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age zstd; }
 
 compat-deps: $(RCLONE)
 	@command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null && \
