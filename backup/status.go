@@ -36,6 +36,10 @@ type DatasetStatus struct {
 	Dataset   string       `json:"dataset"`
 	Edges     []EdgeStatus `json:"edges"`
 	NotStored []string     `json:"local_snapshots_not_stored"`
+	// NewerNotStored are those of NotStored newer than every stored
+	// snapshot of the dataset: what a backup has yet to upload, where the
+	// older ones were pruned or never selected.
+	NewerNotStored []string `json:"local_snapshots_newer_than_stored"`
 	// Freshness is the --max-age check of the dataset, when asked for.
 	Freshness *health.Verdict `json:"freshness,omitempty"`
 }
@@ -300,7 +304,7 @@ func (d *DatasetStatus) explainStays(stays map[ledger.ID]ledger.Snapshot) {
 
 // datasetStatus compares a dataset's stored edges with its local snapshots.
 func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map[ledger.ID]string) DatasetStatus {
-	d := DatasetStatus{Dataset: ds, Edges: make([]EdgeStatus, 0, len(edges)), NotStored: []string{}}
+	d := DatasetStatus{Dataset: ds, Edges: make([]EdgeStatus, 0, len(edges)), NotStored: []string{}, NewerNotStored: []string{}}
 	guidOf := make(map[string]uint64, len(local))
 	for _, s := range local {
 		guidOf[s.Name] = s.GUID
@@ -331,9 +335,18 @@ func datasetStatus(ds string, edges []ledger.Edge, local []zfs.Snapshot, bad map
 		d.Edges = append(d.Edges, es)
 	}
 	sort.Slice(d.Edges, func(i, j int) bool { return d.Edges[i].Uploaded.Before(d.Edges[j].Uploaded) })
-	for _, s := range local {
+	newest := -1 // local snapshots come oldest first
+	for i, s := range local {
+		if stored[s.GUID] {
+			newest = i
+		}
+	}
+	for i, s := range local {
 		if !stored[s.GUID] {
 			d.NotStored = append(d.NotStored, s.Name)
+			if i > newest {
+				d.NewerNotStored = append(d.NewerNotStored, s.Name)
+			}
 		}
 	}
 	return d
@@ -432,8 +445,11 @@ func (st Status) WriteText(out io.Writer) error {
 				fmt.Fprintf(tw, "@%s stays: %s\n", ledger.Snapshot{Name: e.Snapshot}.Short(), e.Stays)
 			}
 		}
-		if len(d.NotStored) > 0 {
-			fmt.Fprintf(tw, "not stored yet: %s\n", strings.Join(d.NotStored, ", "))
+		if len(d.NewerNotStored) > 0 {
+			fmt.Fprintf(tw, "not stored yet: %s\n", strings.Join(d.NewerNotStored, ", "))
+		}
+		if older := len(d.NotStored) - len(d.NewerNotStored); older > 0 {
+			fmt.Fprintf(tw, "%d older local snapshot(s) not stored (pruned, or never selected): %s\n", older, span(d.NotStored[:older]))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -453,4 +469,13 @@ func (st Status) WriteText(out io.Writer) error {
 		fmt.Fprintf(out, "warning: %s\n", msg)
 	}
 	return nil
+}
+
+// span names a list of snapshots briefly: all of them when there are a
+// few, else the first and the last.
+func span(names []string) string {
+	if len(names) <= 3 {
+		return strings.Join(names, ", ")
+	}
+	return names[0] + " … " + names[len(names)-1]
 }
