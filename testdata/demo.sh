@@ -71,6 +71,25 @@ show "$ZFS2S3" prune --dry-run | sed '5,38d;4a …'
 show "$ZFS2S3" prune | sed '5,38d;4a …'
 show "$ZFS2S3" status
 
+step "A dataset whose snapshot zfs2s3 takes itself, with hooks around it, and a metrics file"
+show zfs create "$pool/db"
+head -c 1M /dev/urandom >"$work/mnt/db/table.bin"
+cat >>"$ZFS2S3_CONFIG" <<CONFIG
+  $pool/db:
+    create: "zfs2s3-%Y%m%d-%H%M%S"     # taken by backup, in UTC
+    snapshots: "zfs2s3-*"
+    time_format: ""                    # times from the names create writes
+    pre: "echo '(pre hook: stop the database)'"
+    post: "echo '(post hook: start it again)'"
+CONFIG
+show tail -6 "$ZFS2S3_CONFIG"
+show "$ZFS2S3" backup "$pool/db" --metrics-file "$work/zfs2s3.prom"
+show grep -E '^zfs2s3_(backup_last_success_timestamp|backup_last_run_uploaded_bytes|stored_)' "$work/zfs2s3.prom"
+
+step "A monitoring check: every dataset's newest restorable snapshot within 26 hours?"
+echo "(the daily snapshots are named for January and February: too old, so the check fails)"
+expect_fail 1 "$ZFS2S3" status --max-age 26h
+
 step "A crash mid-backup (kill -9); the next backup finishes the upload first"
 write big.bin 200M
 zfs snapshot "$ds@daily-2026-02-15"
