@@ -3,7 +3,9 @@ package backup
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,13 +55,19 @@ func addEdge(ctx context.Context, b *Backup, guid uint64) error {
 // bucketKeys lists the bucket copy's edges as k<guid>, in order.
 func bucketKeys(t *testing.T, b *Backup) string {
 	t.Helper()
-	l, _, _, err := b.bucketLedger(context.Background())
-	if err != nil || l == nil {
-		t.Fatalf("bucket ledger: %v", err)
+	j, err := b.listJournal(context.Background())
+	if err != nil {
+		t.Fatalf("list the bucket's ledger: %v", err)
 	}
 	var keys []string
-	for _, e := range l.Edges {
-		keys = append(keys, fmt.Sprintf("k%d", e.Target.GUID))
+	for _, ds := range slices.Sorted(maps.Keys(j.entries)) {
+		edges, _, err := b.readDataset(context.Background(), j, ds, nil, nil)
+		if err != nil {
+			t.Fatalf("bucket ledger of %s: %v", ds, err)
+		}
+		for _, e := range edges {
+			keys = append(keys, fmt.Sprintf("k%d", e.Target.GUID))
+		}
 	}
 	return strings.Join(keys, " ")
 }
@@ -80,7 +88,7 @@ func TestUnreadableBucketLedgerRefusesChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
-		if testbed.IsLedger(r, http.MethodGet) {
+		if testbed.IsLedger(r, http.MethodGet) || testbed.IsLedgerList(r) {
 			return testbed.SlowDown
 		}
 		return testbed.Fault{}

@@ -367,6 +367,7 @@ func (c *Client) listParts(ctx context.Context, key, id string) (map[int32]types
 type ObjectInfo struct {
 	Key  string
 	Size int64
+	ETag string // unquoted
 }
 
 // List returns every object under prefix.
@@ -379,7 +380,7 @@ func (c *Client) List(ctx context.Context, prefix string) ([]ObjectInfo, error) 
 			return nil, wrap("list", prefix, err)
 		}
 		for _, o := range page.Contents {
-			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
+			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: etagOf(o.ETag)})
 		}
 	}
 	return objs, nil
