@@ -39,7 +39,7 @@ const checkpointEvery = 32
 
 // journalState is the state dir's record of the bucket's journals.
 type journalState struct {
-	Version  int                     `json:"version"`
+	Version  int                    `json:"version"`
 	Datasets map[string]journalMark `json:"datasets"`
 	// Stub is the ETag of the ledger.yaml stub this machine last saw or
 	// wrote; Migrated the ETag of the whole copy it migrated from, so that
