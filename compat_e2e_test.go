@@ -18,9 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
 )
 
@@ -336,10 +333,7 @@ func compatDisaster(t *testing.T, e *env) {
 
 func compatRebuild(t *testing.T, e *env) {
 	_, b := e.chain()
-	key := backup.LedgerKey("")
-	if _, err := e.server().Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
-		t.Fatal(err)
-	}
+	e.delLedger("")
 	e.stateDir = t.TempDir()
 	if r := e.ok("ledger", "rebuild"); !strings.Contains(r.stdout, "rebuilt the ledger from the bucket: 2 edges") {
 		t.Errorf("ledger rebuild stdout = %q", r.stdout)

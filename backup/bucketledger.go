@@ -456,6 +456,8 @@ func (b *Backup) checkCopy(ctx context.Context, j *journal, mutate bool) error {
 		return nil
 	case errors.Is(err, ledger.ErrNewerFormat) && mutate:
 		return fmt.Errorf("the bucket's ledger s3://%s/%s: %w; this zfs2s3 changes nothing while the bucket holds a newer ledger", b.S3.Bucket(), LedgerKey(b.Opt.Prefix), err)
+	case errors.Is(err, ledger.ErrNewerFormat) && !b.store.Exists():
+		return fmt.Errorf("the bucket's ledger s3://%s/%s: %w", b.S3.Bucket(), LedgerKey(b.Opt.Prefix), err) // a new machine: nothing to fall back on
 	case errors.Is(err, ledger.ErrNewerFormat):
 		b.notice("the bucket's ledger s3://%s/%s: %v", b.S3.Bucket(), LedgerKey(b.Opt.Prefix), err)
 		return nil
@@ -629,7 +631,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		if raw, cur, rerr := b.S3.ReadAll(ctx, key, ledger.MaxJournalEntryBytes); rerr == nil && bytes.Equal(raw, data) {
 			return cur, nil
 		}
-		return "", fmt.Errorf("%w: another machine changed the bucket's ledger (%s) while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, key, b.store.Path())
+		return "", fmt.Errorf("%w: another machine changed the bucket's ledger while this command ran (it wrote %s first); this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, key, b.store.Path())
 	}
 	if errors.Is(err, s3up.ErrNoConditionalWrites) {
 		return "", fmt.Errorf("%w: %w; this change is in the local ledger %s only: for this store, run zfs2s3 with --conditional-writes off (or ZFS2S3_CONDITIONAL_WRITES=off), and the next command writes the copy", errCopyBehind, err, b.store.Path())
