@@ -366,10 +366,10 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 			return local, nil // nothing anywhere: a first run
 		}
 		if b.readOnly {
-			slog.Warn("no local ledger, and the state dir cannot be written; using the bucket's ledger without saving it locally", "edges", len(l.Edges), "dir", b.store.Dir)
+			slog.Warn("no local ledger, and the state dir cannot be written; using the bucket's copy without saving it locally", "edges", len(l.Edges), "dir", b.store.Dir)
 			return l, nil
 		}
-		slog.Info("no local ledger; using the bucket's", "edges", len(l.Edges))
+		slog.Info("no local ledger; using the bucket's copy", "edges", len(l.Edges))
 		if err := b.store.Save(l); err != nil {
 			return nil, err
 		}

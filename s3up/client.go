@@ -233,6 +233,9 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 		return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
 	}
 	c.learn(func(c *Caps) *bool { return &c.NoConditionalWrites }, "conditional writes of an unchanged object get 412")
+	if ifMatch == "" {
+		return "", fmt.Errorf("put s3 key %q: %w (it answered 412 to If-None-Match: * where there is no object)", key, ErrNoConditionalWrites)
+	}
 	return "", fmt.Errorf("put s3 key %q: %w (it answered 412 to If-Match on the object's current ETag, quoted and unquoted)", key, ErrNoConditionalWrites)
 }
 
