@@ -78,6 +78,10 @@ type Backup struct {
 	// j is what the last loadLedger saw of the bucket's journals, for
 	// the writes after it.
 	j *journal
+	// saves counts this process's ledger saves; runCache is a backup
+	// run's ledger, valid while saves is unchanged.
+	saves    int
+	runCache *runLedger
 	// rebuilding makes the next write a full entry for every dataset.
 	rebuilding bool
 	// etagWarned is set once a warning said the ETag file is unusable.

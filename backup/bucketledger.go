@@ -509,6 +509,7 @@ var errCopyBehind = errors.New("ledger saved locally but not to the bucket")
 // (loadLedger); a conflicting one is reported and left to the user.
 func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
 	l.Generation++
+	b.saves++
 	if err := b.store.Save(l); err != nil {
 		return err
 	}
