@@ -131,14 +131,17 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 		// into the state dir, no repair of a lagging copy in the bucket.
 		b.readOnly = true
 	}
-	for _, d := range datasets {
-		ok, err := b.ZFS.Exists(ctx, d.Name)
-		if err != nil {
-			return rep, fmt.Errorf("check dataset %s: %w", d.Name, err)
-		}
-		if !ok {
-			return rep, cfg.Errorf(d.Line, "datasets."+d.Name, "dataset %s does not exist (check it with: zfs list %s)", d.Name, d.Name)
-		}
+	names := make([]string, len(datasets))
+	for i, d := range datasets {
+		names[i] = d.Name
+	}
+	missing, err := b.ZFS.Missing(ctx, names)
+	if err != nil {
+		return rep, fmt.Errorf("check the configured datasets: %w", err)
+	}
+	if len(missing) > 0 {
+		d := datasets[indexOf(datasets, missing[0])]
+		return rep, cfg.Errorf(d.Line, "datasets."+d.Name, "dataset %s does not exist (check it with: zfs list %s)", d.Name, d.Name)
 	}
 	var failed []string
 	for _, d := range datasets {
