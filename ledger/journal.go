@@ -242,14 +242,14 @@ func (e *Entry) Apply(edges []Edge) []Edge {
 // Delta returns the delta entry that turns before into after (the edges of
 // one dataset), and whether there is any change.
 func Delta(before, after []Edge) (put []Edge, dropped []DroppedEdge, changed bool) {
-	old := make(map[ID][]byte, len(before))
-	for _, e := range before {
-		old[e.ID()] = edgeBytes(e)
+	old := make(map[ID]*Edge, len(before))
+	for i := range before {
+		old[before[i].ID()] = &before[i]
 	}
 	now := make(map[ID]bool, len(after))
 	for _, e := range after {
 		now[e.ID()] = true
-		if b, ok := old[e.ID()]; !ok || !bytes.Equal(b, edgeBytes(e)) {
+		if o, ok := old[e.ID()]; !ok || !sameEdge(*o, e) {
 			put = append(put, e)
 		}
 	}
@@ -262,12 +262,43 @@ func Delta(before, after []Edge) (put []Edge, dropped []DroppedEdge, changed boo
 	return put, dropped, len(put) > 0 || len(dropped) > 0
 }
 
-func edgeBytes(e Edge) []byte {
-	b, err := json.Marshal(&e)
-	if err != nil {
-		return []byte(err.Error())
+// sameEdge reports whether a and b record the same, as their encodings
+// would (times by instant).
+func sameEdge(a, b Edge) bool {
+	if a.Target != b.Target || (a.Base == nil) != (b.Base == nil) || a.Base != nil && *a.Base != *b.Base ||
+		a.Key != b.Key || a.StreamBytes != b.StreamBytes || a.StoredBytes != b.StoredBytes || a.SHA256 != b.SHA256 ||
+		!a.Uploaded.Equal(b.Uploaded) || a.StorageClass != b.StorageClass || a.Removing != b.Removing || len(a.Segments) != len(b.Segments) {
+		return false
 	}
-	return b
+	for i := range a.Segments {
+		if a.Segments[i] != b.Segments[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// appendEdge appends a canonical encoding of e for Digest: every field,
+// each ended by a byte no field holds.
+func appendEdge(b []byte, e Edge) []byte {
+	sep := func(b []byte) []byte { return append(b, 0) }
+	b = sep(strconv.AppendUint(sep(append(b, e.Target.Name...)), e.Target.GUID, 10))
+	if e.Base != nil {
+		b = sep(strconv.AppendUint(sep(append(b, e.Base.Name...)), e.Base.GUID, 10))
+	} else {
+		b = sep(sep(b))
+	}
+	b = sep(append(b, e.Key...))
+	b = sep(strconv.AppendInt(b, e.StreamBytes, 10))
+	b = sep(strconv.AppendInt(b, e.StoredBytes, 10))
+	b = sep(append(b, e.SHA256...))
+	b = sep(strconv.AppendInt(b, e.Uploaded.UnixNano(), 10))
+	b = sep(append(b, e.StorageClass...))
+	b = sep(strconv.AppendBool(b, e.Removing))
+	for _, s := range e.Segments {
+		b = sep(strconv.AppendInt(sep(append(b, s.Key...)), s.Bytes, 10))
+	}
+	return append(b, 1)
 }
 
 // Digest is a SHA-256 of a dataset's edges in any order: equal digests,
@@ -276,13 +307,12 @@ func edgeBytes(e Edge) []byte {
 func Digest(edges []Edge) string {
 	enc := make([][]byte, len(edges))
 	for i, e := range edges {
-		enc[i] = edgeBytes(e)
+		enc[i] = appendEdge(nil, e)
 	}
 	sort.Slice(enc, func(i, j int) bool { return bytes.Compare(enc[i], enc[j]) < 0 })
 	h := sha256.New()
 	for _, b := range enc {
 		h.Write(b)
-		h.Write([]byte{'\n'})
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
