@@ -59,6 +59,18 @@ func (e *env) ledgerKeys(prefix string) []string {
 	return keys
 }
 
+// dataKeys lists the bucket's objects other than the ledger's under the
+// empty prefix: streams and manifests.
+func (e *env) dataKeys() []string {
+	var keys []string
+	for _, k := range e.keys() {
+		if !strings.HasPrefix(k, ledger.JournalDir("")) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // delLedger deletes the tree's ledger from the bucket: the stub and every
 // journal entry.
 func (e *env) delLedger(prefix string) {
