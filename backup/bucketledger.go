@@ -120,8 +120,13 @@ type journal struct {
 	copyETag string                  // of ledger.yaml, "" when there is none
 	state    journalState
 	// base holds, per dataset, the edges its journal holds as far as this
-	// command knows them; a dataset without is written as a full.
-	base map[string][]ledger.Edge
+	// command knows them. A dataset whose journal exists is written only
+	// when base has it (as a delta, or a full) or replace says its journal
+	// is to be superseded by a full (damaged, or behind this machine's
+	// last change); never a journal this command could not read, found in
+	// a newer format, or found changed by another machine.
+	base    map[string][]ledger.Edge
+	replace map[string]bool
 	// needStub: ledger.yaml is missing or not the stub; stubIfMatch is
 	// the ETag to replace ("" for none).
 	needStub    bool
@@ -147,7 +152,7 @@ func (b *Backup) listJournal(ctx context.Context) (*journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &journal{entries: map[string][]journalObj{}, base: map[string][]ledger.Edge{}}
+	j := &journal{entries: map[string][]journalObj{}, base: map[string][]ledger.Edge{}, replace: map[string]bool{}}
 	for _, o := range objs {
 		if o.Key == LedgerKey(b.Opt.Prefix) {
 			j.copyETag = o.ETag
@@ -296,6 +301,7 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 				j.base[ds] = loc
 			} else {
 				repair = true // this machine's last write of the dataset failed
+				j.replace[ds] = true
 			}
 			continue
 		}
@@ -316,6 +322,7 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		case errors.Is(err, ledger.ErrDamaged) && exists:
 			// Replaced by a full entry on the next change, never overwritten.
 			b.notice("%v; this machine's ledger is used, and a new full entry supersedes it on the next change", err)
+			j.replace[ds] = true
 			continue
 		case errors.Is(err, ledger.ErrDamaged):
 			return nil, fmt.Errorf("%w; run zfs2s3 ledger rebuild to make a new one from the manifests", err)
@@ -574,6 +581,9 @@ func (b *Backup) pushDataset(ctx context.Context, j *journal, ds string, edges [
 	if !hasJournal && len(edges) == 0 && !known {
 		return nil
 	}
+	if hasJournal && !known && !j.replace[ds] && !b.rebuilding {
+		return nil // not read, newer, or another machine's: left as it is
+	}
 	if known && !b.rebuilding {
 		if _, _, changed := ledger.Delta(base, edges); !changed {
 			return nil
@@ -601,6 +611,7 @@ func (b *Backup) pushDataset(ctx context.Context, j *journal, ds string, edges [
 	}
 	j.entries[ds] = append(j.entries[ds], journalObj{Seq: e.Seq, Key: key, ETag: etag, Size: int64(len(data))})
 	j.base[ds] = append([]ledger.Edge(nil), edges...)
+	delete(j.replace, ds)
 	m := journalMark{Seq: e.Seq, ETag: etag, Digest: ledger.Digest(edges), Full: mark.Full, Since: mark.Since + int64(len(data)), FullBytes: mark.FullBytes}
 	if e.Kind == ledger.EntryFull {
 		m.Full, m.Since, m.FullBytes = e.Seq, 0, int64(len(data))

@@ -374,3 +374,45 @@ func TestJournalCheckpoints(t *testing.T) {
 		t.Errorf("a new machine reads %d edges (%v)", len(l.Edges), err)
 	}
 }
+
+// TestRepairLeavesOtherMachinesJournalsAlone: a read-only command that
+// repairs this machine's failed write of one dataset never writes over
+// another dataset's journal that another machine changed.
+func TestRepairLeavesOtherMachinesJournalsAlone(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	for _, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/e", 3, 0)} {
+		if err := add(ctx, a, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(ctx, b, edgeIn("p/d", 2, 1)); err != nil { // b adopts the bucket's, then changes p/d
+		t.Fatal(err)
+	}
+	// a's change of p/e reached its local ledger only.
+	l, err := a.store.Load("bkt", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Generation++
+	if err := l.Add(edgeIn("p/e", 5, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Save(l); err != nil {
+		t.Fatal(err)
+	}
+	shown, err := a.readLedger(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shown.Edges) != 4 {
+		t.Errorf("status shows %d edges, want b's k2 and a's own k5 too", len(shown.Edges))
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k3 k5" {
+		t.Errorf("the bucket's journals hold %s, want b's p/d (k1 k2) kept and a's p/e repaired (k3 k5)", got)
+	}
+	if err := add(ctx, a, edgeIn("p/e", 6, 5)); err == nil || !strings.Contains(err.Error(), "changed by another machine") {
+		t.Errorf("a's next change: %v, want a refusal naming p/d's journal", err)
+	}
+}
