@@ -155,9 +155,9 @@ func TestFirstWritesOfTwoMachinesDoNotOverwrite(t *testing.T) {
 	}
 }
 
-// TestUnchangedBucketLedgerIsNotFetched: when the bucket holds the copy
-// this machine wrote last, commands check its ETag and do not download it
-// (at 100,000 edges it is over 30 MB); a changed copy is still read.
+// TestUnchangedBucketLedgerIsNotFetched: when the bucket's journals end
+// with the entries this machine wrote last, commands see so in one LIST
+// and download no entry; another machine's entry is still read.
 func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
 	m := startMinIO(t)
 	proxy := testbed.StartProxy(t, m.Endpoint)
