@@ -416,3 +416,36 @@ func TestRepairLeavesOtherMachinesJournalsAlone(t *testing.T) {
 		t.Errorf("a's next change: %v, want a refusal naming p/d's journal", err)
 	}
 }
+
+// TestSupersededEntriesThatCannotBeDeleted: a host whose credentials
+// cannot delete leaves the entries a full entry superseded; readers take
+// the newest full and ignore them.
+func TestSupersededEntriesThatCannotBeDeleted(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodDelete {
+			return testbed.S3Error(http.StatusForbidden, "AccessDenied", "Access Denied.")
+		}
+		return testbed.Fault{}
+	})
+	ctx := context.Background()
+	a := machine(t, proxy.URL)
+	n := uint64(2*checkpointEvery + 3)
+	for g := uint64(1); g <= n; g++ {
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, err := a.S3.List(ctx, ledger.JournalDir("")+"ledger/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != int(n) {
+		t.Errorf("the journal holds %d entries, want all %d kept", len(objs), n)
+	}
+	l, err := machine(t, m.Endpoint).readLedger(ctx)
+	if err != nil || len(l.Edges) != int(n) || ledger.Digest(l.Edges) != ledger.Digest(a.j.base["p/d"]) {
+		t.Errorf("a new machine reads %d edges (%v), want %d", len(l.Edges), err, n)
+	}
+}
