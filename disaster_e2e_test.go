@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
+	"github.com/zfs2s3/zfs2s3/ledger"
 )
 
 // TestDisasterRestoreFromTheBucketAlone loses the machine: state dir gone,
@@ -56,10 +55,7 @@ func TestDisasterRestoreFromTheBucketAlone(t *testing.T) {
 	check(into)
 
 	// Without the bucket's ledger copy the tool says what to do...
-	key := backup.LedgerKey("")
-	if _, err := bed.minio.Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
-		t.Fatal(err)
-	}
+	e.delLedger("")
 	e.stateDir = t.TempDir()
 	e.fails(2, "not in the ledger", "restore", s["D"], "--into", into+"x")
 	// ...and the manifests alone rebuild it.
@@ -93,37 +89,35 @@ func TestNewerBucketLedgerBlocksStaleMachine(t *testing.T) {
 }
 
 // TestConcurrentLedgerWriteIsRefused has another machine write the
-// bucket's ledger copy while this one records an upload: the conditional
-// write refuses to overwrite it, later changes refuse too, and a rebuild
-// from the manifests merges both.
+// journal entry this one is about to write while it records an upload:
+// the conditional write refuses to overwrite it, later changes refuse too,
+// and a rebuild from the manifests merges both.
 func TestConcurrentLedgerWriteIsRefused(t *testing.T) {
 	e := newEnv(t, "ledger race")
 	a := e.snap("a", 1)
 	b := e.snap("b", 1)
 	e.ok("upload", a)
 	p := testbed.StartProxy(t, bed.minio.Endpoint)
-	key := backup.LedgerKey("")
 	mc := bed.minio.Client()
 	var once sync.Once
+	var key string
+	var theirs []byte
 	p.SetRule(func(r *http.Request) testbed.Fault {
-		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
-			once.Do(func() { // the other machine's write lands first; same generation
-				out, err := mc.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &e.bucket, Key: &key})
-				if err != nil {
-					return
-				}
-				data, _ := io.ReadAll(out.Body)
-				out.Body.Close()
-				mc.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key,
-					Body: bytes.NewReader(append(data, "# written by another machine\n"...))})
+		k := strings.TrimPrefix(r.URL.Path, "/"+e.bucket+"/")
+		ds, seq, ok := ledger.ParseJournalKey("", k)
+		if r.Method == http.MethodPut && ok {
+			once.Do(func() { // the other machine's entry lands first: one that changes nothing
+				key = k
+				theirs, _ = ledger.MarshalEntry(&ledger.Entry{Kind: ledger.EntryDelta, Bucket: e.bucket, Dataset: ds, Seq: seq})
+				mc.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key, Body: bytes.NewReader(theirs)})
 			})
 		}
 		return testbed.Fault{}
 	})
 	e.endpoint = p.URL
 	r := e.fails(1, "another machine changed the bucket's ledger while this command ran", "upload", b, "-i", a)
-	if !strings.HasSuffix(string(e.object(key)), "# written by another machine\n") {
-		t.Fatal("the other machine's ledger copy was overwritten")
+	if key == "" || !bytes.Equal(e.object(key), theirs) {
+		t.Fatalf("the other machine's journal entry %q was overwritten", key)
 	}
 	// The edge is recorded locally: stored, not left pending as well.
 	if !strings.Contains(r.stdout, "stored "+a+" -> "+b) || len(e.stateFiles()) != 0 {
@@ -162,7 +156,7 @@ func TestLostLedgerCopyPointsToRebuild(t *testing.T) {
 	if n := strings.Count(r.stdout, "BAD "); n != 2 {
 		t.Errorf("verify printed %d BAD lines:\n%s", n, r.stdout)
 	}
-	e.del(backup.LedgerKey(""))
+	e.delLedger("")
 	e.stateDir = t.TempDir()
 	if r := e.ok("status"); !strings.Contains(r.stdout, "run zfs2s3 ledger rebuild") {
 		t.Errorf("status on a new machine without a ledger copy:\n%s", r.stdout)

@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,14 +26,14 @@ import (
 
 func (e *env) put(key string, data []byte) {
 	e.t.Helper()
-	if _, err := bed.minio.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
+	if _, err := e.server().Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
 func (e *env) del(key string) {
 	e.t.Helper()
-	if _, err := bed.minio.Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
+	if _, err := e.server().Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -43,25 +47,114 @@ func (e *env) has(key string) bool {
 	return false
 }
 
-// bucketLedger reads and parses the bucket's ledger copy under prefix,
-// without the checks a tampered copy would fail.
+// ledgerKeys lists the objects of the tree's ledger under prefix in the
+// bucket: ledger.yaml (the stub) and the journal entries, in order.
+func (e *env) ledgerKeys(prefix string) []string {
+	var keys []string
+	for _, k := range e.keys() {
+		if strings.HasPrefix(k, ledger.JournalDir(prefix)) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// dataKeys lists the bucket's objects other than the ledger's under the
+// empty prefix: streams and manifests.
+func (e *env) dataKeys() []string {
+	var keys []string
+	for _, k := range e.keys() {
+		if !strings.HasPrefix(k, ledger.JournalDir("")) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// delLedger deletes the tree's ledger from the bucket: the stub and every
+// journal entry.
+func (e *env) delLedger(prefix string) {
+	e.t.Helper()
+	for _, k := range e.ledgerKeys(prefix) {
+		e.del(k)
+	}
+}
+
+// journalHead returns the key and SEQ of the newest entry of dataset's
+// journal under prefix.
+func (e *env) journalHead(prefix, dataset string) (string, uint64) {
+	e.t.Helper()
+	var key string
+	var seq uint64
+	for _, k := range e.ledgerKeys(prefix) {
+		if ds, n, ok := ledger.ParseJournalKey(prefix, k); ok && ds == dataset && n > seq {
+			key, seq = k, n
+		}
+	}
+	if key == "" {
+		e.t.Fatalf("no journal of %s under %q in %v", dataset, prefix, e.keys())
+	}
+	return key, seq
+}
+
+// bucketLedger reads the bucket's ledger under prefix from its journals
+// (each dataset's newest full entry and the deltas after it), without the
+// checks a tampered entry would fail.
 func (e *env) bucketLedger(prefix string) *ledger.Ledger {
 	e.t.Helper()
-	l, err := ledger.Parse(e.object(backup.LedgerKey(prefix)))
-	if err != nil {
-		e.t.Fatal(err)
+	byDS := map[string][]string{}
+	for _, k := range e.ledgerKeys(prefix) {
+		if ds, _, ok := ledger.ParseJournalKey(prefix, k); ok {
+			byDS[ds] = append(byDS[ds], k)
+		}
+	}
+	l := ledger.New(e.bucket, prefix)
+	for _, ds := range slices.Sorted(maps.Keys(byDS)) {
+		keys := byDS[ds]
+		var entries []ledger.Entry
+		for i := len(keys) - 1; i >= 0; i-- {
+			var en ledger.Entry
+			if err := json.Unmarshal(e.object(keys[i]), &en); err != nil {
+				e.t.Fatalf("%s: %v", keys[i], err)
+			}
+			entries = append(entries, en)
+			if en.Kind == ledger.EntryFull {
+				break
+			}
+		}
+		var edges []ledger.Edge
+		for i := len(entries) - 1; i >= 0; i-- {
+			edges = entries[i].Apply(edges)
+		}
+		l.Edges = append(l.Edges, edges...)
 	}
 	return l
 }
 
-// forge writes l as the bucket's ledger copy under prefix, unchecked.
-func (e *env) forge(prefix string, l *ledger.Ledger) {
+// bucketInStep reports whether the bucket's ledger holds the same edges as
+// this machine's.
+func (e *env) bucketInStep() bool {
 	e.t.Helper()
-	data, err := ledger.Marshal(l)
-	if err != nil {
-		e.t.Fatal(err)
+	return ledger.Digest(e.bucketLedger("").Edges) == ledger.Digest(e.ledger().Edges)
+}
+
+// forge writes l into the bucket's ledger under prefix, unchecked, as a
+// new full entry of each of its datasets' journals, and returns their keys.
+func (e *env) forge(prefix string, l *ledger.Ledger) []string {
+	e.t.Helper()
+	var keys []string
+	for ds, edges := range ledger.ByDataset(l.Edges) {
+		_, seq := e.journalHead(prefix, ds)
+		en := &ledger.Entry{Kind: ledger.EntryFull, Bucket: e.bucket, Prefix: prefix, Dataset: ds, Seq: seq + 1, Edges: edges}
+		data, err := ledger.MarshalEntry(en)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		key := ledger.JournalKey(prefix, ds, seq+1)
+		e.put(key, data)
+		keys = append(keys, key)
 	}
-	e.put(backup.LedgerKey(prefix), data)
+	return keys
 }
 
 // TestTamperedBucketLedgerNeverDeletesOtherObjects is the attack from
@@ -80,7 +173,7 @@ func TestTamperedBucketLedgerNeverDeletesOtherObjects(t *testing.T) {
 			e.put(victim, []byte("not zfs2s3's"))
 			forged := e.bucketLedger("host1/")
 			forged.Edges[0].Key = victim
-			e.forge("host1/", forged)
+			forgedKeys := e.forge("host1/", forged)
 
 			admin := *e
 			admin.stateDir = t.TempDir() // a new machine reads the bucket's copy
@@ -97,7 +190,9 @@ func TestTamperedBucketLedgerNeverDeletesOtherObjects(t *testing.T) {
 			if !strings.Contains(r.stdout, "warning: ") || !strings.Contains(r.stdout, "not the key zfs2s3 derives") {
 				t.Errorf("status does not report the tampered copy:\n%s", r.stdout)
 			}
-			e.put(backup.LedgerKey("host1/"), mustMarshal(t, honest))
+			for _, k := range forgedKeys { // the journal as the honest machine left it
+				e.del(k)
+			}
 			e.del(victim)
 		})
 	}
@@ -106,15 +201,6 @@ func TestTamperedBucketLedgerNeverDeletesOtherObjects(t *testing.T) {
 	if e.has(honest.Edges[0].Key) {
 		t.Error("remove left the real object")
 	}
-}
-
-func mustMarshal(t *testing.T, l *ledger.Ledger) []byte {
-	t.Helper()
-	data, err := ledger.Marshal(l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }
 
 // TestEditedLocalLedgerKeyIsRefused: an edge whose key was edited to
@@ -167,7 +253,7 @@ func TestRebuildTakesOnlyWhatItCanProve(t *testing.T) {
 	// The manifest of the full stream is lost: its object's metadata and
 	// contents still say what it is.
 	e.del(s3up.ManifestKey(keyA))
-	e.del(backup.LedgerKey(""))
+	e.delLedger("")
 
 	e.stateDir = t.TempDir() // a new machine, with nothing but the bucket
 	r := e.ok("ledger", "rebuild")
@@ -211,39 +297,53 @@ func TestRebuildTakesOnlyWhatItCanProve(t *testing.T) {
 }
 
 // TestNewerFormatBucketLedgerIsNeverOverwritten: an older zfs2s3 sharing
-// the bucket with a newer one must not overwrite its ledger copy.
+// the bucket with a newer one must not overwrite its ledger: neither a
+// journal entry nor a ledger.yaml in a newer format.
 func TestNewerFormatBucketLedgerIsNeverOverwritten(t *testing.T) {
-	e := newEnv(t, "newer format")
-	a, b := e.snap("a", 1), e.snap("b", 1)
-	e.ok("upload", a)
-	key := backup.LedgerKey("")
-	newer := bytes.Replace(e.object(key), []byte(`{"version": 1,`), []byte(`{"version": 9,`), 1)
-	e.put(key, newer)
-	e.fails(1, "written by a newer zfs2s3", "upload", b, "-i", a)
-	e.fails(1, "written by a newer zfs2s3", "ledger", "rebuild")
-	if r := e.ok("status"); !strings.Contains(r.stdout, "warning: ") {
-		t.Errorf("status does not say the copy is newer:\n%s", r.stdout)
-	}
-	if !bytes.Equal(e.object(key), newer) {
-		t.Fatal("the newer ledger copy was overwritten")
-	}
-	// A new machine is told to upgrade, not to rebuild (which refuses).
-	e.stateDir = t.TempDir()
-	if r := e.fails(1, "written by a newer zfs2s3", "status"); strings.Contains(r.stderr, "rebuild") || strings.Contains(r.stderr, "damaged") {
-		t.Errorf("status on a new machine: %q", r.stderr)
+	for _, where := range []string{"journal entry", "ledger.yaml"} {
+		t.Run(strings.ReplaceAll(where, " ", "-"), func(t *testing.T) {
+			e := newEnv(t, "newer format "+where)
+			a, b := e.snap("a", 1), e.snap("b", 1)
+			e.ok("upload", a)
+			key := backup.LedgerKey("")
+			newer := bytes.Replace(e.object(key), []byte(`{"version": 3,`), []byte(`{"version": 9,`), 1)
+			if where == "journal entry" {
+				head, seq := e.journalHead("", e.ds)
+				key = ledger.JournalKey("", e.ds, seq+1)
+				newer = bytes.Replace(e.object(head), []byte(`{"version":3,`), []byte(`{"version":9,`), 1)
+				newer = bytes.Replace(newer, fmt.Appendf(nil, `"seq":%d`, seq), fmt.Appendf(nil, `"seq":%d`, seq+1), 1)
+			}
+			if !bytes.Contains(newer, []byte("9,")) {
+				t.Fatalf("no version to raise in %s", newer)
+			}
+			e.put(key, newer)
+			e.fails(1, "written by a newer zfs2s3", "upload", b, "-i", a)
+			e.fails(1, "written by a newer zfs2s3", "ledger", "rebuild")
+			if r := e.ok("status"); !strings.Contains(r.stdout, "warning: ") {
+				t.Errorf("status does not say the ledger is newer:\n%s", r.stdout)
+			}
+			if !bytes.Equal(e.object(key), newer) {
+				t.Fatal("the newer ledger was overwritten")
+			}
+			// A new machine is told to upgrade, not to rebuild (which refuses).
+			e.stateDir = t.TempDir()
+			if r := e.fails(1, "written by a newer zfs2s3", "status"); strings.Contains(r.stderr, "rebuild") || strings.Contains(r.stderr, "damaged") {
+				t.Errorf("status on a new machine: %q", r.stderr)
+			}
+		})
 	}
 }
 
-// TestRolledBackLedgerCopyIsReported: a copy restored from an old version
-// of the bucket is named in status and blocks changes.
+// TestRolledBackLedgerCopyIsReported: a journal restored from an old
+// version of the bucket (its newest entry gone) is named in status and
+// blocks changes.
 func TestRolledBackLedgerCopyIsReported(t *testing.T) {
 	e := newEnv(t, "rolled back")
 	a, b, c := e.snap("a", 1), e.snap("b", 1), e.snap("c", 1)
 	e.ok("upload", a)
-	key := backup.LedgerKey("")
-	old := e.object(key)
 	e.ok("upload", b, "-i", a)
-	e.put(key, old)
+	head, _ := e.journalHead("", e.ds)
+	e.del(head)
 	if r := e.ok("status"); !strings.Contains(r.stdout, "rolled back") {
 		t.Errorf("status does not report the rolled-back copy:\n%s", r.stdout)
 	}
@@ -285,7 +385,7 @@ func TestRebuildStopsOnAManifestItCannotRead(t *testing.T) {
 	e.ok("upload", a)
 	e.ok("upload", b, "-i", a)
 	manifest := s3up.ManifestKey(e.edgeKey(a, ""))
-	e.del(backup.LedgerKey(""))
+	e.delLedger("")
 	t.Setenv("AWS_MAX_ATTEMPTS", "2")
 	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	p.SetRule(func(r *http.Request) testbed.Fault {
@@ -297,7 +397,7 @@ func TestRebuildStopsOnAManifestItCannotRead(t *testing.T) {
 	e.endpoint = p.URL
 	e.stateDir = t.TempDir()
 	e.fails(1, "nothing was written", "ledger", "rebuild")
-	if e.has(backup.LedgerKey("")) {
-		t.Error("a ledger copy was written without the unreadable manifest's edge")
+	if keys := e.ledgerKeys(""); len(keys) != 0 {
+		t.Errorf("a ledger was written without the unreadable manifest's edge: %v", keys)
 	}
 }

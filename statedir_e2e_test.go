@@ -143,14 +143,14 @@ func TestStateFilesAreNotFollowed(t *testing.T) {
 	e.fails(1, state+" is 9 MiB, more than the 8 MiB", "abort_upload")
 	os.Remove(state)
 
-	// The ETag file is only a shortcut: a link there is ignored with a
-	// warning, and the bucket's copy is compared in full.
-	etag := filepath.Join(dir, "bucket-ledger.etag")
-	os.Rename(etag, etag+".saved")
-	os.Symlink("/dev/zero", etag)
+	// The record of the bucket's journals is only a shortcut: a link
+	// there is ignored with a warning, and the journals are compared in full.
+	journal := filepath.Join(dir, "bucket-journal.json")
+	os.Rename(journal, journal+".saved")
+	os.Symlink("/dev/zero", journal)
 	r := e.ok("status")
-	if strings.Count(r.stderr, "ignoring the ETag file") != 1 || !strings.Contains(r.stdout, "@a ") {
-		t.Errorf("status with a linked ETag file: stdout %q, stderr %q", r.stdout, r.stderr)
+	if strings.Count(r.stderr, "ignoring the record of the bucket's ledger journal") != 1 || !strings.Contains(r.stdout, "@a ") {
+		t.Errorf("status with a linked journal record: stdout %q, stderr %q", r.stdout, r.stderr)
 	}
 }
 
@@ -239,10 +239,10 @@ func TestLockWaitNamesTheHolderAndCanBeInterrupted(t *testing.T) {
 	holder.Wait()
 	os.Remove(lock) // what the kill of a holder leaves; the next zfs2s3 takes it over
 
-	// A zfs2s3 holds it: a status whose HEAD of the bucket's ledger hangs.
+	// A zfs2s3 holds it: a status whose LIST of the bucket's ledger hangs.
 	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	p.SetRule(func(r *http.Request) testbed.Fault {
-		return testbed.Fault{Delay: map[bool]time.Duration{true: 20 * time.Second}[testbed.IsLedger(r, http.MethodHead)]}
+		return testbed.Fault{Delay: map[bool]time.Duration{true: 20 * time.Second}[testbed.IsLedgerList(r)]}
 	})
 	slow := *e
 	slow.endpoint = p.URL

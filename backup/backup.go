@@ -68,8 +68,9 @@ type Backup struct {
 	// HookOutput receives the output of pre and post hooks; nil is
 	// stderr, which keeps stdout for results and --json reports.
 	HookOutput io.Writer
-	// remoteETag is the ETag of the bucket's ledger copy as this command
-	// read it ("" when there was none), for the conditional write.
+	// remoteETag is the ETag of the bucket's whole ledger copy of before
+	// the journal, as this command read it ("" when there was none), to
+	// check that it did not change before the migration.
 	remoteETag string
 	// notices are what loading the ledger found wrong with the bucket's
 	// copy, for status to show.
@@ -78,6 +79,15 @@ type Backup struct {
 	// writable: the ledger was read without its lock, and local writes
 	// are skipped.
 	readOnly bool
+	// j is what the last loadLedger saw of the bucket's journals, for
+	// the writes after it.
+	j *journal
+	// saves counts this process's ledger saves; runCache is a backup
+	// run's ledger, valid while saves is unchanged.
+	saves    int
+	runCache *runLedger
+	// rebuilding makes the next write a full entry for every dataset.
+	rebuilding bool
 	// etagWarned is set once a warning said the ETag file is unusable.
 	etagWarned bool
 	// lastRecorded is the edge the last upload recorded, for the sizes a

@@ -2,8 +2,13 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,13 +58,19 @@ func addEdge(ctx context.Context, b *Backup, guid uint64) error {
 // bucketKeys lists the bucket copy's edges as k<guid>, in order.
 func bucketKeys(t *testing.T, b *Backup) string {
 	t.Helper()
-	l, _, _, err := b.bucketLedger(context.Background())
-	if err != nil || l == nil {
-		t.Fatalf("bucket ledger: %v", err)
+	j, err := b.listJournal(context.Background())
+	if err != nil {
+		t.Fatalf("list the bucket's ledger: %v", err)
 	}
 	var keys []string
-	for _, e := range l.Edges {
-		keys = append(keys, fmt.Sprintf("k%d", e.Target.GUID))
+	for _, ds := range slices.Sorted(maps.Keys(j.entries)) {
+		edges, _, err := b.readDataset(context.Background(), j, ds, nil, nil)
+		if err != nil {
+			t.Fatalf("bucket ledger of %s: %v", ds, err)
+		}
+		for _, e := range edges {
+			keys = append(keys, fmt.Sprintf("k%d", e.Target.GUID))
+		}
 	}
 	return strings.Join(keys, " ")
 }
@@ -80,7 +91,7 @@ func TestUnreadableBucketLedgerRefusesChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.SetRule(func(r *http.Request) testbed.Fault {
-		if testbed.IsLedger(r, http.MethodGet) {
+		if testbed.IsLedger(r, http.MethodGet) || testbed.IsLedgerList(r) {
 			return testbed.SlowDown
 		}
 		return testbed.Fault{}
@@ -144,9 +155,9 @@ func TestFirstWritesOfTwoMachinesDoNotOverwrite(t *testing.T) {
 	}
 }
 
-// TestUnchangedBucketLedgerIsNotFetched: when the bucket holds the copy
-// this machine wrote last, commands check its ETag and do not download it
-// (at 100,000 edges it is over 30 MB); a changed copy is still read.
+// TestUnchangedBucketLedgerIsNotFetched: when the bucket's journals end
+// with the entries this machine wrote last, commands see so in one LIST
+// and download no entry; another machine's entry is still read.
 func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
 	m := startMinIO(t)
 	proxy := testbed.StartProxy(t, m.Endpoint)
@@ -224,5 +235,217 @@ func TestFailedBucketWriteIsRepairedByTheNextCommand(t *testing.T) {
 	}
 	if got := bucketKeys(t, machine(t, m.Endpoint)); got != "k1 k2 k3" {
 		t.Errorf("bucket copy: %q", got)
+	}
+}
+
+// edgeIn is an edge of dataset ds into snapshot guid, from base (0: a full).
+func edgeIn(ds string, guid, base uint64) ledger.Edge {
+	t := ledger.Snapshot{Name: fmt.Sprintf("%s@s%d", ds, guid), GUID: guid}
+	e := ledger.Edge{Target: t, StreamBytes: 10, StoredBytes: 10, SHA256: fmt.Sprintf("%064x", guid), StorageClass: "STANDARD"}
+	if base != 0 {
+		b := ledger.Snapshot{Name: fmt.Sprintf("%s@s%d", ds, base), GUID: base}
+		e.Base = &b
+	}
+	e.Key = ledger.ObjectKey("", e.Target, e.Base)
+	return e
+}
+
+func add(ctx context.Context, b *Backup, e ledger.Edge) error {
+	return b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) { return true, l.Add(e) })
+}
+
+// legacyMachine is a machine whose state dir is the fixture's, written by
+// the release before the journal: its ledger and bucket-ledger.etag.
+func legacyMachine(t *testing.T, endpoint string) *Backup {
+	b := machine(t, endpoint)
+	if err := os.MkdirAll(b.store.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ledger.yaml", "bucket-ledger.etag"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "legacy", "state", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(b.store.Dir, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// TestMigrationFromTheWholeCopy starts from a bucket and state dirs as the
+// release before the journal left them (testdata/legacy, written by that
+// release's code): one ledger.yaml with every dataset's edges, and the
+// ETag file. Reading changes nothing; the first change writes a full entry
+// per dataset and replaces ledger.yaml with a stub that the previous
+// release refuses as a newer format; a new machine reads the journal; a
+// machine still on the old copy is refused, not overwritten.
+func TestMigrationFromTheWholeCopy(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a := legacyMachine(t, m.Endpoint)
+	stale := legacyMachine(t, m.Endpoint)
+	old, err := os.ReadFile("testdata/legacy/bucket-ledger.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	etag, err := a.S3.PutIf(ctx, LedgerKey(""), old, map[string]string{"zfs2s3-generation": "4"}, s3up.AnyVersion)
+	if want, _ := os.ReadFile("testdata/legacy/state/bucket-ledger.etag"); err != nil || etag != strings.TrimSpace(string(want)) {
+		t.Fatalf("the fixture's copy stored with ETag %q (%v), its state dir has %q", etag, err, want)
+	}
+	ledgerObjects := func() []string {
+		objs, err := a.S3.List(ctx, ledger.JournalDir(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, o := range objs {
+			keys = append(keys, o.Key)
+		}
+		return keys
+	}
+
+	if l, err := a.readLedger(ctx); err != nil || len(l.Edges) != 4 {
+		t.Fatalf("readLedger of the old copy = %v, %v", l, err)
+	}
+	if keys := ledgerObjects(); len(keys) != 1 {
+		t.Fatalf("reading wrote to the bucket: %v", keys)
+	}
+
+	if err := add(ctx, a, edgeIn("p/e", 5, 3)); err != nil {
+		t.Fatalf("the first change after the upgrade: %v", err)
+	}
+	want := []string{".zfs2s3/ledger.yaml", ".zfs2s3/ledger/p%2Fd%2Fchild/000000000001.json", ".zfs2s3/ledger/p%2Fd/000000000001.json", ".zfs2s3/ledger/p%2Fe/000000000001.json"}
+	if keys := ledgerObjects(); !slices.Equal(keys, want) {
+		t.Errorf("after the migration the bucket holds %v, want %v", keys, want)
+	}
+	stub, _, err := a.S3.ReadAll(ctx, LedgerKey(""), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.Parse(stub); !errors.Is(err, ledger.ErrNewerFormat) {
+		t.Errorf("the previous release's Parse reads the stub as %v, want a newer format it refuses", err)
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k4 k3 k5" {
+		t.Errorf("the journal holds %s, want every edge: k1 k2 k4 k3 k5", got)
+	}
+
+	if l, err := machine(t, m.Endpoint).readLedger(ctx); err != nil || len(l.Edges) != 5 {
+		t.Errorf("a new machine reads %v, %v; want 5 edges", l, err)
+	}
+	if err := add(ctx, stale, edgeIn("p/d", 6, 2)); err == nil || !strings.Contains(err.Error(), "changed by another machine") {
+		t.Errorf("a change by a machine still on the old copy: %v, want a refusal", err)
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k4 k3 k5" {
+		t.Errorf("after the stale machine's attempt the journal holds %s", got)
+	}
+
+	// The next change is a small delta of its dataset alone.
+	if err := add(ctx, a, edgeIn("p/d", 6, 2)); err != nil {
+		t.Fatal(err)
+	}
+	objs, _ := a.S3.List(ctx, ledger.JournalKey("", "p/d", 2))
+	if len(objs) != 1 || objs[0].Size > 1024 || len(ledgerObjects()) != 5 {
+		t.Errorf("the next change wrote %v; want one delta entry of p/d under 1 KB", objs)
+	}
+}
+
+// TestJournalCheckpoints: a dataset's deltas are folded into a new full
+// entry before there are checkpointEvery of them, the superseded entries
+// are deleted, and a new machine reads the same edges.
+func TestJournalCheckpoints(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a := machine(t, m.Endpoint)
+	for g := uint64(1); g <= 2*checkpointEvery; g++ {
+		base := g - 1
+		if err := add(ctx, a, edgeIn("p/d", g, base)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, err := a.S3.List(ctx, ledger.JournalDir("")+"ledger/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) == 0 || len(objs) > checkpointEvery {
+		t.Errorf("the journal holds %d entries after %d changes, want at most %d", len(objs), 2*checkpointEvery, checkpointEvery)
+	}
+	if l, err := machine(t, m.Endpoint).readLedger(ctx); err != nil || ledger.Digest(l.Edges) != ledger.Digest(a.j.base["p/d"]) || len(l.Edges) != 2*checkpointEvery {
+		t.Errorf("a new machine reads %d edges (%v)", len(l.Edges), err)
+	}
+}
+
+// TestRepairLeavesOtherMachinesJournalsAlone: a read-only command that
+// repairs this machine's failed write of one dataset never writes over
+// another dataset's journal that another machine changed.
+func TestRepairLeavesOtherMachinesJournalsAlone(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	for _, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/e", 3, 0)} {
+		if err := add(ctx, a, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(ctx, b, edgeIn("p/d", 2, 1)); err != nil { // b adopts the bucket's, then changes p/d
+		t.Fatal(err)
+	}
+	// a's change of p/e reached its local ledger only.
+	l, err := a.store.Load("bkt", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Generation++
+	if err := l.Add(edgeIn("p/e", 5, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Save(l); err != nil {
+		t.Fatal(err)
+	}
+	shown, err := a.readLedger(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shown.Edges) != 4 {
+		t.Errorf("status shows %d edges, want b's k2 and a's own k5 too", len(shown.Edges))
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k3 k5" {
+		t.Errorf("the bucket's journals hold %s, want b's p/d (k1 k2) kept and a's p/e repaired (k3 k5)", got)
+	}
+	if err := add(ctx, a, edgeIn("p/e", 6, 5)); err == nil || !strings.Contains(err.Error(), "changed by another machine") {
+		t.Errorf("a's next change: %v, want a refusal naming p/d's journal", err)
+	}
+}
+
+// TestSupersededEntriesThatCannotBeDeleted: a host whose credentials
+// cannot delete leaves the entries a full entry superseded; readers take
+// the newest full and ignore them.
+func TestSupersededEntriesThatCannotBeDeleted(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodDelete {
+			return testbed.S3Error(http.StatusForbidden, "AccessDenied", "Access Denied.")
+		}
+		return testbed.Fault{}
+	})
+	ctx := context.Background()
+	a := machine(t, proxy.URL)
+	n := uint64(2*checkpointEvery + 3)
+	for g := uint64(1); g <= n; g++ {
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, err := a.S3.List(ctx, ledger.JournalDir("")+"ledger/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != int(n) {
+		t.Errorf("the journal holds %d entries, want all %d kept", len(objs), n)
+	}
+	l, err := machine(t, m.Endpoint).readLedger(ctx)
+	if err != nil || len(l.Edges) != int(n) || ledger.Digest(l.Edges) != ledger.Digest(a.j.base["p/d"]) {
+		t.Errorf("a new machine reads %d edges (%v), want %d", len(l.Edges), err, n)
 	}
 }

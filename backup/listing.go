@@ -4,12 +4,15 @@ import (
 	"context"
 	"strings"
 
+	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 )
 
 // A bucket may hold several zfs2s3 trees: hosts under their own prefixes,
 // possibly nested in ours (prefix "" and another host's "host2/"). A tree
-// is marked by its ledger copy, PREFIX/.zfs2s3/ledger.yaml. What lies in
+// is marked by its ledger, PREFIX.zfs2s3/ledger.yaml (the stub, or the
+// whole copy of before the journal) and PREFIX.zfs2s3/ledger/…, the
+// journals, which are also ours and no object to list. What lies in
 // another tree is that tree's business: never ours to list as unknown,
 // adopt in a rebuild, or delete.
 
@@ -22,7 +25,7 @@ func (b *Backup) listObjects(ctx context.Context) (own []s3up.ObjectInfo, others
 	}
 	others = b.otherTrees(objs)
 	for _, o := range objs {
-		if !inTree(o.Key, others) {
+		if !inTree(o.Key, others) && !b.journalKnown(o.Key) {
 			own = append(own, o)
 		}
 	}
@@ -47,10 +50,18 @@ func (b *Backup) listUploads(ctx context.Context, others []string) ([]s3up.Pendi
 
 // otherTrees returns the prefixes of the other zfs2s3 trees among objs.
 func (b *Backup) otherTrees(objs []s3up.ObjectInfo) []string {
-	ours := LedgerKey(b.Opt.Prefix)
+	ours := ledger.JournalDir(b.Opt.Prefix)
+	seen := map[string]bool{}
 	var others []string
 	for _, o := range objs {
-		if p, ok := strings.CutSuffix(o.Key, ledgerSuffix); ok && o.Key != ours && (p == "" || strings.HasSuffix(p, "/")) {
+		p, ok := strings.CutSuffix(o.Key, ledgerSuffix)
+		if !ok {
+			if i := strings.Index(o.Key, ".zfs2s3/ledger/"); i >= 0 {
+				p, ok = o.Key[:i], true
+			}
+		}
+		if ok && p+".zfs2s3/" != ours && (p == "" || strings.HasSuffix(p, "/")) && !seen[p] {
+			seen[p] = true
 			others = append(others, p)
 		}
 	}

@@ -31,16 +31,16 @@ func (b *Backup) writeManifest(ctx context.Context, e ledger.Edge) error {
 	if err != nil {
 		return err
 	}
-	return b.putNew(ctx, s3up.ManifestKey(e.Key), data)
+	return b.putCreateOnly(ctx, s3up.ManifestKey(e.Key), data)
 }
 
-// putNew stores a small object that is only ever created, never changed
+// putCreateOnly stores a small object that is only ever created, never changed
 // (a manifest): with If-None-Match: *, which a backup host's policy on AWS
 // demands (zfs2s3 policy host). An object already there with the same
 // bytes is the one an earlier attempt wrote. One with other bytes, or a
 // store without conditional writes, gets a plain write, as before:
 // credentials that may overwrite do, a host's get AccessDenied.
-func (b *Backup) putNew(ctx context.Context, key string, data []byte) error {
+func (b *Backup) putCreateOnly(ctx context.Context, key string, data []byte) error {
 	if !b.S3.Caps().NoConditionalWrites {
 		_, err := b.S3.PutIf(ctx, key, data, nil, "")
 		switch {

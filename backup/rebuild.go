@@ -39,7 +39,11 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	for _, o := range objs {
 		r.sizes[o.Key] = o.Size
 	}
-	gen, err := r.readLedgers(ctx)
+	j, err := b.listJournal(ctx)
+	if err != nil {
+		return err
+	}
+	gen, err := r.readLedgers(ctx, j)
 	if err != nil {
 		return err
 	}
@@ -91,7 +95,12 @@ func (b *Backup) Rebuild(ctx context.Context) error {
 	for _, e := range l.Unrestorable() {
 		b.Out("warning: %s has no restorable chain in the bucket", e)
 	}
-	b.remoteETag = s3up.AnyVersion // rebuilding is the explicit override
+	// Rebuilding is the explicit override: a full entry for every dataset
+	// the bucket or the rebuilt ledger has, and the stub.
+	j.state = b.readJournalState()
+	j.needStub = true
+	b.j, b.rebuilding = j, true
+	defer func() { b.rebuilding = false }()
 	if err := b.saveLedger(ctx, l); err != nil {
 		return err
 	}
@@ -108,10 +117,11 @@ type rebuild struct {
 	taken map[string]bool // keys of the edges taken
 }
 
-// readLedgers reads both ledger copies for what survives a rebuild: the
-// local edges and the highest generation. A bucket copy in a newer format
-// stops the rebuild, which would overwrite it.
-func (r *rebuild) readLedgers(ctx context.Context) (uint64, error) {
+// readLedgers reads both ledgers for what survives a rebuild: the local
+// edges and the highest generation. A bucket copy or journal entry in a
+// newer format stops the rebuild, which would overwrite it; damaged ones
+// are what a rebuild replaces.
+func (r *rebuild) readLedgers(ctx context.Context, j *journal) (uint64, error) {
 	b := r.b
 	var gen uint64
 	local, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
@@ -125,12 +135,22 @@ func (r *rebuild) readLedgers(ctx context.Context) (uint64, error) {
 	}
 	remote, _, _, err := b.bucketLedger(ctx)
 	switch {
+	case errors.Is(err, ledger.ErrStub):
 	case errors.Is(err, ledger.ErrNewerFormat):
 		return 0, fmt.Errorf("%w; a rebuild by this zfs2s3 would overwrite it", err)
 	case err == nil && remote != nil:
 		gen = max(gen, remote.Generation)
 	case err != nil && !errors.Is(err, ledger.ErrDamaged):
 		return 0, err
+	}
+	for ds := range j.entries {
+		_, _, err := b.readDataset(ctx, j, ds, nil, nil)
+		switch {
+		case errors.Is(err, ledger.ErrNewerFormat):
+			return 0, fmt.Errorf("%w; a rebuild by this zfs2s3 would overwrite it", err)
+		case err != nil && !errors.Is(err, ledger.ErrDamaged):
+			return 0, err
+		}
 	}
 	return gen, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -149,14 +150,17 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 		// into the state dir, no repair of a lagging copy in the bucket.
 		b.readOnly = true
 	}
-	for _, d := range datasets {
-		ok, err := b.ZFS.Exists(ctx, d.Name)
-		if err != nil {
-			return rep, fmt.Errorf("check dataset %s: %w", d.Name, err)
-		}
-		if !ok {
-			return rep, cfg.Errorf(d.Line, "datasets."+d.Name, "dataset %s does not exist (check it with: zfs list %s)", d.Name, d.Name)
-		}
+	names := make([]string, len(datasets))
+	for i, d := range datasets {
+		names[i] = d.Name
+	}
+	missing, err := b.ZFS.Missing(ctx, names)
+	if err != nil {
+		return rep, fmt.Errorf("check the configured datasets: %w", err)
+	}
+	if len(missing) > 0 {
+		d := datasets[indexOf(datasets, missing[0])]
+		return rep, cfg.Errorf(d.Line, "datasets."+d.Name, "dataset %s does not exist (check it with: zfs list %s)", d.Name, d.Name)
 	}
 	var failed []string
 	for _, d := range datasets {
@@ -260,6 +264,46 @@ func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOpt
 	return reps
 }
 
+// runLedger is the ledger a run plans from: read once, and again only when
+// it changed, by this run's own saves or on disk (another zfs2s3 on this
+// machine). Read and checked per dataset, a ledger of 200 datasets with
+// 100 edges each took seconds per run; the bucket's journals are checked
+// again anyway by every change (withLedger), which refuses another
+// machine's changes.
+type runLedger struct {
+	byDataset map[string][]ledger.Edge
+	broken    map[ledger.ID]bool
+	saves     int
+	file      os.FileInfo // the local ledger file when it was read; nil if none
+}
+
+// planLedger returns the ledger to plan the next dataset from.
+func (b *Backup) planLedger(ctx context.Context) (*runLedger, error) {
+	fi, _ := os.Lstat(b.store.Path())
+	if c := b.runCache; c != nil && c.saves == b.saves && sameFileVersion(c.file, fi) {
+		return c, nil
+	}
+	l, err := b.readLedger(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rl := &runLedger{byDataset: ledger.ByDataset(l.Edges), broken: map[ledger.ID]bool{}, saves: b.saves, file: fi}
+	for _, be := range l.Broken(nil) {
+		rl.broken[be.Edge.ID()] = true
+	}
+	b.runCache = rl
+	return rl, nil
+}
+
+// sameFileVersion reports whether a and b are the same version of a file
+// that is replaced by rename when written: same inode, size and time.
+func sameFileVersion(a, b os.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
 // runDataset uploads what is due for one dataset, after its pending
 // uploads, recording what it did in dr. In a dry run, virtual is the
 // snapshot create would take, planned like one that exists; the GUIDs of
@@ -272,11 +316,11 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 	if err != nil {
 		return nil, err
 	}
-	l, err := b.readLedger(ctx)
+	rl, err := b.planLedger(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sel, fullTimes := planInput(d, snaps, l)
+	sel, fullTimes := planInput(d, snaps, rl.byDataset[d.Name], rl.broken)
 	if virtual != nil {
 		if _, short, _ := strings.Cut(virtual.Name, "@"); d.Selects(short) {
 			sel = append(sel, *virtual)
@@ -385,14 +429,10 @@ func (b *Backup) uploaded(start time.Time) UploadedEdge {
 // and marks those the ledger stores restorably (by GUID, edges being
 // removed not counted). fullTimes are the times of stored fulls whose
 // snapshots are gone locally, readable only from names (time_format).
-func planInput(d config.Dataset, snaps []zfs.Snapshot, l *ledger.Ledger) (sel []plan.Snapshot, fullTimes []time.Time) {
-	broken := map[ledger.ID]bool{}
-	for _, be := range l.Broken(nil) {
-		broken[be.Edge.ID()] = true
-	}
+func planInput(d config.Dataset, snaps []zfs.Snapshot, edges []ledger.Edge, broken map[ledger.ID]bool) (sel []plan.Snapshot, fullTimes []time.Time) {
 	stored, full := map[uint64]bool{}, map[uint64]bool{}
 	var fulls []ledger.Edge
-	for _, e := range l.Edges {
+	for _, e := range edges {
 		if e.Removing || broken[e.ID()] || e.Target.Dataset() != d.Name {
 			continue
 		}

@@ -233,6 +233,9 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 		return "", fmt.Errorf("put s3 key %q: %w", key, ErrChanged)
 	}
 	c.learn(func(c *Caps) *bool { return &c.NoConditionalWrites }, "conditional writes of an unchanged object get 412")
+	if ifMatch == "" {
+		return "", fmt.Errorf("put s3 key %q: %w (it answered 412 to If-None-Match: * where there is no object)", key, ErrNoConditionalWrites)
+	}
 	return "", fmt.Errorf("put s3 key %q: %w (it answered 412 to If-Match on the object's current ETag, quoted and unquoted)", key, ErrNoConditionalWrites)
 }
 
@@ -367,6 +370,7 @@ func (c *Client) listParts(ctx context.Context, key, id string) (map[int32]types
 type ObjectInfo struct {
 	Key  string
 	Size int64
+	ETag string // unquoted
 }
 
 // List returns every object under prefix.
@@ -379,7 +383,7 @@ func (c *Client) List(ctx context.Context, prefix string) ([]ObjectInfo, error) 
 			return nil, wrap("list", prefix, err)
 		}
 		for _, o := range page.Contents {
-			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size)})
+			objs = append(objs, ObjectInfo{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: etagOf(o.ETag)})
 		}
 	}
 	return objs, nil

@@ -14,34 +14,33 @@ import (
 )
 
 // Snapshots lists the snapshots of one dataset (not of its children),
-// oldest first. A dataset that does not exist is ErrNotExist.
+// oldest first. A dataset that does not exist is ErrNotExist. It is one
+// zfs get of depth 1 (the dataset, its snapshots and its children), not a
+// list and a get per snapshot: a backup run calls it for every dataset.
 func (r Runner) Snapshots(ctx context.Context, dataset string) ([]Snapshot, error) {
-	if _, err := r.get(ctx, dataset, "type"); err != nil {
-		return nil, err
-	}
-	out, err := r.output(ctx, "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset)
+	out, err := r.output(ctx, "get", "-H", "-p", "-o", "name,property,value", "type,guid,createtxg,creation", "-d", "1", dataset)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for _, n := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.HasPrefix(n, dataset+"@") {
-			names = append(names, n)
-		}
-	}
-	if len(names) == 0 {
-		return nil, nil
-	}
-	args := append([]string{"get", "-H", "-p", "-o", "name,property,value", "guid,createtxg,creation"}, names...)
-	out, err = r.output(ctx, args...)
-	if err != nil {
-		return nil, err
-	}
+	return parseSnapshots(out, dataset)
+}
+
+// parseSnapshots picks dataset's snapshots out of zfs get's lines of
+// name, property and value.
+func parseSnapshots(out []byte, dataset string) ([]Snapshot, error) {
 	byName := map[string]*Snapshot{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	found := false
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		f := strings.Split(line, "\t")
 		if len(f) != 3 {
 			continue
+		}
+		if f[0] == dataset {
+			found = true
+			continue
+		}
+		if !strings.HasPrefix(f[0], dataset+"@") {
+			continue // a child dataset
 		}
 		s := byName[f[0]]
 		if s == nil {
@@ -58,12 +57,46 @@ func (r Runner) Snapshots(ctx context.Context, dataset string) ([]Snapshot, erro
 			s.Creation = time.Unix(int64(n), 0).UTC()
 		}
 	}
+	if !found {
+		return nil, fmt.Errorf("zfs get %s: no such dataset in its output: %w", dataset, ErrNotExist)
+	}
+	if len(byName) == 0 {
+		return nil, nil
+	}
 	snaps := make([]Snapshot, 0, len(byName))
 	for _, s := range byName {
 		snaps = append(snaps, *s)
 	}
 	sort.Slice(snaps, func(i, j int) bool { return snaps[i].CreateTXG < snaps[j].CreateTXG })
 	return snaps, nil
+}
+
+// Missing returns those of datasets that do not exist, in one zfs get:
+// a backup run checks every configured dataset before it starts.
+func (r Runner) Missing(ctx context.Context, datasets []string) ([]string, error) {
+	if len(datasets) == 0 {
+		return nil, nil
+	}
+	out, err := r.output(ctx, append([]string{"get", "-H", "-p", "-o", "name,property,value", "type"}, datasets...)...)
+	if err != nil && !errors.Is(err, ErrNotExist) {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, _, ok := strings.Cut(line, "\t"); ok {
+			seen[name] = true
+		}
+	}
+	var missing []string
+	for _, d := range datasets {
+		if !seen[d] {
+			missing = append(missing, d)
+		}
+	}
+	if err != nil && len(missing) == 0 {
+		return nil, err // it said "does not exist" of something else
+	}
+	return missing, nil
 }
 
 // Exists reports whether a dataset exists.

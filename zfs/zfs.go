@@ -71,13 +71,14 @@ func (r Runner) cmd() string {
 	return r.Cmd
 }
 
-// output runs zfs with args and returns its stdout.
+// output runs zfs with args and returns its stdout, also when it failed
+// (zfs get of several datasets prints those that exist).
 func (r Runner) output(ctx context.Context, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	c := exec.CommandContext(ctx, r.cmd(), args...)
 	c.Stdout, c.Stderr = &stdout, &stderr
 	if err := c.Run(); err != nil {
-		return nil, &Error{Args: args, Stderr: stderr.String(), Err: classify(stderr.String(), err)}
+		return stdout.Bytes(), &Error{Args: args, Stderr: stderr.String(), Err: classify(stderr.String(), err)}
 	}
 	return stdout.Bytes(), nil
 }

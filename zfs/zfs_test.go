@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -145,5 +146,29 @@ func TestCreateSnapshotArgs(t *testing.T) {
 	// A name zfs would read as an option never reaches it.
 	if err := (Runner{Cmd: "/nonexistent/zfs"}).CreateSnapshot(context.Background(), "-r@x", false); err == nil || !strings.Contains(err.Error(), "not a snapshot name") {
 		t.Errorf("CreateSnapshot(-r@x) = %v", err)
+	}
+}
+
+// TestParseSnapshots: of zfs get -d 1's lines, only the dataset's own
+// snapshots count, oldest (by createtxg) first; the dataset itself must
+// be there, else it does not exist.
+func TestParseSnapshots(t *testing.T) {
+	out := "tank/a b\ttype\tfilesystem\ntank/a b\tguid\t9\n" +
+		"tank/a b@y\ttype\tsnapshot\ntank/a b@y\tguid\t2\ntank/a b@y\tcreatetxg\t20\ntank/a b@y\tcreation\t1700000000\n" +
+		"tank/a b/child\ttype\tfilesystem\ntank/a b/child\tguid\t7\n" +
+		"tank/a b@x\ttype\tsnapshot\ntank/a b@x\tguid\t1\ntank/a b@x\tcreatetxg\t10\ntank/a b@x\tcreation\t1600000000\n"
+	got, err := parseSnapshots([]byte(out), "tank/a b")
+	want := []Snapshot{
+		{Name: "tank/a b@x", GUID: 1, CreateTXG: 10, Creation: time.Unix(1600000000, 0).UTC()},
+		{Name: "tank/a b@y", GUID: 2, CreateTXG: 20, Creation: time.Unix(1700000000, 0).UTC()},
+	}
+	if d := cmp.Diff(want, got); d != "" || err != nil {
+		t.Errorf("parseSnapshots (-want +got, err %v):\n%s", err, d)
+	}
+	if got, err := parseSnapshots([]byte("tank/a\ttype\tfilesystem\n"), "tank/a"); err != nil || got != nil {
+		t.Errorf("a dataset without snapshots: %v, %v", got, err)
+	}
+	if _, err := parseSnapshots([]byte("tank/a b/child\ttype\tfilesystem\n"), "tank/a b"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("output without the dataset: %v, want ErrNotExist", err)
 	}
 }

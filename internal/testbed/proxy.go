@@ -285,9 +285,15 @@ func (p *Proxy) Close() {
 	}
 }
 
-// IsLedger reports whether r, with method, is for zfs2s3's ledger copy.
+// IsLedger reports whether r, with method, is for an object of zfs2s3's
+// ledger in the bucket: a journal entry or ledger.yaml.
 func IsLedger(r *http.Request, method string) bool {
-	return r.Method == method && strings.HasSuffix(r.URL.Path, "/ledger.yaml")
+	return r.Method == method && (strings.HasSuffix(r.URL.Path, "/ledger.yaml") || strings.Contains(r.URL.Path, ".zfs2s3/ledger/"))
+}
+
+// IsLedgerList reports whether r lists the ledger's journals.
+func IsLedgerList(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.URL.Query().Get("list-type") == "2" && strings.HasSuffix(r.URL.Query().Get("prefix"), ".zfs2s3/")
 }
 
 // IsUploadPart reports whether r is an UploadPart request.
