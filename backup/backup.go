@@ -86,6 +86,10 @@ type Backup struct {
 	// run's ledger, valid while saves is unchanged.
 	saves    int
 	runCache *runLedger
+	// runSnaps are the local snapshots of a backup run's datasets, listed
+	// in one zfs get when it began; each is used once, and dropped when
+	// the run takes a snapshot of the dataset.
+	runSnaps map[string][]zfs.Snapshot
 	// rebuilding makes the next write a full entry for every dataset.
 	rebuilding bool
 	// etagWarned is set once a warning said the ETag file is unusable.

@@ -154,9 +154,13 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 	for i, d := range datasets {
 		names[i] = d.Name
 	}
-	missing, err := b.ZFS.Missing(ctx, names)
+	snaps, missing, err := b.ZFS.SnapshotsOf(ctx, names)
 	if err != nil {
 		return rep, fmt.Errorf("check the configured datasets: %w", err)
+	}
+	b.runSnaps = map[string][]zfs.Snapshot{}
+	for _, n := range names {
+		b.runSnaps[n] = snaps[n]
 	}
 	if len(missing) > 0 {
 		d := datasets[indexOf(datasets, missing[0])]
@@ -219,6 +223,9 @@ func (b *Backup) runConfigured(ctx context.Context, d config.Dataset, opt RunOpt
 	var created *plan.Snapshot // the snapshot taken (or, in a dry run, the one that would be)
 	if d.Create != "" && ctx.Err() == nil {
 		now := time.Now()
+		for _, m := range members {
+			delete(b.runSnaps, m.Name) // listed before the snapshot
+		}
 		short, err := b.takeSnapshot(ctx, d, members, now, opt, &reps[0])
 		took(&reps[0], now)
 		if err != nil {
@@ -309,7 +316,11 @@ func sameFileVersion(a, b os.FileInfo) bool {
 // snapshot create would take, planned like one that exists; the GUIDs of
 // the targets a dry run plans are returned, which it counts as stored.
 func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOptions, pendingTargets map[uint64]bool, virtual *plan.Snapshot, dr *DatasetReport) (planned map[uint64]bool, err error) {
-	snaps, err := b.ZFS.Snapshots(ctx, d.Name)
+	snaps, listed := b.runSnaps[d.Name] // listed with the others when the run began
+	delete(b.runSnaps, d.Name)
+	if !listed {
+		snaps, err = b.ZFS.Snapshots(ctx, d.Name)
+	}
 	if errors.Is(err, zfs.ErrNotExist) {
 		return nil, fmt.Errorf("dataset %s does not exist any more: %w", d.Name, err)
 	}

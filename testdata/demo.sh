@@ -122,7 +122,7 @@ step "The bucket's ledger copy is lost too: rebuild it from the manifests"
 listing=$(s3 "http://127.0.0.1:$port/backups?list-type=2&prefix=.zfs2s3%2F")
 for key in $(grep -o '<Key>[^<]*</Key>' <<<"$listing" | sed 's/<[^>]*>//g'); do
   echo "\$ curl -X DELETE .../backups/$key"
-  s3 -X DELETE "http://127.0.0.1:$port/backups/$key"
+  s3 -X DELETE "http://127.0.0.1:$port/backups/${key//%/%25}"   # a literal % in a key is %25 in its URL
 done
 export ZFS2S3_STATE_DIR=$work/third-machine
 show "$ZFS2S3" ledger rebuild

@@ -28,24 +28,58 @@ func (r Runner) Snapshots(ctx context.Context, dataset string) ([]Snapshot, erro
 // parseSnapshots picks dataset's snapshots out of zfs get's lines of
 // name, property and value.
 func parseSnapshots(out []byte, dataset string) ([]Snapshot, error) {
+	snaps, found := groupSnapshots(out)
+	if !found[dataset] {
+		return nil, fmt.Errorf("zfs get %s: no such dataset in its output: %w", dataset, ErrNotExist)
+	}
+	return snaps[dataset], nil
+}
+
+// SnapshotsOf returns the snapshots of each of datasets, oldest first, in
+// one zfs get, and those of datasets that do not exist: a backup run over
+// hundreds of datasets starts one zfs process, not one per dataset.
+func (r Runner) SnapshotsOf(ctx context.Context, datasets []string) (snaps map[string][]Snapshot, missing []string, err error) {
+	if len(datasets) == 0 {
+		return map[string][]Snapshot{}, nil, nil
+	}
+	args := append([]string{"get", "-H", "-p", "-o", "name,property,value", "type,guid,createtxg,creation", "-d", "1"}, datasets...)
+	out, err := r.output(ctx, args...)
+	if err != nil && !errors.Is(err, ErrNotExist) {
+		return nil, nil, err
+	}
+	snaps, found := groupSnapshots(out)
+	for _, d := range datasets {
+		if !found[d] {
+			missing = append(missing, d)
+		}
+	}
+	if err != nil && len(missing) == 0 {
+		return nil, nil, err // it said "does not exist" of something else
+	}
+	return snaps, missing, nil
+}
+
+// groupSnapshots reads zfs get's lines of name, property and value for
+// datasets and their snapshots in one pass: the snapshots by dataset,
+// oldest (by createtxg) first, and which datasets were listed.
+func groupSnapshots(out []byte) (map[string][]Snapshot, map[string]bool) {
+	found := map[string]bool{}
 	byName := map[string]*Snapshot{}
-	found := false
+	var order []string
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		f := strings.Split(line, "\t")
 		if len(f) != 3 {
 			continue
 		}
-		if f[0] == dataset {
-			found = true
+		if !strings.Contains(f[0], "@") {
+			found[f[0]] = true
 			continue
-		}
-		if !strings.HasPrefix(f[0], dataset+"@") {
-			continue // a child dataset
 		}
 		s := byName[f[0]]
 		if s == nil {
 			s = &Snapshot{Name: f[0]}
 			byName[f[0]] = s
+			order = append(order, f[0])
 		}
 		n, _ := strconv.ParseUint(f[2], 10, 64)
 		switch f[1] {
@@ -57,46 +91,15 @@ func parseSnapshots(out []byte, dataset string) ([]Snapshot, error) {
 			s.Creation = time.Unix(int64(n), 0).UTC()
 		}
 	}
-	if !found {
-		return nil, fmt.Errorf("zfs get %s: no such dataset in its output: %w", dataset, ErrNotExist)
+	snaps := map[string][]Snapshot{}
+	for _, name := range order {
+		s := byName[name]
+		snaps[s.Dataset()] = append(snaps[s.Dataset()], *s)
 	}
-	if len(byName) == 0 {
-		return nil, nil
+	for _, l := range snaps {
+		sort.Slice(l, func(i, j int) bool { return l[i].CreateTXG < l[j].CreateTXG })
 	}
-	snaps := make([]Snapshot, 0, len(byName))
-	for _, s := range byName {
-		snaps = append(snaps, *s)
-	}
-	sort.Slice(snaps, func(i, j int) bool { return snaps[i].CreateTXG < snaps[j].CreateTXG })
-	return snaps, nil
-}
-
-// Missing returns those of datasets that do not exist, in one zfs get:
-// a backup run checks every configured dataset before it starts.
-func (r Runner) Missing(ctx context.Context, datasets []string) ([]string, error) {
-	if len(datasets) == 0 {
-		return nil, nil
-	}
-	out, err := r.output(ctx, append([]string{"get", "-H", "-p", "-o", "name,property,value", "type"}, datasets...)...)
-	if err != nil && !errors.Is(err, ErrNotExist) {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	for _, line := range strings.Split(string(out), "\n") {
-		if name, _, ok := strings.Cut(line, "\t"); ok {
-			seen[name] = true
-		}
-	}
-	var missing []string
-	for _, d := range datasets {
-		if !seen[d] {
-			missing = append(missing, d)
-		}
-	}
-	if err != nil && len(missing) == 0 {
-		return nil, err // it said "does not exist" of something else
-	}
-	return missing, nil
+	return snaps, found
 }
 
 // Exists reports whether a dataset exists.

@@ -172,3 +172,26 @@ func TestParseSnapshots(t *testing.T) {
 		t.Errorf("output without the dataset: %v, want ErrNotExist", err)
 	}
 }
+
+// TestGroupSnapshots: one zfs get over several datasets gives each its own
+// snapshots, oldest first, and tells which datasets were listed, so that a
+// dataset zfs did not list is reported missing.
+func TestGroupSnapshots(t *testing.T) {
+	out := "tank/a\ttype\tfilesystem\ntank/a\tguid\t9\n" +
+		"tank/a@y\ttype\tsnapshot\ntank/a@y\tguid\t2\ntank/a@y\tcreatetxg\t20\ntank/a@y\tcreation\t1700000000\n" +
+		"tank/a/b\ttype\tfilesystem\n" +
+		"tank/a/b@z\ttype\tsnapshot\ntank/a/b@z\tguid\t3\ntank/a/b@z\tcreatetxg\t15\n" +
+		"tank/a@x\ttype\tsnapshot\ntank/a@x\tguid\t1\ntank/a@x\tcreatetxg\t10\n" +
+		"tank/c\ttype\tvolume\n"
+	snaps, found := groupSnapshots([]byte(out))
+	want := map[string][]Snapshot{
+		"tank/a":   {{Name: "tank/a@x", GUID: 1, CreateTXG: 10}, {Name: "tank/a@y", GUID: 2, CreateTXG: 20, Creation: time.Unix(1700000000, 0).UTC()}},
+		"tank/a/b": {{Name: "tank/a/b@z", GUID: 3, CreateTXG: 15}},
+	}
+	if d := cmp.Diff(want, snaps); d != "" {
+		t.Errorf("snapshots (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(map[string]bool{"tank/a": true, "tank/a/b": true, "tank/c": true}, found); d != "" {
+		t.Errorf("found (-want +got):\n%s", d)
+	}
+}

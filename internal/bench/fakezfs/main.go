@@ -1,6 +1,6 @@
-// Command fakezfs answers the zfs queries a backup run makes (zfs get type
-// of the configured datasets; zfs get type,guid,createtxg,creation -d 1 of
-// one) from a recorded listing, so that a run over hundreds of datasets
+// Command fakezfs answers the one zfs query a backup run with nothing new
+// makes (zfs get type,guid,createtxg,creation -d 1 of every configured
+// dataset) from a recorded listing, so that a run over hundreds of datasets
 // can be timed without a pool that large. Test-only: the scale benchmark
 // points backup's zfs.Runner.Cmd (zfs2s3's --zfs) at it.
 //
@@ -36,35 +36,25 @@ func main() {
 		}
 	}
 	switch {
-	case len(args) >= 7 && args[0] == "get" && args[5] == "type":
+	case len(args) >= 9 && args[0] == "get" && args[5] == "type,guid,createtxg,creation" && args[6] == "-d" && args[7] == "1":
 		want := map[string]bool{}
-		for _, n := range args[6:] {
+		for _, n := range args[8:] {
 			want[n] = true
 		}
-		seen := map[string]bool{}
-		each(func(n string) bool { return want[n] && !strings.Contains(n, "@") }, func(f []string) {
-			seen[f[0]] = true
-			fmt.Fprintf(w, "%s\ttype\tfilesystem\n", f[0])
-		})
-		for _, n := range args[6:] {
-			if !seen[n] {
-				w.Flush()
-				fail("cannot open '%s': dataset does not exist", n)
-			}
-		}
-	case len(args) == 9 && args[0] == "get" && args[5] == "type,guid,createtxg,creation" && args[6] == "-d" && args[7] == "1":
-		ds, found := args[8], false
-		each(func(n string) bool { return n == ds || strings.HasPrefix(n, ds+"@") }, func(f []string) {
+		found := map[string]bool{}
+		each(func(n string) bool { ds, _, _ := strings.Cut(n, "@"); return want[ds] }, func(f []string) {
 			typ := "snapshot"
-			if f[0] == ds {
-				typ, found = "filesystem", true
+			if !strings.Contains(f[0], "@") {
+				typ, found[f[0]] = "filesystem", true
 			}
 			n := f[0]
 			fmt.Fprintf(w, "%s\ttype\t%s\n%s\tguid\t%s\n%s\tcreatetxg\t%s\n%s\tcreation\t%s\n", n, typ, n, f[1], n, f[2], n, f[3])
 		})
-		if !found {
-			w.Flush()
-			fail("cannot open '%s': dataset does not exist", ds)
+		for _, n := range args[8:] {
+			if !found[n] {
+				w.Flush()
+				fail("cannot open '%s': dataset does not exist", n)
+			}
 		}
 	default:
 		fail("fakezfs: unsupported: zfs %s", strings.Join(args, " "))
