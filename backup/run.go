@@ -158,6 +158,11 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 			return rep, cfg.Errorf(d.Line, "datasets."+d.Name, "dataset %s does not exist (check it with: zfs list %s)", d.Name, d.Name)
 		}
 	}
+	if !opt.DryRun {
+		if err := b.checkLockBucket(ctx); err != nil {
+			return rep, err
+		}
+	}
 	var failed []string
 	for _, d := range datasets {
 		for _, dr := range b.runConfigured(ctx, d, opt) {
