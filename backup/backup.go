@@ -90,11 +90,12 @@ type Backup struct {
 	// credentials may delete, so a prune's removals ask only once.
 	deleteChecked bool
 	// lockChecked is set once the bucket was found to have object lock;
-	// mayLock caches whether its objects may be locked at all, and locks
-	// the retention of edges read so far, by key (backup/lock.go).
+	// mayLock caches whether its objects may be locked at all, locks the
+	// retention of edges read before removals and seen what verify's HEADs
+	// showed, by key (backup/lock.go).
 	lockChecked bool
 	mayLock     *bool
-	locks       map[string]s3up.Retention
+	locks, seen map[string]s3up.Retention
 }
 
 // New returns a Backup; out prints results.

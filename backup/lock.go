@@ -115,8 +115,9 @@ func (b *Backup) bucketMayLock(ctx context.Context) bool {
 	return *b.mayLock
 }
 
-// edgeRetention reads an edge's lock from the store: the longest retention
-// of its manifest and objects. An object that is missing is not locked.
+// edgeRetention reads an edge's lock from the store, before anything of it
+// is deleted: the longest retention of its manifest and objects. An object
+// that is missing is not locked.
 // Results are kept for the command: a retention can be extended, but a
 // lock that was seen never lifts before its date without the bypass
 // header zfs2s3 never sends.
@@ -126,18 +127,23 @@ func (b *Backup) edgeRetention(ctx context.Context, e ledger.Edge) (s3up.Retenti
 	}
 	var r s3up.Retention
 	if b.bucketMayLock(ctx) {
+		// GetObjectRetention rather than HEAD, which leaves the lock out
+		// for credentials that may not read it.
 		for _, key := range append([]string{s3up.ManifestKey(e.Key)}, e.Keys()...) {
-			obj, err := b.S3.Head(ctx, key)
+			o, err := b.S3.ObjectLock(ctx, key)
 			if errors.Is(err, s3up.ErrNotFound) {
 				continue
 			}
 			if err != nil {
 				return r, fmt.Errorf("read the object lock of %s: %w", e, err)
 			}
-			r = r.Later(obj.Retention)
+			r = r.Later(o)
 		}
 	}
-	b.noteRetention(e, r)
+	if b.locks == nil {
+		b.locks = map[string]s3up.Retention{}
+	}
+	b.locks[e.Key] = r
 	return r, nil
 }
 
@@ -209,17 +215,19 @@ func skipLocked(edges, remove []ledger.Edge, locked map[ledger.ID]s3up.Retention
 	return gone, kept
 }
 
-// noteRetention keeps the lock verify read from an edge's HEADs.
+// noteRetention keeps the lock verify read from an edge's HEADs. It is
+// kept apart from what removals go by: a HEAD leaves the lock out for
+// credentials that may not read it.
 func (b *Backup) noteRetention(e ledger.Edge, r s3up.Retention) {
-	if b.locks == nil {
-		b.locks = map[string]s3up.Retention{}
+	if b.seen == nil {
+		b.seen = map[string]s3up.Retention{}
 	}
-	b.locks[e.Key] = r
+	b.seen[e.Key] = r
 }
 
 // seenLock is the lock of e as its HEADs showed it, for verify's report.
 func (b *Backup) seenLock(e ledger.Edge) *EdgeLock {
-	return edgeLockOf(b.locks[e.Key], time.Now())
+	return edgeLockOf(b.seen[e.Key], time.Now())
 }
 
 // Note is the lock as verify's text output appends it to an edge's line:

@@ -159,3 +159,60 @@ func (c *Client) BucketLock(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrLockUnreadable means the credentials may not read an object's lock
+// (AccessDenied on GetObjectRetention or GetObjectLegalHold). HEAD would
+// not tell: Amazon S3 and MinIO leave the lock headers out of a HEAD for
+// such credentials, so a locked object would look unlocked and its DELETE
+// would only add a delete marker.
+var ErrLockUnreadable = errors.New("cannot read the object lock")
+
+// ObjectLock asks the store for an object's retention and legal hold,
+// which, unlike HEAD, fails when the credentials may not read them. An
+// object without either, a bucket without Object Lock and a store without
+// the API give the zero Retention; a missing object gives ErrNotFound.
+func (c *Client) ObjectLock(ctx context.Context, key string) (Retention, error) {
+	var r Retention
+	ret, err := c.s3.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: &c.bucket, Key: &key})
+	if err = c.lockErr("get the object retention of", key, err); err != nil {
+		return r, err
+	}
+	if ret != nil && ret.Retention != nil && ret.Retention.RetainUntilDate != nil {
+		r.Mode = retentionOf(&s3.HeadObjectOutput{ObjectLockMode: types.ObjectLockMode(ret.Retention.Mode), ObjectLockRetainUntilDate: ret.Retention.RetainUntilDate}).Mode
+		r.Until = ret.Retention.RetainUntilDate.UTC()
+	}
+	hold, err := c.s3.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: &c.bucket, Key: &key})
+	if err = c.lockErr("get the legal hold of", key, err); err != nil {
+		return r, err
+	}
+	r.LegalHold = hold != nil && hold.LegalHold != nil && hold.LegalHold.Status == types.ObjectLockLegalHoldStatusOn
+	return r, nil
+}
+
+// lockErr sorts an error of GetObjectRetention or GetObjectLegalHold: nil
+// when the object simply has no such lock, or the bucket or store none at
+// all.
+func (c *Client) lockErr(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if IsAccessDenied(err) {
+		return fmt.Errorf("%s s3 key %q: %w (AccessDenied): these credentials need s3:GetObjectRetention and s3:GetObjectLegalHold on a bucket with object lock (zfs2s3 policy prints them); nothing was changed", op, key, ErrLockUnreadable)
+	}
+	if isNotFound(err) {
+		return wrap(op, key, err)
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError", "InvalidRequest", "NotImplemented", "MethodNotAllowed":
+			return nil
+		}
+		var e *Error
+		if !errors.As(err, &e) || !errors.Is(e, ErrTransient) {
+			// A store that answers something else has no lock to read.
+			return nil
+		}
+	}
+	return wrap(op, key, err)
+}
