@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
+	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 )
 
@@ -256,4 +260,83 @@ func sortedCopy(s []string) []string {
 	c := slices.Clone(s)
 	slices.Sort(c)
 	return c
+}
+
+// TestObjectLockFleet: with the policies zfs2s3 policy prints, a backup
+// host stores locked objects, and the admin's prune, whose HEADs would not
+// show the lock without s3:GetObjectRetention, keeps the locked edge.
+func TestObjectLockFleet(t *testing.T) {
+	e := &fleetEnv{backupEnv: &backupEnv{env: newEnv(t, "lockfleet")}}
+	e.a = e.ds
+	e.bucket += "-locked"
+	e.createLockedBucket(e.bucket)
+	e.config = filepath.Join(t.TempDir(), "config.yaml")
+	e.writeConfig(fmt.Sprintf(`
+prefix: "fleet/{host}"
+host: web1
+defaults:
+  snapshots: "daily-*"
+  time_format: "daily-%%Y-%%m-%%d"
+datasets:
+  %q:
+    keep: {last: 1}
+`, e.a))
+	mc, err := testbed.NewMC(&bed.minio.S3, t.TempDir())
+	testbed.Require(t, "mc (MinIO's client, make deps installs it)", err)
+	for _, role := range []struct{ user, kind string }{{"web1", "host"}, {"fleetadmin", "admin"}} {
+		args := []string{"policy", role.kind, "--store", "minio"}
+		if role.kind == "host" {
+			args = []string{"policy", "host", "web1", "--store", "minio"}
+		}
+		r := e.runWith(nil, args...)
+		if r.code != 0 {
+			t.Fatalf("zfs2s3 %v: exit %d: %s", args, r.code, r.stderr)
+		}
+		if err := mc.AddUser(role.user+"-"+e.bucket, "secret-"+role.user, []byte(r.stdout)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.host = creds("web1-"+e.bucket, "secret-web1")
+	e.admin = creds("fleetadmin-"+e.bucket, "secret-fleetadmin")
+	day := func(d int) string { return fmt.Sprintf("%s@daily-2026-01-%02d", e.a, d) }
+
+	e.daily(e.a, 1)
+	if r := e.as(e.host, "backup", "--lock-days", "1"); r.code != 0 {
+		t.Fatalf("host: backup --lock-days 1: exit %d: %s", r.code, r.stderr)
+	}
+	e.daily(e.a, 2)
+	e.daily(e.a, 3)
+	if r := e.as(e.host, "backup"); r.code != 0 {
+		t.Fatalf("host: backup: exit %d: %s", r.code, r.stderr)
+	}
+	l, err := ledger.OpenStore(e.stateDir, e.bucket, fleetPrefix).Load(e.bucket, fleetPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	for _, ed := range l.Edges {
+		if ed.Target.Name == day(1) {
+			key = ed.Key
+		}
+	}
+	if h := e.head(key); h.ObjectLockMode != types.ObjectLockModeGovernance {
+		t.Fatalf("the host's locked upload %s has lock mode %q, want GOVERNANCE", key, h.ObjectLockMode)
+	}
+	if r := e.as(e.host, "verify"); r.code != 0 || !strings.Contains(r.stdout, "ok   "+day(1)+" (full) (locked until ") {
+		t.Errorf("host: verify: exit %d, the locked edge's line lacks its lock:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+
+	// The admin prunes from a machine of its own: keep last 1 keeps day 3
+	// (a bypass full of it, since this machine sees the pool) and would
+	// remove day 1 (full), which is locked.
+	r := e.as(append(e.admin, "ZFS2S3_STATE_DIR="+t.TempDir(), "ZFS2S3_HOST=web1"), "prune")
+	if r.code != 0 || !strings.Contains(r.stdout, "kept "+day(1)+" (full): locked until ") {
+		t.Fatalf("admin: prune: exit %d, want the locked edge kept\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if !slices.Contains(e.keys(), key) {
+		t.Errorf("the locked object %s is gone from the listing after the admin's prune", key)
+	}
+	if n := e.deleteMarkers(); n != 4 { // d1 -> d2 and d2 -> d3: object and manifest each
+		t.Errorf("%d delete markers after the admin's prune, want 4 (two edges' objects and manifests)", n)
+	}
 }
