@@ -132,7 +132,7 @@ func interruptedMessage(msg string) string {
 func exitCode(err error) int {
 	var ue usageErr
 	switch {
-	case errors.Is(err, ledger.ErrRefused):
+	case errors.Is(err, ledger.ErrRefused), errors.Is(err, backup.ErrLocked):
 		return exitRefused
 	case errors.Is(err, backup.ErrUsage), errors.As(err, &ue), errors.As(err, new(*config.Error)):
 		return exitUsage
@@ -161,6 +161,8 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "checksum", EnvVars: []string{"ZFS2S3_CHECKSUM"}, Value: "crc32c", Usage: "checksum S3 verifies on every part: crc32c, md5 (for Backblaze B2, Ceph) or none"},
 		&cli.StringFlag{Name: "conditional-writes", EnvVars: []string{"ZFS2S3_CONDITIONAL_WRITES"}, Value: "auto", Usage: "how the bucket's ledger copy is guarded: auto (If-Match) or off (compare generations; for stores without usable conditional writes)"},
 		&cli.IntFlag{Name: "concurrency", EnvVars: []string{"ZFS2S3_CONCURRENCY"}, Value: 4, Usage: "parts uploaded in parallel"},
+		&cli.IntFlag{Name: "lock-days", EnvVars: []string{"ZFS2S3_LOCK_DAYS"}, Usage: "store new stream objects and manifests with an S3 object lock of `N` days (the bucket must have been created with object lock; see Object Lock in README.md)"},
+		&cli.StringFlag{Name: "lock-mode", EnvVars: []string{"ZFS2S3_LOCK_MODE"}, Value: "governance", Usage: "object lock mode of --lock-days: governance or compliance"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
 		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress on stderr"},
@@ -401,7 +403,7 @@ func printVerify(w io.Writer, rep backup.VerifyReport, asJSON bool) error {
 	} else {
 		for _, c := range rep.Edges {
 			if len(c.Problems) == 0 {
-				fmt.Fprintf(w, "ok   %s\n", c.Edge)
+				fmt.Fprintf(w, "ok   %s%s\n", c.Edge, c.Lock.Note())
 			}
 			for _, p := range c.Problems {
 				fmt.Fprintf(w, "BAD  %s: %s\n", c.Edge, p)
@@ -661,15 +663,19 @@ func runConsolidate(c *cli.Context) error {
 
 // configKeys pairs each config.Global setting with its flag.
 func configKeys(g config.Global) []struct{ flag, key, value string } {
-	conc := ""
+	conc, lockDays := "", ""
 	if g.Concurrency != 0 {
 		conc = strconv.Itoa(g.Concurrency)
+	}
+	if g.LockDays != 0 {
+		lockDays = strconv.Itoa(g.LockDays)
 	}
 	return []struct{ flag, key, value string }{
 		{"bucket", "bucket", g.Bucket}, {"prefix", "prefix", g.Prefix}, {"endpoint", "endpoint", g.Endpoint},
 		{"region", "region", g.Region}, {"profile", "profile", g.Profile}, {"storage-class", "storage_class", g.StorageClass},
 		{"checksum", "checksum", g.Checksum}, {"part-size", "part_size", g.PartSize}, {"concurrency", "concurrency", conc},
 		{"state-dir", "state_dir", g.StateDir}, {"host", "host", g.Host},
+		{"lock-days", "lock_days", lockDays}, {"lock-mode", "lock_mode", g.LockMode},
 	}
 }
 
@@ -749,6 +755,13 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	if !slices.Contains(backup.ConditionalWriteModes, c.String("conditional-writes")) {
 		return nil, usageErr{fmt.Errorf("--conditional-writes %q: want one of %s", c.String("conditional-writes"), strings.Join(backup.ConditionalWriteModes, ", "))}
 	}
+	lock, err := s3up.CheckLock(c.Int("lock-days"), c.String("lock-mode"))
+	if err != nil {
+		return nil, usageErr{fmt.Errorf("--lock-days, --lock-mode: %w", err)}
+	}
+	if lock != nil && c.String("checksum") == "none" {
+		return nil, usageErr{errors.New("--lock-days with --checksum none: S3 requires a checksum on every write with object lock; use --checksum crc32c or md5")}
+	}
 	stateDir, err := defaultStateDir(c.String("state-dir"))
 	if err != nil {
 		return nil, err
@@ -760,7 +773,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	}
 	opt := backup.Options{StateDir: stateDir, Prefix: prefix, StorageClass: c.String("storage-class"),
 		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
-		ConditionalWrites: c.String("conditional-writes")}
+		ConditionalWrites: c.String("conditional-writes"), Lock: lock}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})

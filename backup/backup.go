@@ -46,6 +46,9 @@ type Options struct {
 	// stores without usable conditional writes: written unconditionally
 	// after comparing generations.
 	ConditionalWrites string
+	// Lock, when set, stores new stream objects and manifests with an
+	// object lock retention (--lock-days; backup/lock.go).
+	Lock *s3up.Lock
 }
 
 // ConditionalWriteModes are the values Options.ConditionalWrites takes.
@@ -100,6 +103,13 @@ type Backup struct {
 	// deleteChecked is set once checkCanDelete found that these
 	// credentials may delete, so a prune's removals ask only once.
 	deleteChecked bool
+	// lockChecked is set once the bucket was found to have object lock;
+	// mayLock caches whether its objects may be locked at all, locks the
+	// retention of edges read before removals and seen what verify's HEADs
+	// showed, by key (backup/lock.go).
+	lockChecked bool
+	mayLock     *bool
+	locks, seen map[string]s3up.Retention
 }
 
 // New returns a Backup; out prints results.

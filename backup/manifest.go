@@ -25,13 +25,19 @@ type manifest struct {
 // ledger.MaxSegments further objects takes about 1.5 MB.
 const maxManifestBytes = 4 << 20
 
-// writeManifest stores e's manifest.
+// writeManifest stores e's manifest, locked as --lock-days says.
 func (b *Backup) writeManifest(ctx context.Context, e ledger.Edge) error {
+	return b.writeManifestLocked(ctx, e, b.Opt.Lock)
+}
+
+// writeManifestLocked stores e's manifest with lock's retention (none when
+// nil): an upload's manifest is locked as its objects are.
+func (b *Backup) writeManifestLocked(ctx context.Context, e ledger.Edge, lock *s3up.Lock) error {
 	data, err := yaml.Marshal(manifest{Format: e.Format(), Edge: e})
 	if err != nil {
 		return err
 	}
-	return b.putCreateOnly(ctx, s3up.ManifestKey(e.Key), data)
+	return b.putCreateOnly(ctx, s3up.ManifestKey(e.Key), data, s3up.WithLock(lock)...)
 }
 
 // putCreateOnly stores a small object that is only ever created, never changed
@@ -40,9 +46,9 @@ func (b *Backup) writeManifest(ctx context.Context, e ledger.Edge) error {
 // bytes is the one an earlier attempt wrote. One with other bytes, or a
 // store without conditional writes, gets a plain write, as before:
 // credentials that may overwrite do, a host's get AccessDenied.
-func (b *Backup) putCreateOnly(ctx context.Context, key string, data []byte) error {
+func (b *Backup) putCreateOnly(ctx context.Context, key string, data []byte, opts ...s3up.PutOption) error {
 	if !b.S3.Caps().NoConditionalWrites {
-		_, err := b.S3.PutIf(ctx, key, data, nil, "")
+		_, err := b.S3.PutIf(ctx, key, data, nil, "", opts...)
 		switch {
 		case err == nil:
 			return nil
@@ -54,7 +60,8 @@ func (b *Backup) putCreateOnly(ctx context.Context, key string, data []byte) err
 			return err
 		}
 	}
-	return b.S3.Put(ctx, key, data, nil)
+	_, err := b.S3.PutIf(ctx, key, data, nil, s3up.AnyVersion, opts...)
+	return err
 }
 
 // readManifest reads the edge a manifest object records. A manifest is

@@ -40,8 +40,11 @@ type DatasetPruned struct {
 	// Removed are the edges removed, each with why it could go.
 	Removed []PrunedEdge `json:"removed"`
 	// Stay are snapshots no rule keeps that stay stored for a kept one.
-	Stay   []StayingSnapshot `json:"stay"`
-	Errors []string          `json:"errors"`
+	Stay []StayingSnapshot `json:"stay"`
+	// Locked are edges the plan would remove that stay for an object
+	// lock (backup/lock.go).
+	Locked []KeptEdge `json:"locked"`
+	Errors []string   `json:"errors"`
 	// Seconds is how long the dataset took, for the metrics file.
 	Seconds float64 `json:"seconds"`
 }
@@ -163,7 +166,7 @@ func storedBelow(l *ledger.Ledger, dataset string) []string {
 }
 
 func newDatasetPruned(name string) DatasetPruned {
-	return DatasetPruned{Dataset: name, Bypass: []string{}, Removed: []PrunedEdge{}, Stay: []StayingSnapshot{}, Errors: []string{}}
+	return DatasetPruned{Dataset: name, Bypass: []string{}, Removed: []PrunedEdge{}, Stay: []StayingSnapshot{}, Locked: []KeptEdge{}, Errors: []string{}}
 }
 
 // finishInterrupted completes removals an earlier run left marked as
@@ -353,7 +356,12 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 			remove = append(remove, e)
 		}
 	}
-	if len(p.Bypass) == 0 && len(remove) == 0 && len(p.Stay) == 0 {
+	locked, err := b.lockedRemovals(ctx, remove)
+	if err != nil {
+		return err
+	}
+	remove, kept := skipLocked(in.Edges, remove, locked, time.Now())
+	if len(p.Bypass) == 0 && len(remove) == 0 && len(p.Stay) == 0 && len(kept) == 0 {
 		b.Out("%s: nothing to prune", job.dataset)
 		return nil
 	}
@@ -366,6 +374,10 @@ func (b *Backup) carryOut(ctx context.Context, job pruneJob, opt PruneOptions, d
 		s := StayingSnapshot{Snapshot: snap[g].snap.Name, For: p.Stay[g].Name}
 		dr.Stay = append(dr.Stay, s)
 		b.Out("%s: %s stays: kept %s needs it and no bypass can be sent (a snapshot is gone locally)", job.dataset, s.Snapshot, s.For)
+	}
+	for _, k := range kept {
+		dr.Locked = append(dr.Locked, k)
+		b.Out("%s: kept %s: %s", job.dataset, k.Edge, k.Why)
 	}
 	for _, by := range p.Bypass {
 		target, base := snap[by.Target.GUID].local, ""

@@ -34,6 +34,12 @@ func (b *Backup) Remove(ctx context.Context, ref EdgeRef) error {
 		if err := l.CheckRemove(e.ID(), pendingEdges(ps)); err != nil {
 			return false, err
 		}
+		// On a bucket with object lock a delete of a locked object only
+		// hides it behind a delete marker: the edge would leave the ledger
+		// while its bytes stay. A locked edge is refused instead.
+		if err := b.refuseLocked(ctx, e); err != nil {
+			return false, err
+		}
 		l.MarkRemoving(e.ID())
 		if err := b.saveLedger(ctx, l); err != nil {
 			return false, err

@@ -166,6 +166,11 @@ func (b *Backup) Run(ctx context.Context, cfg *config.Config, datasets []config.
 		d := datasets[indexOf(datasets, missing[0])]
 		return rep, cfg.Errorf(d.Line, "datasets."+d.Name, "dataset %s does not exist (check it with: zfs list %s)", d.Name, d.Name)
 	}
+	if !opt.DryRun {
+		if err := b.checkLockBucket(ctx); err != nil {
+			return rep, err
+		}
+	}
 	var failed []string
 	for _, d := range datasets {
 		for _, dr := range b.runConfigured(ctx, d, opt) {

@@ -17,6 +17,9 @@ import (
 
 // Upload stores "zfs send [-i base] target" as a new edge.
 func (b *Backup) Upload(ctx context.Context, target, base string) error {
+	if err := b.checkLockBucket(ctx); err != nil {
+		return err
+	}
 	edge, err := b.liveEdge(ctx, target, base)
 	if err != nil {
 		return err
@@ -100,7 +103,7 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 	}
 	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate,
 		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, Checksum: b.Opt.Checksum, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge),
-			PartsPerObject: b.Opt.PartsPerObject}}
+			PartsPerObject: b.Opt.PartsPerObject, Lock: b.Opt.Lock}}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
 			return false, err
@@ -280,7 +283,7 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
 	// A refused manifest never discards the stored stream: the upload stays
 	// pending, and resume_upload writes the manifest once the cause is fixed.
-	if err := b.writeManifest(ctx, e); err != nil {
+	if err := b.writeManifestLocked(ctx, e, p.Upload.Lock); err != nil {
 		return fmt.Errorf("upload of %s: write manifest: %w; run zfs2s3 resume_upload to finish", e, err)
 	}
 	err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {

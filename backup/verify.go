@@ -26,6 +26,8 @@ type EdgeCheck struct {
 	Edge     string   `json:"edge"`
 	Key      string   `json:"key"`
 	Problems []string `json:"problems"` // empty when intact
+	// Lock is the edge's object lock, if any (backup/lock.go).
+	Lock *EdgeLock `json:"lock,omitempty"`
 }
 
 // Verify checks every edge of the ledger (of one dataset, when given)
@@ -59,7 +61,7 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 		case objectsDamaged:
 			missing[e.ID()], damaged[e.ID()] = true, true
 		}
-		rep.Edges = append(rep.Edges, EdgeCheck{Edge: e.String(), Key: e.Key, Problems: problems})
+		rep.Edges = append(rep.Edges, EdgeCheck{Edge: e.String(), Key: e.Key, Problems: problems, Lock: b.seenLock(e)})
 		ids = append(ids, e.ID())
 	}
 	// An edge whose chain needs a missing or damaged object cannot be
@@ -91,6 +93,8 @@ const (
 // are intact, missing (or unreadable) or damaged.
 func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) (problems []string, objects string) {
 	problems = []string{} // JSON "problems": [] when intact, as README shows
+	var lock s3up.Retention
+	defer func() { b.noteRetention(e, lock) }()
 	if e.Removing {
 		problems = append(problems, "its removal is unfinished; run zfs2s3 remove again")
 	}
@@ -111,13 +115,16 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) (p
 			problems = append(problems, fmt.Sprintf("object %s has %d bytes, the ledger recorded %d", o.Key, obj.Size, o.Bytes))
 			objects = cmp.Or(objects, objectsDamaged)
 		}
+		lock = lock.Later(obj.Retention)
 		if g := obj.Metadata["zfs2s3-target-guid"]; g != strconv.FormatUint(e.Target.GUID, 10) {
 			// Restore checks the data, not the metadata: the chain holds.
 			problems = append(problems, fmt.Sprintf("object %s metadata names target guid %q, the ledger %d", o.Key, g, e.Target.GUID))
 		}
 	}
-	if _, err := b.S3.Head(ctx, s3up.ManifestKey(e.Key)); err != nil {
+	if m, err := b.S3.Head(ctx, s3up.ManifestKey(e.Key)); err != nil {
 		problems = append(problems, "manifest missing: "+err.Error())
+	} else {
+		lock = lock.Later(m.Retention)
 	}
 	if readData && len(problems) == 0 {
 		body := b.S3.OpenObjects(ctx, e.Objects(), 1)

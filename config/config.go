@@ -63,6 +63,11 @@ type Global struct {
 	// Host names this machine in a prefix's {host} (ExpandPrefix);
 	// empty: its hostname.
 	Host string `yaml:"host"`
+	// LockDays, when more than 0, stores stream objects and manifests
+	// with an S3 object lock of that many days, in LockMode (governance
+	// or compliance; empty: governance).
+	LockDays int    `yaml:"lock_days"`
+	LockMode string `yaml:"lock_mode"`
 }
 
 // Chain rules for incrementals.
@@ -241,6 +246,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"region": &c.Global.Region, "profile": &c.Global.Profile, "storage_class": &c.Global.StorageClass,
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
 		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile, "host": &c.Global.Host,
+		"lock_days": &c.Global.LockDays, "lock_mode": &c.Global.LockMode,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {
@@ -249,7 +255,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 	if err := v.Decode(dst); err != nil {
 		return c.Errorf(v.Line, k.Value, "%v", decodeMsg(err))
 	}
-	return nil
+	return c.checkLock(k.Value, v.Line)
 }
 
 // dataset applies the keys of mapping v (the defaults, or one dataset's

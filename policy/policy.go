@@ -80,8 +80,18 @@ func Host(bucket, prefix string, store Store) (Document, error) {
 			Action: []string{"s3:ListBucketMultipartUploads"}, Resource: []string{bucketARN(bucket)},
 		},
 		{
+			// --lock-days: whether the bucket has object lock is checked
+			// before an upload.
+			Sid: "ReadBucketObjectLock", Effect: "Allow",
+			Action: []string{"s3:GetBucketObjectLockConfiguration"}, Resource: []string{bucketARN(bucket)},
+		},
+		{
+			// s3:PutObjectRetention lets a write carry an object lock
+			// (--lock-days); without s3:BypassGovernanceRetention, which
+			// no policy here grants, it can lengthen a lock, never lift it.
 			Sid: "ReadAndAddUnderOwnPrefix", Effect: "Allow",
-			Action:   []string{"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
+			Action: []string{"s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload",
+				"s3:PutObjectRetention", "s3:GetObjectRetention", "s3:GetObjectLegalHold"},
 			Resource: []string{objectARN(bucket, prefix+"*")},
 		},
 	}}
@@ -125,13 +135,18 @@ func Admin(bucket, root string, store Store) (Document, error) {
 	return Document{Version: policyVersion, Statement: []Statement{
 		{
 			Sid: "ListBucket", Effect: "Allow",
-			Action:   []string{"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions", "s3:GetBucketVersioning"},
+			Action: []string{"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions", "s3:GetBucketVersioning",
+				"s3:GetBucketObjectLockConfiguration"},
 			Resource: []string{bucketARN(bucket)},
 		},
 		{
 			Sid: "ManageFleetObjects", Effect: "Allow",
+			// prune and remove read each edge's object lock before they
+			// delete (a HEAD hides it without s3:GetObjectRetention), and
+			// never lift one: no s3:BypassGovernanceRetention.
 			Action: []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectVersion", "s3:DeleteObjectVersion",
-				"s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"},
+				"s3:ListMultipartUploadParts", "s3:AbortMultipartUpload",
+				"s3:PutObjectRetention", "s3:GetObjectRetention", "s3:GetObjectLegalHold"},
 			Resource: []string{objectARN(bucket, root+"*")},
 		},
 	}}, nil

@@ -160,7 +160,8 @@ type Object struct {
 	ETag         string
 	Metadata     map[string]string
 	LastModified time.Time
-	StorageClass string // "" for STANDARD, which S3 leaves out
+	StorageClass string    // "" for STANDARD, which S3 leaves out
+	Retention    Retention // the object lock, if any (s3up/lock.go)
 }
 
 // Head returns an object's size, ETag, user metadata, time and class.
@@ -170,7 +171,7 @@ func (c *Client) Head(ctx context.Context, key string) (Object, error) {
 		return Object{}, wrap("head", key, err)
 	}
 	return Object{Size: aws.ToInt64(out.ContentLength), ETag: etagOf(out.ETag), Metadata: out.Metadata,
-		LastModified: aws.ToTime(out.LastModified), StorageClass: string(out.StorageClass)}, nil
+		LastModified: aws.ToTime(out.LastModified), StorageClass: string(out.StorageClass), Retention: retentionOf(out)}, nil
 }
 
 // etagOf unquotes an ETag as S3 returns it.
@@ -203,9 +204,11 @@ var ErrNoConditionalWrites = errors.New("the store does not honour conditional w
 // the write is tried once more with the ETag written the other way, and
 // the way that works is remembered. A store that refuses both gets
 // ErrNoConditionalWrites, never ErrChanged.
-func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string) (string, error) {
+//
+// opts change the request, e.g. WithLock.
+func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string, opts ...PutOption) (string, error) {
 	unquoted := c.Caps().IfMatchUnquoted
-	etag, err := c.putIf(ctx, key, data, meta, ifMatch, unquoted)
+	etag, err := c.putIf(ctx, key, data, meta, ifMatch, unquoted, opts...)
 	if !errors.Is(err, errPrecondition) {
 		return etag, err
 	}
@@ -216,7 +219,7 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 	case ifMatch == "" && errors.Is(herr, ErrNotFound):
 		// If-None-Match: * refused although there is no object.
 	case ifMatch != "" && herr == nil && obj.ETag == ifMatch:
-		etag, err = c.putIf(ctx, key, data, meta, ifMatch, !unquoted)
+		etag, err = c.putIf(ctx, key, data, meta, ifMatch, !unquoted, opts...)
 		if err == nil {
 			if !unquoted {
 				c.learn(func(c *Caps) *bool { return &c.IfMatchUnquoted }, "a quoted If-Match ETag gets 412 although it matches; sending it unquoted")
@@ -243,9 +246,12 @@ func (c *Client) PutIf(ctx context.Context, key string, data []byte, meta map[st
 // PutIf has checked whether the object really changed.
 var errPrecondition = errors.New("precondition failed")
 
-func (c *Client) putIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string, unquoted bool) (string, error) {
+func (c *Client) putIf(ctx context.Context, key string, data []byte, meta map[string]string, ifMatch string, unquoted bool, opts ...PutOption) (string, error) {
 	in := &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), Metadata: meta}
+	for _, o := range opts {
+		o(in, data)
+	}
 	switch {
 	case ifMatch == AnyVersion:
 	case ifMatch == "":

@@ -69,6 +69,9 @@ type Upload struct {
 	Full []FullObject `yaml:"full,omitempty"`
 	// PartsPerObject lowers the parts per object below the limits (tests).
 	PartsPerObject int `yaml:"parts_per_object,omitempty"`
+	// Lock, when set, stores each object with an object lock retention
+	// (s3up/lock.go).
+	Lock *Lock `yaml:"lock,omitempty"`
 }
 
 // FullObject is an object of a stream that filled PartsPerObject parts.
@@ -305,6 +308,7 @@ func (up *Uploader) create(ctx context.Context, u *Upload) error {
 	if u.checksum() == "crc32c" {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 	}
+	lockMultipart(in, u.Lock)
 	out, err := up.Client.s3.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return wrap("create multipart upload", key, err)
