@@ -30,6 +30,7 @@ import (
 	"github.com/zfs2s3/zfs2s3/health"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -164,8 +165,14 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
 		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress on stderr"},
+		&cli.StringFlag{Name: "compress", EnvVars: []string{"ZFS2S3_COMPRESS"}, Value: "none", Usage: "compress new uploads: none, zstd or zstd:LEVEL (1 to 19)"},
+		&cli.StringSliceFlag{Name: "recipient", Usage: "encrypt new uploads with age to this public key `age1...` (repeatable)"},
+		&cli.StringFlag{Name: "recipients-file", EnvVars: []string{"ZFS2S3_RECIPIENTS_FILE"}, Usage: "encrypt new uploads to the age public keys in `FILE` (one a line)"},
+		&cli.StringFlag{Name: "identity", EnvVars: []string{"ZFS2S3_IDENTITY"}, Usage: "age secret key `FILE` that restore, save and verify --read-data decrypt with"},
 		// Tests lower S3's 10,000-part limit to see long streams continue in further objects.
 		&cli.IntFlag{Name: "parts-per-object", Hidden: true},
+		// Tests cut transformed streams into small segments (default 256 MiB).
+		&cli.StringFlag{Name: "segment-size", Hidden: true},
 	}
 }
 
@@ -670,6 +677,7 @@ func configKeys(g config.Global) []struct{ flag, key, value string } {
 		{"region", "region", g.Region}, {"profile", "profile", g.Profile}, {"storage-class", "storage_class", g.StorageClass},
 		{"checksum", "checksum", g.Checksum}, {"part-size", "part_size", g.PartSize}, {"concurrency", "concurrency", conc},
 		{"state-dir", "state_dir", g.StateDir}, {"host", "host", g.Host},
+		{"compress", "compress", g.Compress}, {"recipients-file", "recipients_file", g.RecipientsFile}, {"identity", "identity", g.Identity},
 	}
 }
 
@@ -699,6 +707,13 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		}
 		if err := c.Set(k.flag, k.value); err != nil {
 			return nil, usageErr{cfg.Errorf(0, k.key, "%v", err)}
+		}
+	}
+	if !c.IsSet("recipient") && !c.IsSet("recipients-file") {
+		for _, r := range cfg.Global.Recipients {
+			if err := c.Set("recipient", r); err != nil {
+				return nil, usageErr{cfg.Errorf(0, "recipients", "%v", err)}
+			}
 		}
 	}
 	return cfg, nil
@@ -761,6 +776,9 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	opt := backup.Options{StateDir: stateDir, Prefix: prefix, StorageClass: c.String("storage-class"),
 		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
 		ConditionalWrites: c.String("conditional-writes")}
+	if err := transformOptions(c, &opt); err != nil {
+		return nil, err
+	}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})
@@ -769,6 +787,49 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		b.Progress, b.ProgressDone = pr.update, pr.finish
 	}
 	return b, nil
+}
+
+// transformOptions reads --compress, --recipient, --recipients-file and
+// --identity (or their config keys) into opt. A bad value is a usage error
+// naming the flag.
+func transformOptions(c *cli.Context, opt *backup.Options) error {
+	spec, err := transform.ParseCompress(c.String("compress"))
+	if err != nil {
+		return usageErr{fmt.Errorf("--compress: %w", err)}
+	}
+	opt.Transform.Compress = spec
+	for _, r := range c.StringSlice("recipient") {
+		rec, err := transform.ParseRecipient(r)
+		if err != nil {
+			return usageErr{fmt.Errorf("--recipient: %w", err)}
+		}
+		opt.Transform.Recipients = append(opt.Transform.Recipients, rec)
+	}
+	if f := c.String("recipients-file"); f != "" {
+		recs, err := transform.ReadRecipientsFile(f)
+		if err != nil {
+			return usageErr{fmt.Errorf("--recipients-file: %w", err)}
+		}
+		opt.Transform.Recipients = append(opt.Transform.Recipients, recs...)
+	}
+	if s := c.String("segment-size"); s != "" {
+		n, err := parsePartSize(s)
+		if err == nil {
+			err = transform.CheckSegmentSize(n)
+		}
+		if err != nil {
+			return usageErr{fmt.Errorf("--segment-size: %w", err)}
+		}
+		opt.Transform.SegmentSize = n
+	}
+	if f := c.String("identity"); f != "" {
+		ids, err := transform.ReadIdentitiesFile(f)
+		if err != nil {
+			return usageErr{fmt.Errorf("--identity: %w", err)}
+		}
+		opt.Identities, opt.IdentityFiles = ids, []string{f}
+	}
+	return nil
 }
 
 func defaultStateDir(flag string) (string, error) {

@@ -74,6 +74,18 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 		}
 	}
 	force := o.Force && !replace
+	if o.DryRun && slices.ContainsFunc(chain, ledger.Edge.Transformed) {
+		b.dryRunScript(chain, into, force)
+		if replace {
+			b.Out("# then zfs2s3 replaces %s with %s (zfs rename)", dest, into)
+		}
+		return nil
+	}
+	if !o.DryRun {
+		if err := b.checkIdentity(chain); err != nil {
+			return err
+		}
+	}
 	if o.DryRun {
 		for _, e := range chain {
 			more := ""
@@ -334,14 +346,12 @@ func (b *Backup) finishReplace(ctx context.Context, old, dest string, props map[
 
 // receiveEdge streams one edge's objects into zfs receive, verified on the way.
 func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) error {
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
 	rc, err := b.ZFS.Receive(ctx, dest, force)
 	if err != nil {
 		return err
 	}
 	w := &writeTracker{w: rc}
-	if err := copyVerified(w, body, e); err != nil {
+	if err := b.copyEdge(ctx, w, e); err != nil {
 		if w.err != nil && ctx.Err() == nil {
 			// zfs receive stopped reading: its own reason is the one to show.
 			if zerr := rc.Close(); zerr != nil {
@@ -430,10 +440,11 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if err := b.checkIdentity([]ledger.Edge{e}); err != nil {
+		return err
+	}
 	if path == "-" {
-		body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-		defer body.Close()
-		if err := copyVerified(stdout, body, e); err != nil {
+		if err := b.copyEdge(ctx, stdout, e); err != nil {
 			return fmt.Errorf("save %s: %w; the output is incomplete", e, err)
 		}
 		return nil
@@ -482,9 +493,7 @@ func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, std
 	} else if fi.Mode().IsRegular() {
 		return fmt.Errorf("save %s: %s became a regular file after it was checked (replaced meanwhile?); nothing was written", e, path)
 	}
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
-	if err := copyVerified(f, body, e); err != nil {
+	if err := b.copyEdge(ctx, f, e); err != nil {
 		return fmt.Errorf("save %s: %w; the output in %s is incomplete", e, err, path)
 	}
 	toStdout := sameFile(f, stdout)
@@ -531,9 +540,7 @@ func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) er
 	}
 	defer os.Remove(f.Name()) // fails harmlessly once renamed
 	defer f.Close()
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
-	if err := copyVerified(f, body, e); err != nil {
+	if err := b.copyEdge(ctx, f, e); err != nil {
 		return fmt.Errorf("save %s: %w; %s was not written", e, err, path)
 	}
 	if err := f.Sync(); err != nil {

@@ -63,6 +63,14 @@ type Global struct {
 	// Host names this machine in a prefix's {host} (ExpandPrefix);
 	// empty: its hostname.
 	Host string `yaml:"host"`
+	// Compress, Recipients and RecipientsFile transform new uploads
+	// (--compress, --recipient, --recipients-file; transform/FORMAT.md).
+	// Identity is the age key file that restore, save and verify
+	// --read-data decrypt with (--identity).
+	Compress       string   `yaml:"compress"`
+	Recipients     []string `yaml:"recipients"`
+	RecipientsFile string   `yaml:"recipients_file"`
+	Identity       string   `yaml:"identity"`
 }
 
 // Chain rules for incrementals.
@@ -241,6 +249,8 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"region": &c.Global.Region, "profile": &c.Global.Profile, "storage_class": &c.Global.StorageClass,
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
 		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile, "host": &c.Global.Host,
+		"compress": &c.Global.Compress, "recipients": &c.Global.Recipients, "recipients_file": &c.Global.RecipientsFile,
+		"identity": &c.Global.Identity,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {
