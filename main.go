@@ -813,9 +813,12 @@ func transformOptions(c *cli.Context, opt *backup.Options) error {
 		opt.Transform.Recipients = append(opt.Transform.Recipients, recs...)
 	}
 	if s := c.String("segment-size"); s != "" {
-		n, err := parsePartSize(s)
+		mib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSuffix(s, "MiB"), "M"), 10, 64)
+		n := mib << 20
 		if err == nil {
 			err = transform.CheckSegmentSize(n)
+		} else {
+			err = fmt.Errorf("%q: want a whole number of MiB, e.g. 256MiB", s)
 		}
 		if err != nil {
 			return usageErr{fmt.Errorf("--segment-size: %w", err)}

@@ -102,6 +102,13 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	var received []string
 	for _, e := range chain {
 		if err := b.receiveEdge(ctx, e, into, force); err != nil {
+			if errors.Is(err, errStreamCut) && len(received) == 0 && (!existed || replace) {
+				// zfs-fuse keeps the dataset a killed receive of a full
+				// stream created: it is this restore's, and goes too.
+				if ok, xerr := b.ZFS.Exists(context.WithoutCancel(ctx), into); xerr == nil && ok {
+					received = append(received, into)
+				}
+			}
 			if undo := b.undoRestore(into, existed && !replace, start.Name, received); undo != nil {
 				return fmt.Errorf("%w; and undoing it failed: %w", err, undo)
 			}
@@ -360,13 +367,18 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		} else {
 			rc.Abort()
 		}
-		return fmt.Errorf("restore stopped at %s: %w; nothing of it was received", e, err)
+		return fmt.Errorf("restore stopped at %s: %w; nothing of it was received%w", e, err, errStreamCut)
 	}
 	if err := rc.Close(); err != nil {
 		return receiveFailed(e, dest, force, err)
 	}
 	return nil
 }
+
+// errStreamCut marks a restore that stopped feeding zfs receive (a
+// download failed, or the data was damaged) and killed it. Its text is
+// empty: it only marks the error.
+var errStreamCut = errors.New("")
 
 // receiveFailed is the error for a zfs receive that failed: zfs's reason,
 // and the --force hint where that is the way out.

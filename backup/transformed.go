@@ -125,7 +125,14 @@ func (b *Backup) dryRunScript(chain []ledger.Edge, into string, force bool) {
 		b.Out("# Set ZFS2S3_IDENTITY to the age key file of encrypted streams.")
 	}
 	b.Out("set -e")
-	recv := strings.Join(zfs.ReceiveArgs(into, force), " ")
+	var args []string
+	for _, a := range zfs.ReceiveArgs(into, force) {
+		if strings.ContainsAny(a, " '\"$`\\*?[]#~=%;&|<>(){}") {
+			a = shellQuote(a)
+		}
+		args = append(args, a)
+	}
+	recv := strings.Join(args, " ")
 	for _, e := range chain {
 		spec := transform.Spec{}
 		if e.Transformed() {
