@@ -168,6 +168,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "compress", EnvVars: []string{"ZFS2S3_COMPRESS"}, Value: "none", Usage: "compress new uploads: none, zstd or zstd:LEVEL (1 to 19)"},
 		&cli.StringSliceFlag{Name: "recipient", Usage: "encrypt new uploads with age to this public key `age1...` (repeatable)"},
 		&cli.StringFlag{Name: "recipients-file", EnvVars: []string{"ZFS2S3_RECIPIENTS_FILE"}, Usage: "encrypt new uploads to the age public keys in `FILE` (one a line)"},
+		&cli.StringFlag{Name: "send-flags", EnvVars: []string{"ZFS2S3_SEND_FLAGS"}, Usage: "zfs send options of new uploads: a comma-separated list of compressed (-c), large-blocks (-L), embedded (-e), raw (-w)"},
 		&cli.StringFlag{Name: "identity", EnvVars: []string{"ZFS2S3_IDENTITY"}, Usage: "age secret key `FILE` that restore, save and verify --read-data decrypt with"},
 		// Tests lower S3's 10,000-part limit to see long streams continue in further objects.
 		&cli.IntFlag{Name: "parts-per-object", Hidden: true},
@@ -677,7 +678,7 @@ func configKeys(g config.Global) []struct{ flag, key, value string } {
 		{"region", "region", g.Region}, {"profile", "profile", g.Profile}, {"storage-class", "storage_class", g.StorageClass},
 		{"checksum", "checksum", g.Checksum}, {"part-size", "part_size", g.PartSize}, {"concurrency", "concurrency", conc},
 		{"state-dir", "state_dir", g.StateDir}, {"host", "host", g.Host},
-		{"compress", "compress", g.Compress}, {"recipients-file", "recipients_file", g.RecipientsFile}, {"identity", "identity", g.Identity},
+		{"compress", "compress", g.Compress}, {"send-flags", "send_flags", g.SendFlags}, {"recipients-file", "recipients_file", g.RecipientsFile}, {"identity", "identity", g.Identity},
 	}
 }
 
@@ -825,6 +826,11 @@ func transformOptions(c *cli.Context, opt *backup.Options) error {
 		}
 		opt.Transform.SegmentSize = n
 	}
+	flags, err := zfs.ParseSendFlags(c.String("send-flags"))
+	if err != nil {
+		return usageErr{fmt.Errorf("--send-flags: %w", err)}
+	}
+	opt.SendFlags = flags
 	if f := c.String("identity"); f != "" {
 		ids, err := transform.ReadIdentitiesFile(f)
 		if err != nil {

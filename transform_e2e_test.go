@@ -264,3 +264,17 @@ func TestRebuildEncryptedBucket(t *testing.T) {
 	dst, _ := testbed.Mountpoint(into)
 	sameTree(t, src, dst)
 }
+
+// TestSendFlagsRefusedWhereUnsupported: zfs-fuse's zfs send has none of
+// -c, -L, -e, -w; asking for one is a usage error before anything runs.
+func TestSendFlagsRefusedWhereUnsupported(t *testing.T) {
+	e := newEnv(t, "flags")
+	a := e.snap("a", 1)
+	e.fails(2, "has no -L (large-blocks)", "upload", a, "--send-flags", "large-blocks")
+	e.fails(2, "--send-flags", "upload", a, "--send-flags", "bogus")
+	e.fails(2, "--compress", "upload", a, "--compress", "zstd:99")
+	e.fails(2, "--recipient", "upload", a, "--recipient", "age1notakey")
+	if len(e.keys()) != 0 || len(e.stateFiles()) != 0 {
+		t.Errorf("a refused upload left keys %v or state files", e.keys())
+	}
+}

@@ -55,6 +55,9 @@ type Options struct {
 	// Identities decrypt encrypted edges for restore, save and verify
 	// --read-data; none are needed for plain or compressed-only edges.
 	Identities []*age.X25519Identity
+	// SendFlags are the zfs send options of new uploads (--send-flags);
+	// each edge records its own, and a resume uses those.
+	SendFlags zfs.SendFlags
 	// IdentityFiles are the files Identities were read from, for the hand
 	// restore script restore --dry-run prints.
 	IdentityFiles []string

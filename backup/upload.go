@@ -69,6 +69,16 @@ func (b *Backup) liveEdge(ctx context.Context, target, base string) (ledger.Edge
 		}
 		edge.Base = &ledger.Snapshot{Name: bs.Name, GUID: bs.GUID}
 	}
+	if f := b.Opt.SendFlags; f != (zfs.SendFlags{}) {
+		support, err := b.ZFS.SendSupport(ctx)
+		if err != nil {
+			return ledger.Edge{}, err
+		}
+		if err := support.Check(f); err != nil {
+			return ledger.Edge{}, usagef("--send-flags: %v", err)
+		}
+		edge.SendFlags = f.String()
+	}
 	edge.Key = ledger.ObjectKey(b.Opt.Prefix, edge.Target, edge.Base)
 	// S3 keys end at 1024 bytes; the longest key of an edge is its manifest's.
 	if n := len(s3up.ManifestKey(edge.Key)); n > maxKeyBytes {
@@ -122,6 +132,9 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		if err := l.CheckAdd(edge); err != nil {
 			return false, err
 		}
+		if err := checkBaseFlags(l, edge); err != nil {
+			return false, err
+		}
 		lock, err := lockPending(p.path)
 		if err != nil {
 			return false, lockedHint(err, "an upload of "+edge.String())
@@ -163,6 +176,26 @@ func PlanPartSize(est int64) int64 {
 	need := (est + est/2) / 9000
 	size := max(int64(DefaultPartSize), (need+(1<<20)-1)&^((1<<20)-1))
 	return min(size, s3up.MaxPartSize)
+}
+
+// checkBaseFlags refuses an incremental whose -L, -e or -w differ from
+// those of the stored edges into its base: switching -L within a chain
+// zeroes files on receive (openzfs #6224), and a raw chain must stay raw.
+func checkBaseFlags(l *ledger.Ledger, e ledger.Edge) error {
+	if e.Base == nil {
+		return nil
+	}
+	mine, _ := zfs.ParseSendFlags(e.SendFlags)
+	for _, be := range l.Edges {
+		if be.Target.GUID != e.Base.GUID || be.Removing {
+			continue
+		}
+		theirs, _ := zfs.ParseSendFlags(be.SendFlags)
+		if mine.LargeBlocks != theirs.LargeBlocks || mine.Embedded != theirs.Embedded || mine.Raw != theirs.Raw {
+			return usagef("%s would be sent with send flags %q, but %s was stored with %q: an incremental keeps the base's large-blocks, embedded and raw; set --send-flags to match, or upload a new full", e, e.SendFlags, be, be.SendFlags)
+		}
+	}
+	return nil
 }
 
 // planSegmentSize is the segment size of a transformed upload: the one
@@ -345,7 +378,11 @@ func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
 			return nil, fmt.Errorf("snapshot %s has GUID %d, the upload was started for GUID %d: it was re-created, %w", want.Name, live.GUID, want.GUID, errSnapshotGone)
 		}
 	}
-	return b.ZFS.Send(ctx, e.Target.Name, e.BaseName())
+	flags, err := zfs.ParseSendFlags(e.SendFlags)
+	if err != nil {
+		return nil, fmt.Errorf("upload of %s: send flags %q: %w", e, e.SendFlags, err)
+	}
+	return b.ZFS.SendWith(ctx, flags, e.Target.Name, e.BaseName())
 }
 
 // record writes the manifest and adds the edge to the ledger, then drops the

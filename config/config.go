@@ -71,6 +71,8 @@ type Global struct {
 	Recipients     []string `yaml:"recipients"`
 	RecipientsFile string   `yaml:"recipients_file"`
 	Identity       string   `yaml:"identity"`
+	// SendFlags are zfs send's options for new uploads (--send-flags).
+	SendFlags string `yaml:"send_flags"`
 }
 
 // Chain rules for incrementals.
@@ -250,7 +252,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
 		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile, "host": &c.Global.Host,
 		"compress": &c.Global.Compress, "recipients": &c.Global.Recipients, "recipients_file": &c.Global.RecipientsFile,
-		"identity": &c.Global.Identity,
+		"identity": &c.Global.Identity, "send_flags": &c.Global.SendFlags,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {
