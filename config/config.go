@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/zfs2s3/zfs2s3/retention"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -107,6 +108,11 @@ type Dataset struct {
 	HookTimeout time.Duration
 	// KeepLocal, when set, destroys older snapshots zfs2s3 created itself.
 	KeepLocal *retention.Policy
+	// Compress and Recipients, when set, replace the global compress and
+	// recipients for this dataset's uploads ("none" and an empty list
+	// turn them off); nil: the global ones.
+	Compress   *string
+	Recipients *[]string
 	// OwnEntries are the datasets below a recursive one that have their
 	// own entry in the config (true when that entry is recursive too):
 	// their own rules apply to them, not this one's (see Covers).
@@ -333,6 +339,27 @@ func (c *Config) dataset(d *Dataset, where string, v *yaml.Node) error {
 			} else {
 				d.KeepLocal = &p
 			}
+		case "compress":
+			var v string
+			if err = str(&v); err == nil {
+				if _, perr := transform.ParseCompress(v); perr != nil {
+					err = c.Errorf(val.Line, key, "%v", perr)
+				}
+				d.Compress = &v
+			}
+		case "recipients":
+			var v []string
+			if derr := val.Decode(&v); derr != nil {
+				err = c.Errorf(val.Line, key, "want a list of age public keys (age1...), or [] for none")
+				break
+			}
+			for _, r := range v {
+				if _, perr := transform.ParseRecipient(r); perr != nil {
+					err = c.Errorf(val.Line, key, "%v", perr)
+					break
+				}
+			}
+			d.Recipients = &v
 		case "recursive":
 			if derr := val.Decode(&d.Recursive); derr != nil {
 				err = c.Errorf(val.Line, key, "want true or false")
