@@ -278,3 +278,50 @@ func TestSendFlagsRefusedWhereUnsupported(t *testing.T) {
 		t.Errorf("a refused upload left keys %v or state files", e.keys())
 	}
 }
+
+// TestBackupWithPerDatasetTransforms: a config that encrypts everything
+// (recipients at the top) and compresses one dataset only; the other turns
+// encryption off. backup stores each edge with its dataset's transform,
+// and restore reads both.
+func TestBackupWithPerDatasetTransforms(t *testing.T) {
+	key, rcpt := ageKey(t)
+	e := newBackupEnv(t)
+	e.writeConfig(fmt.Sprintf(`
+recipients: [%s]
+defaults:
+  snapshots: "daily-*"
+  time_format: "daily-%%Y-%%m-%%d"
+datasets:
+  %q:
+    compress: zstd:5
+  %q:
+    recipients: []
+`, rcpt, e.a, e.b))
+	for day := 1; day <= 2; day++ {
+		e.daily(e.a, day)
+		e.daily(e.b, day)
+	}
+	if r := e.runWith(nil, "backup"); r.code != 0 {
+		t.Fatalf("backup: exit %d: %s", r.code, r.stderr)
+	}
+	for _, ed := range e.ledger().Edges {
+		want := "zstd:5+age"
+		if ed.Target.Dataset() == e.b {
+			want = ""
+		}
+		if ed.Transform != want {
+			t.Errorf("%s stored with transform %q, want %q", ed, ed.Transform, want)
+		}
+	}
+	for _, ds := range []string{e.a, e.b} {
+		into := ds + " restored"
+		if r := e.runWith([]string{"ZFS2S3_IDENTITY=" + key}, "restore", ds+"@daily-2026-01-02", "--into", into); r.code != 0 {
+			t.Fatalf("restore %s: exit %d: %s", ds, r.code, r.stderr)
+		}
+		src, _ := testbed.Mountpoint(ds)
+		dst, _ := testbed.Mountpoint(into)
+		for _, f := range []string{"daily-2026-01-01.bin", "daily-2026-01-02.bin"} {
+			sameFile(t, filepath.Join(src, f), filepath.Join(dst, f))
+		}
+	}
+}
