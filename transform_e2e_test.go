@@ -325,3 +325,30 @@ datasets:
 		}
 	}
 }
+
+// TestAbortKilledTransformedUpload: abort_upload of an encrypted upload
+// killed after some segments leaves no object, multipart upload or state.
+func TestAbortKilledTransformedUpload(t *testing.T) {
+	_, rcpt := ageKey(t)
+	e, _ := slowEnv(t, "enc abort", 300*time.Millisecond)
+	a := e.snap("a", 4)
+	e.killWhen(func(st map[string]any) bool {
+		up, _ := st["upload"].(map[string]any)
+		done, _ := up["segments_done"].([]any)
+		return len(done) >= 1
+	}, "upload", a, "--segment-size", "1MiB", "--recipient", rcpt)
+	if len(e.keys()) == 0 {
+		t.Fatal("no segment object before the abort")
+	}
+	e.endpoint = bed.minio.Endpoint
+	e.ok("abort_upload", a)
+	if k := e.keys(); len(k) != 0 {
+		t.Errorf("objects left after abort_upload: %v", k)
+	}
+	if n := e.multipartUploads(); n != 0 {
+		t.Errorf("%d multipart uploads left", n)
+	}
+	if n := len(e.stateFiles()); n != 0 {
+		t.Errorf("%d state files left", n)
+	}
+}
