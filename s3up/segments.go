@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,10 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/transform"
@@ -233,20 +236,40 @@ func (s *segmentSink) uploadPart(num int32, data []byte) (Part, [sha256.Size]byt
 		p.Checksum = base64.StdEncoding.EncodeToString(m[:])
 		in.ContentMD5 = aws.String(p.Checksum)
 	}
-	out, err := s.up.Client.s3.UploadPart(s.ctx, in)
+	hashed := presetPayloadHash(hex.EncodeToString(sum[:]))
+	out, err := s.up.Client.s3.UploadPart(s.ctx, in, hashed)
 	if err == nil && in.ChecksumSHA256 != nil && in.ContentMD5 == nil && aws.ToString(out.ChecksumSHA256) == "" {
 		// As for CRC32C (uploadPart): a store that does not echo the
 		// checksum did not check it; Content-MD5 it does check.
 		s.up.Client.learn(func(c *Caps) *bool { return &c.ChecksumNotEchoed }, "x-amz-checksum-sha256 is not echoed, so not checked")
 		s.up.md5Fallback(in, data)
 		in.Body = bytes.NewReader(data)
-		out, err = s.up.Client.s3.UploadPart(s.ctx, in)
+		out, err = s.up.Client.s3.UploadPart(s.ctx, in, hashed)
 	}
 	if err != nil {
 		return Part{}, sum, wrap(fmt.Sprintf("upload part %d of", num), s.key, err)
 	}
 	p.ETag = etagOf(out.ETag)
 	return p, sum, nil
+}
+
+// presetPayloadHash gives SigV4 the part's SHA-256, already computed for
+// the checksum header and the stored digest, so that the SDK does not hash
+// the part a second time. Where the SDK signs without a payload hash
+// (UNSIGNED-PAYLOAD) it changes nothing.
+func presetPayloadHash(hexSum string) func(*s3.Options) {
+	const computeID = "ComputePayloadHash" // aws/signer/v4's middleware
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			if _, ok := st.Finalize.Get(computeID); !ok {
+				return nil
+			}
+			return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("zfs2s3PresetPayloadHash",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+					return next.HandleFinalize(v4.SetPayloadHash(ctx, hexSum), in)
+				}), computeID, middleware.Before)
+		})
+	}
 }
 
 // Finish uploads the last part, completes the object and records the
