@@ -124,6 +124,12 @@ func TestTransformedBackupsRestore(t *testing.T) {
 					t.Errorf("%v:\n%s", args, r.stdout)
 				}
 			}
+			// save writes the plaintext stream, as zfs send printed it.
+			out := filepath.Join(t.TempDir(), "incr.zfs")
+			e.ok("save", b, "-i", a, out, "--identity", key)
+			if got, err := os.ReadFile(out); err != nil || sha(got) != e.sendSHA(b, a) {
+				t.Errorf("saved stream (%v) is not what zfs send -i %s %s prints", err, a, b)
+			}
 			into := pool + "/" + filepath.Base(e.ds) + " restored"
 			e.ok("restore", b, "--into", into, "--identity", key)
 			src, _ := testbed.Mountpoint(e.ds)
