@@ -119,8 +119,11 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		if b.Opt.PartSize == 0 {
 			partSize = DefaultPartSize // per segment, which is at most 64 GiB
 		}
-		edge.Transform, edge.PartSize = spec.String(), partSize
 		edge.SegmentSize = planSegmentSize(b.Opt.Transform.SegmentSize, estimate)
+		// A segment is one multipart upload: its stored bytes (a little
+		// more than its plaintext when incompressible) fit 9,000 parts.
+		partSize = max(partSize, (edge.SegmentSize/9000+(1<<20))&^((1<<20)-1))
+		edge.Transform, edge.PartSize = spec.String(), partSize
 		for _, r := range b.Opt.Transform.Recipients {
 			edge.Recipients = append(edge.Recipients, r.String())
 		}
