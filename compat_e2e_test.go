@@ -50,6 +50,7 @@ var scenarios = []scenario{
 	{"disaster recovery from an empty state dir", compatDisaster},
 	{"ledger rebuild", compatRebuild},
 	{"part corrupted in transit over HTTPS", compatCorruptPart},
+	{"compressed and encrypted", compatTransformed},
 }
 
 func TestCompatScenarios(t *testing.T) {
@@ -374,4 +375,35 @@ func compatCorruptPart(t *testing.T, e *env) {
 		t.Fatalf("upload with a damaged part: exit %d, stderr %s", r.code, r.stderr)
 	}
 	e.stored(a, "") // what the store kept is what zfs send printed
+}
+
+// compatTransformed stores a compressed, encrypted chain in segments
+// (per-part SHA-256 checksums, one multipart upload per segment), and
+// checks status, verify --read-data with and without the identity, and the
+// restore.
+func compatTransformed(t *testing.T, e *env) {
+	key, rcpt := ageKey(t)
+	a, b := e.textSnap("a", 3), e.textSnap("b", 1)
+	flags := []string{"--segment-size", "1MiB", "--part-size", "5MiB", "--compress", "zstd", "--recipient", rcpt}
+	e.ok(append([]string{"upload", a}, flags...)...)
+	e.ok(append([]string{"upload", b, "-i", a}, flags...)...)
+	e.nothingPending()
+	var st struct {
+		Unknown  []string `json:"unknown_objects"`
+		Warnings []string `json:"warnings"`
+	}
+	r := e.ok("status", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Unknown)+len(st.Warnings) != 0 {
+		t.Errorf("status --json (%v):\n%s", err, r.stdout)
+	}
+	for _, args := range [][]string{{"verify", "--read-data"}, {"verify", "--read-data", "--identity", key}} {
+		if r := e.ok(args...); strings.Contains(r.stdout, "BAD") {
+			t.Errorf("%v:\n%s", args, r.stdout)
+		}
+	}
+	into := fmt.Sprintf("%s/r%d", pool, bed.n.Add(1))
+	e.ok("restore", b, "--into", into, "--identity", key)
+	src, _ := testbed.Mountpoint(e.ds)
+	dst, _ := testbed.Mountpoint(into)
+	sameTree(t, src, dst)
 }

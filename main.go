@@ -30,6 +30,7 @@ import (
 	"github.com/zfs2s3/zfs2s3/health"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -166,8 +167,15 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what is done on stderr"},
 		&cli.BoolFlag{Name: "progress", Usage: "show upload progress on stderr even when it is not a terminal"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress on stderr"},
+		&cli.StringFlag{Name: "compress", EnvVars: []string{"ZFS2S3_COMPRESS"}, Value: "none", Usage: "compress new uploads: none, zstd or zstd:LEVEL (1 to 19)"},
+		&cli.StringSliceFlag{Name: "recipient", Usage: "encrypt new uploads with age to this public key `age1...` (repeatable)"},
+		&cli.StringFlag{Name: "recipients-file", EnvVars: []string{"ZFS2S3_RECIPIENTS_FILE"}, Usage: "encrypt new uploads to the age public keys in `FILE` (one a line)"},
+		&cli.StringFlag{Name: "send-flags", EnvVars: []string{"ZFS2S3_SEND_FLAGS"}, Usage: "zfs send options of new uploads: a comma-separated list of compressed (-c), large-blocks (-L), embedded (-e), raw (-w)"},
+		&cli.StringFlag{Name: "identity", EnvVars: []string{"ZFS2S3_IDENTITY"}, Usage: "age secret key `FILE` that restore, save and verify --read-data decrypt with"},
 		// Tests lower S3's 10,000-part limit to see long streams continue in further objects.
 		&cli.IntFlag{Name: "parts-per-object", Hidden: true},
+		// Tests cut transformed streams into small segments (default 256 MiB).
+		&cli.StringFlag{Name: "segment-size", Hidden: true},
 	}
 }
 
@@ -676,6 +684,7 @@ func configKeys(g config.Global) []struct{ flag, key, value string } {
 		{"checksum", "checksum", g.Checksum}, {"part-size", "part_size", g.PartSize}, {"concurrency", "concurrency", conc},
 		{"state-dir", "state_dir", g.StateDir}, {"host", "host", g.Host},
 		{"lock-days", "lock_days", lockDays}, {"lock-mode", "lock_mode", g.LockMode},
+		{"compress", "compress", g.Compress}, {"send-flags", "send_flags", g.SendFlags}, {"recipients-file", "recipients_file", g.RecipientsFile}, {"identity", "identity", g.Identity},
 	}
 }
 
@@ -705,6 +714,13 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		}
 		if err := c.Set(k.flag, k.value); err != nil {
 			return nil, usageErr{cfg.Errorf(0, k.key, "%v", err)}
+		}
+	}
+	if !c.IsSet("recipient") && !c.IsSet("recipients-file") {
+		for _, r := range cfg.Global.Recipients {
+			if err := c.Set("recipient", r); err != nil {
+				return nil, usageErr{cfg.Errorf(0, "recipients", "%v", err)}
+			}
 		}
 	}
 	return cfg, nil
@@ -774,6 +790,9 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	opt := backup.Options{StateDir: stateDir, Prefix: prefix, StorageClass: c.String("storage-class"),
 		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
 		ConditionalWrites: c.String("conditional-writes"), Lock: lock}
+	if err := transformOptions(c, &opt); err != nil {
+		return nil, err
+	}
 	b := backup.New(zfs.Runner{Cmd: c.String("zfs")}, client, opt, func(format string, args ...any) {
 		fmt.Fprintf(c.App.Writer, format+"\n", args...)
 	})
@@ -782,6 +801,57 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		b.Progress, b.ProgressDone = pr.update, pr.finish
 	}
 	return b, nil
+}
+
+// transformOptions reads --compress, --recipient, --recipients-file and
+// --identity (or their config keys) into opt. A bad value is a usage error
+// naming the flag.
+func transformOptions(c *cli.Context, opt *backup.Options) error {
+	spec, err := transform.ParseCompress(c.String("compress"))
+	if err != nil {
+		return usageErr{fmt.Errorf("--compress: %w", err)}
+	}
+	opt.Transform.Compress = spec
+	for _, r := range c.StringSlice("recipient") {
+		rec, err := transform.ParseRecipient(r)
+		if err != nil {
+			return usageErr{fmt.Errorf("--recipient: %w", err)}
+		}
+		opt.Transform.Recipients = append(opt.Transform.Recipients, rec)
+	}
+	if f := c.String("recipients-file"); f != "" {
+		recs, err := transform.ReadRecipientsFile(f)
+		if err != nil {
+			return usageErr{fmt.Errorf("--recipients-file: %w", err)}
+		}
+		opt.Transform.Recipients = append(opt.Transform.Recipients, recs...)
+	}
+	if s := c.String("segment-size"); s != "" {
+		mib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSuffix(s, "MiB"), "M"), 10, 64)
+		n := mib << 20
+		if err == nil {
+			err = transform.CheckSegmentSize(n)
+		} else {
+			err = fmt.Errorf("%q: want a whole number of MiB, e.g. 256MiB", s)
+		}
+		if err != nil {
+			return usageErr{fmt.Errorf("--segment-size: %w", err)}
+		}
+		opt.Transform.SegmentSize = n
+	}
+	flags, err := zfs.ParseSendFlags(c.String("send-flags"))
+	if err != nil {
+		return usageErr{fmt.Errorf("--send-flags: %w", err)}
+	}
+	opt.SendFlags = flags
+	if f := c.String("identity"); f != "" {
+		ids, err := transform.ReadIdentitiesFile(f)
+		if err != nil {
+			return usageErr{fmt.Errorf("--identity: %w", err)}
+		}
+		opt.Identities, opt.IdentityFiles = ids, []string{f}
+	}
+	return nil
 }
 
 func defaultStateDir(flag string) (string, error) {

@@ -12,9 +12,12 @@ import (
 	"io"
 	"log/slog"
 
+	"filippo.io/age"
+
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 	"github.com/zfs2s3/zfs2s3/statefile"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -49,6 +52,33 @@ type Options struct {
 	// Lock, when set, stores new stream objects and manifests with an
 	// object lock retention (--lock-days; backup/lock.go).
 	Lock *s3up.Lock
+	// Transform compresses and/or encrypts new uploads (transform/FORMAT.md);
+	// the zero value stores them plain, as before.
+	Transform TransformOptions
+	// Identities decrypt encrypted edges for restore, save and verify
+	// --read-data; none are needed for plain or compressed-only edges.
+	Identities []*age.X25519Identity
+	// SendFlags are the zfs send options of new uploads (--send-flags);
+	// each edge records its own, and a resume uses those.
+	SendFlags zfs.SendFlags
+	// IdentityFiles are the files Identities were read from, for the hand
+	// restore script restore --dry-run prints.
+	IdentityFiles []string
+}
+
+// TransformOptions say how new uploads are transformed.
+type TransformOptions struct {
+	Compress    transform.Spec         // the compression alone (transform.ParseCompress)
+	Recipients  []*age.X25519Recipient // encrypt to these when any
+	SegmentSize int64                  // 0: transform.DefaultSegmentSize
+}
+
+// Spec is the whole transform: the compression, plus age when there are
+// recipients.
+func (t TransformOptions) Spec() transform.Spec {
+	s := t.Compress
+	s.Encrypt = len(t.Recipients) > 0
+	return s
 }
 
 // ConditionalWriteModes are the values Options.ConditionalWrites takes.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
 )
@@ -16,6 +18,7 @@ func TestParseManifestsOfEarlierReleases(t *testing.T) {
 	for name, key := range map[string]string{
 		"manifest-v1.yaml": "host1/tank/my%20data/tue@83e742d3c709233a.from.mon@f553cdab2fc018e6.zfs",
 		"manifest-v2.yaml": "host1/tank/db/big@0000000000000042.full.zfs",
+		"manifest-v3.yaml": "host1/tank/secret/fri@00000000005eeded.full.zfs",
 	} {
 		data, err := os.ReadFile("testdata/" + name)
 		if err != nil {
@@ -32,6 +35,10 @@ func TestParseManifestsOfEarlierReleases(t *testing.T) {
 		}
 		if _, err := parseManifest(data, s3up.ManifestKey(key+"x"), "host1/"); err == nil {
 			t.Errorf("%s: taken next to another object", name)
+		}
+		// Written back, it is the same bytes: the format is stable.
+		if again, err := yaml.Marshal(manifest{Format: e.Format(), Edge: e}); err != nil || string(again) != string(data) {
+			t.Errorf("%s: written back as\n%s", name, again)
 		}
 	}
 }

@@ -19,9 +19,11 @@ import (
 )
 
 // pendingVersion is the format of upload state files. Version 2 added the
-// objects a long stream filled (s3up.Upload.Full); version 1 files, which
-// have none, are read too, so an upgrade does not strand an upload.
-const pendingVersion = 2
+// objects a long stream filled (s3up.Upload.Full); version 3 the segments
+// of a transformed stream (s3up.Upload.Done), and only such uploads are
+// saved as 3, so that a plain upload stays resumable by a release before
+// it. Older files are read too, so an upgrade does not strand an upload.
+const pendingVersion = 3
 
 // pending is an upload that was started and not yet recorded in the ledger:
 // the edge it will become and the multipart upload's progress.
@@ -43,6 +45,10 @@ func (b *Backup) pendingPath(key string) string {
 
 // save writes the state file atomically.
 func (p *pending) save() error {
+	p.Version = 2
+	if p.Upload.Transformed {
+		p.Version = 3
+	}
 	out, err := yaml.Marshal(p)
 	if err != nil {
 		return err

@@ -262,6 +262,12 @@ func (r *rebuild) recover(ctx context.Context, key string) (ledger.Edge, error) 
 	if err != nil {
 		return ledger.Edge{}, err
 	}
+	if t := head.Metadata[s3up.MetaTransform]; t != "" {
+		// A transformed stream's per-object digests are in its manifest
+		// only; read back, its plaintext needs the identity and its stored
+		// digests would only prove what is there now.
+		return ledger.Edge{}, notProven{fmt.Errorf("it is a transformed stream (%s) whose manifest is gone; its digests cannot be proven from the bucket alone", t)}
+	}
 	e, err := edgeFromMetadata(head.Metadata)
 	if err != nil {
 		return ledger.Edge{}, notProven{err}

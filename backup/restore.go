@@ -74,6 +74,18 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 		}
 	}
 	force := o.Force && !replace
+	if o.DryRun && slices.ContainsFunc(chain, ledger.Edge.Transformed) {
+		b.dryRunScript(chain, into, force)
+		if replace {
+			b.Out("# then zfs2s3 replaces %s with %s (zfs rename)", dest, into)
+		}
+		return nil
+	}
+	if !o.DryRun {
+		if err := b.checkIdentity(chain); err != nil {
+			return err
+		}
+	}
 	if o.DryRun {
 		for _, e := range chain {
 			more := ""
@@ -90,6 +102,13 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	var received []string
 	for _, e := range chain {
 		if err := b.receiveEdge(ctx, e, into, force); err != nil {
+			if errors.Is(err, errStreamCut) && len(received) == 0 && (!existed || replace) {
+				// zfs-fuse keeps the dataset a killed receive of a full
+				// stream created: it is this restore's, and goes too.
+				if ok, xerr := b.ZFS.Exists(context.WithoutCancel(ctx), into); xerr == nil && ok {
+					received = append(received, into)
+				}
+			}
 			if undo := b.undoRestore(into, existed && !replace, start.Name, received); undo != nil {
 				return fmt.Errorf("%w; and undoing it failed: %w", err, undo)
 			}
@@ -334,14 +353,12 @@ func (b *Backup) finishReplace(ctx context.Context, old, dest string, props map[
 
 // receiveEdge streams one edge's objects into zfs receive, verified on the way.
 func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) error {
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
 	rc, err := b.ZFS.Receive(ctx, dest, force)
 	if err != nil {
 		return err
 	}
 	w := &writeTracker{w: rc}
-	if err := copyVerified(w, body, e); err != nil {
+	if err := b.copyEdge(ctx, w, e); err != nil {
 		if w.err != nil && ctx.Err() == nil {
 			// zfs receive stopped reading: its own reason is the one to show.
 			if zerr := rc.Close(); zerr != nil {
@@ -350,13 +367,18 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		} else {
 			rc.Abort()
 		}
-		return fmt.Errorf("restore stopped at %s: %w; nothing of it was received", e, err)
+		return fmt.Errorf("restore stopped at %s: %w; nothing of it was received%w", e, err, errStreamCut)
 	}
 	if err := rc.Close(); err != nil {
 		return receiveFailed(e, dest, force, err)
 	}
 	return nil
 }
+
+// errStreamCut marks a restore that stopped feeding zfs receive (a
+// download failed, or the data was damaged) and killed it. Its text is
+// empty: it only marks the error.
+var errStreamCut = errors.New("")
 
 // receiveFailed is the error for a zfs receive that failed: zfs's reason,
 // and the --force hint where that is the way out.
@@ -430,10 +452,11 @@ func (b *Backup) Save(ctx context.Context, ref EdgeRef, path string, stdout io.W
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if err := b.checkIdentity([]ledger.Edge{e}); err != nil {
+		return err
+	}
 	if path == "-" {
-		body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-		defer body.Close()
-		if err := copyVerified(stdout, body, e); err != nil {
+		if err := b.copyEdge(ctx, stdout, e); err != nil {
 			return fmt.Errorf("save %s: %w; the output is incomplete", e, err)
 		}
 		return nil
@@ -482,9 +505,7 @@ func (b *Backup) saveDirect(ctx context.Context, e ledger.Edge, path string, std
 	} else if fi.Mode().IsRegular() {
 		return fmt.Errorf("save %s: %s became a regular file after it was checked (replaced meanwhile?); nothing was written", e, path)
 	}
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
-	if err := copyVerified(f, body, e); err != nil {
+	if err := b.copyEdge(ctx, f, e); err != nil {
 		return fmt.Errorf("save %s: %w; the output in %s is incomplete", e, err, path)
 	}
 	toStdout := sameFile(f, stdout)
@@ -531,9 +552,7 @@ func (b *Backup) saveReplace(ctx context.Context, e ledger.Edge, path string) er
 	}
 	defer os.Remove(f.Name()) // fails harmlessly once renamed
 	defer f.Close()
-	body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
-	defer body.Close()
-	if err := copyVerified(f, body, e); err != nil {
+	if err := b.copyEdge(ctx, f, e); err != nil {
 		return fmt.Errorf("save %s: %w; %s was not written", e, err, path)
 	}
 	if err := f.Sync(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/plan"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -382,7 +383,7 @@ func (b *Backup) runDataset(ctx context.Context, d config.Dataset, opt RunOption
 		}
 		start := time.Now()
 		b.lastRecorded = nil
-		err := b.Upload(ctx, e.Target.Name, base)
+		err := b.withDatasetTransform(d, func() error { return b.Upload(ctx, e.Target.Name, base) })
 		if err != nil && !errors.Is(err, errCopyBehind) {
 			return nil, errors.Join(copyBehind, err) // the later edges build on this one
 		}
@@ -481,4 +482,30 @@ func planInput(d config.Dataset, snaps []zfs.Snapshot, edges []ledger.Edge, brok
 		}
 	}
 	return sel, fullTimes
+}
+
+// withDatasetTransform runs fn with the dataset's own compress and
+// recipients, where its config entry (or defaults) sets them, in place of
+// the global ones. The config was checked when it was loaded.
+func (b *Backup) withDatasetTransform(d config.Dataset, fn func() error) error {
+	saved := b.Opt.Transform
+	defer func() { b.Opt.Transform = saved }()
+	if d.Compress != nil {
+		spec, err := transform.ParseCompress(*d.Compress)
+		if err != nil {
+			return usagef("dataset %s: compress: %v", d.Name, err)
+		}
+		b.Opt.Transform.Compress = spec
+	}
+	if d.Recipients != nil {
+		b.Opt.Transform.Recipients = nil
+		for _, r := range *d.Recipients {
+			rec, err := transform.ParseRecipient(r)
+			if err != nil {
+				return usagef("dataset %s: recipients: %v", d.Name, err)
+			}
+			b.Opt.Transform.Recipients = append(b.Opt.Transform.Recipients, rec)
+		}
+	}
+	return fn()
 }

@@ -10,8 +10,11 @@ import (
 	"strconv"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -69,6 +72,16 @@ func (b *Backup) liveEdge(ctx context.Context, target, base string) (ledger.Edge
 		}
 		edge.Base = &ledger.Snapshot{Name: bs.Name, GUID: bs.GUID}
 	}
+	if f := b.Opt.SendFlags; f != (zfs.SendFlags{}) {
+		support, err := b.ZFS.SendSupport(ctx)
+		if err != nil {
+			return ledger.Edge{}, err
+		}
+		if err := support.Check(f); err != nil {
+			return ledger.Edge{}, usagef("--send-flags: %v", err)
+		}
+		edge.SendFlags = f.String()
+	}
 	edge.Key = ledger.ObjectKey(b.Opt.Prefix, edge.Target, edge.Base)
 	// S3 keys end at 1024 bytes; the longest key of an edge is its manifest's.
 	if n := len(s3up.ManifestKey(edge.Key)); n > maxKeyBytes {
@@ -101,11 +114,31 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 	if partSize == 0 {
 		partSize = PlanPartSize(estimate)
 	}
-	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate,
-		Upload: s3up.Upload{Key: edge.Key, PartSize: partSize, Checksum: b.Opt.Checksum, StorageClass: edge.StorageClass, Metadata: objectMetadata(edge),
-			PartsPerObject: b.Opt.PartsPerObject, Lock: b.Opt.Lock}}
+	up := s3up.Upload{Key: edge.Key, PartSize: partSize, Checksum: b.Opt.Checksum, StorageClass: edge.StorageClass,
+		PartsPerObject: b.Opt.PartsPerObject, Lock: b.Opt.Lock}
+	if spec := b.Opt.Transform.Spec(); spec.Segmented() {
+		// The transform is fixed for the upload's lifetime, in its state
+		// file: a resume continues with what it started with.
+		if b.Opt.PartSize == 0 {
+			partSize = DefaultPartSize // per segment, which is at most 64 GiB
+		}
+		edge.SegmentSize = planSegmentSize(b.Opt.Transform.SegmentSize, estimate)
+		// A segment is one multipart upload: its stored bytes (a little
+		// more than its plaintext when incompressible) fit 9,000 parts.
+		partSize = max(partSize, (edge.SegmentSize/9000+(1<<20))&^((1<<20)-1))
+		edge.Transform, edge.PartSize = spec.String(), partSize
+		for _, r := range b.Opt.Transform.Recipients {
+			edge.Recipients = append(edge.Recipients, r.String())
+		}
+		up.PartSize, up.Transformed, up.PartsPerObject = partSize, true, 0
+	}
+	up.Metadata = objectMetadata(edge)
+	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate, Upload: up}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
+			return false, err
+		}
+		if err := checkBaseFlags(l, edge); err != nil {
 			return false, err
 		}
 		lock, err := lockPending(p.path)
@@ -151,6 +184,39 @@ func PlanPartSize(est int64) int64 {
 	return min(size, s3up.MaxPartSize)
 }
 
+// checkBaseFlags refuses an incremental whose -L, -e or -w differ from
+// those of the stored edges into its base: switching -L within a chain
+// zeroes files on receive (openzfs #6224), and a raw chain must stay raw.
+func checkBaseFlags(l *ledger.Ledger, e ledger.Edge) error {
+	if e.Base == nil {
+		return nil
+	}
+	mine, _ := zfs.ParseSendFlags(e.SendFlags)
+	for _, be := range l.Edges {
+		if be.Target.GUID != e.Base.GUID || be.Removing {
+			continue
+		}
+		theirs, _ := zfs.ParseSendFlags(be.SendFlags)
+		if mine.LargeBlocks != theirs.LargeBlocks || mine.Embedded != theirs.Embedded || mine.Raw != theirs.Raw {
+			return usagef("%s would be sent with send flags %q, but %s was stored with %q: an incremental keeps the base's large-blocks, embedded and raw; set --send-flags to match, or upload a new full", e, e.SendFlags, be, be.SendFlags)
+		}
+	}
+	return nil
+}
+
+// planSegmentSize is the segment size of a transformed upload: the one
+// asked for (default 256 MiB), or larger so that a stream of about est
+// bytes, plus half again, stays within ledger.MaxSegments objects.
+func planSegmentSize(asked, est int64) int64 {
+	size := asked
+	if size == 0 {
+		size = transform.DefaultSegmentSize
+	}
+	need := (est + est/2) / (ledger.MaxSegments - 1)
+	size = max(size, (need+(1<<20)-1)&^((1<<20)-1))
+	return min(size, transform.MaxSegmentSize)
+}
+
 // objectMetadata is stored with the object, enough to rebuild the edge
 // from the bucket alone; the stream's size and hash follow in the manifest.
 // Names are percent-encoded because S3 metadata must be ASCII.
@@ -163,6 +229,10 @@ func objectMetadata(e ledger.Edge) map[string]string {
 	if e.Base != nil {
 		m["zfs2s3-base"] = url.PathEscape(e.Base.Name)
 		m["zfs2s3-base-guid"] = strconv.FormatUint(e.Base.GUID, 10)
+	}
+	if e.Transformed() {
+		m[s3up.MetaTransform] = e.Transform
+		m[s3up.MetaSegmentSize] = strconv.FormatInt(e.SegmentSize, 10)
 	}
 	return m
 }
@@ -214,11 +284,20 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 		up.Progress = func(pr s3up.Progress) { b.Progress(p.Edge.String(), pr, p.Estimate) }
 	}
 	u := p.Upload
-	res, err := up.Run(ctx, &u, func() (s3up.Source, error) { return b.send(ctx, p.Edge) })
+	var res s3up.Result
+	var segs transform.Result
+	var err error
+	if u.Transformed {
+		segs, err = b.runSegments(ctx, up, p, &u)
+	} else {
+		res, err = up.Run(ctx, &u, func() (s3up.Source, error) { return b.send(ctx, p.Edge) })
+	}
 	if b.ProgressDone != nil {
 		b.ProgressDone()
 	}
 	switch {
+	case err == nil && u.Transformed:
+		return b.recordSegments(ctx, p, segs)
 	case err == nil:
 		return b.record(ctx, p, res)
 	case errors.Is(err, s3up.ErrPermanent):
@@ -235,6 +314,40 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 		hint = "once that is fixed, " + hint
 	}
 	return fmt.Errorf("upload of %s interrupted: %w; %s", p.Edge, err, hint)
+}
+
+// runSegments uploads a transformed edge with the transform recorded in
+// its state, not the one the command line asks for now.
+func (b *Backup) runSegments(ctx context.Context, up *s3up.Uploader, p *pending, u *s3up.Upload) (transform.Result, error) {
+	spec, err := transform.ParseSpec(p.Edge.Transform)
+	if err != nil {
+		return transform.Result{}, err
+	}
+	var recipients []age.Recipient
+	for _, r := range p.Edge.Recipients {
+		rec, err := transform.ParseRecipient(r)
+		if err != nil {
+			return transform.Result{}, fmt.Errorf("upload state of %s: recipient %q: %w", p.Edge, r, err)
+		}
+		recipients = append(recipients, rec)
+	}
+	enc, err := transform.NewEncoder(spec, recipients)
+	if err != nil {
+		return transform.Result{}, err
+	}
+	defer enc.Close()
+	seg := &transform.Segmenter{Encoder: enc, Size: p.Edge.SegmentSize}
+	return up.RunSegments(ctx, u, seg, func() (s3up.Source, error) { return b.send(ctx, p.Edge) })
+}
+
+// recordSegments is record for a transformed edge.
+func (b *Backup) recordSegments(ctx context.Context, p *pending, res transform.Result) error {
+	e := p.Edge
+	e.Records, e.StreamBytes, e.SHA256, e.StoredBytes = res.Segments, res.PlainBytes, res.StreamSHA256, 0
+	for _, r := range res.Segments {
+		e.StoredBytes += r.StoredBytes
+	}
+	return b.recordEdge(ctx, p, e)
 }
 
 // refused discards an upload the store refused: what it refused (the storage
@@ -271,7 +384,11 @@ func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
 			return nil, fmt.Errorf("snapshot %s has GUID %d, the upload was started for GUID %d: it was re-created, %w", want.Name, live.GUID, want.GUID, errSnapshotGone)
 		}
 	}
-	return b.ZFS.Send(ctx, e.Target.Name, e.BaseName())
+	flags, err := zfs.ParseSendFlags(e.SendFlags)
+	if err != nil {
+		return nil, fmt.Errorf("upload of %s: send flags %q: %w", e, e.SendFlags, err)
+	}
+	return b.ZFS.SendWith(ctx, flags, e.Target.Name, e.BaseName())
 }
 
 // record writes the manifest and adds the edge to the ledger, then drops the
@@ -280,6 +397,11 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 	e := p.Edge
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
 	e.Segments = p.Upload.Segments()
+	return b.recordEdge(ctx, p, e)
+}
+
+// recordEdge is record once the edge's sizes and digests are known.
+func (b *Backup) recordEdge(ctx context.Context, p *pending, e ledger.Edge) error {
 	e.Uploaded = time.Now().UTC().Truncate(time.Second)
 	// A refused manifest never discards the stored stream: the upload stays
 	// pending, and resume_upload writes the manifest once the cause is fixed.
@@ -301,8 +423,11 @@ func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error 
 		return err
 	}
 	more := ""
-	if n := len(e.Segments); n > 0 {
+	if n := len(e.Keys()) - 1; n > 0 {
 		more = fmt.Sprintf(" and %d further objects %s.2 to .%d", n, e.Key, n+1)
+	}
+	if e.Transformed() {
+		more += fmt.Sprintf(", %s, %d bytes before", e.Transform, e.StreamBytes)
 	}
 	b.Out("stored %s as s3://%s/%s%s (%d bytes, sha256 %s)", e, b.S3.Bucket(), e.Key, more, e.StoredBytes, e.SHA256)
 	return copyErr

@@ -11,6 +11,7 @@ import (
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/transform"
 )
 
 // VerifyReport is the result of Verify; its JSON shape is documented in
@@ -127,12 +128,35 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) (p
 		lock = lock.Later(m.Retention)
 	}
 	if readData && len(problems) == 0 {
-		body := b.S3.OpenObjects(ctx, e.Objects(), 1)
-		defer body.Close()
-		if err := copyVerified(io.Discard, body, e); err != nil {
+		if err := b.readEdge(ctx, e); err != nil {
 			problems = append(problems, err.Error())
 			objects = objectsDamaged
 		}
 	}
 	return problems, objects
+}
+
+// readEdge reads all of e's data and checks it against the ledger: a
+// plain edge's SHA-256; a transformed edge's plaintext digests, after
+// decryption and decompression; or, for an encrypted edge when no
+// identity was given, each object's stored digest, which proves the bytes
+// are the uploaded ones without reading them.
+func (b *Backup) readEdge(ctx context.Context, e ledger.Edge) error {
+	if !e.Transformed() || len(e.Recipients) == 0 || len(b.Opt.Identities) > 0 {
+		return b.copyEdge(ctx, io.Discard, e)
+	}
+	for i, rec := range e.Records {
+		key := ledger.SegmentKey(e.Key, i)
+		h := transform.NewStoredHash(e.PartSize)
+		body := b.S3.OpenParallel(ctx, key, rec.StoredBytes, s3up.DownloadChunk, b.Opt.Concurrency)
+		n, err := io.Copy(h, body)
+		body.Close()
+		if err != nil {
+			return fmt.Errorf("read s3 object %s: %w", key, err)
+		}
+		if sum := h.Sum(); n != rec.StoredBytes || sum != rec.StoredSHA256 {
+			return fmt.Errorf("object %s (segment %d of %d) has %d bytes with digest %s, the ledger recorded %d with %s (damaged in the bucket?)", key, i+1, len(e.Records), n, sum, rec.StoredBytes, rec.StoredSHA256)
+		}
+	}
+	return nil
 }

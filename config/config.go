@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/zfs2s3/zfs2s3/retention"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -68,6 +69,16 @@ type Global struct {
 	// or compliance; empty: governance).
 	LockDays int    `yaml:"lock_days"`
 	LockMode string `yaml:"lock_mode"`
+	// Compress, Recipients and RecipientsFile transform new uploads
+	// (--compress, --recipient, --recipients-file; transform/FORMAT.md).
+	// Identity is the age key file that restore, save and verify
+	// --read-data decrypt with (--identity).
+	Compress       string   `yaml:"compress"`
+	Recipients     []string `yaml:"recipients"`
+	RecipientsFile string   `yaml:"recipients_file"`
+	Identity       string   `yaml:"identity"`
+	// SendFlags are zfs send's options for new uploads (--send-flags).
+	SendFlags string `yaml:"send_flags"`
 }
 
 // Chain rules for incrementals.
@@ -102,6 +113,11 @@ type Dataset struct {
 	HookTimeout time.Duration
 	// KeepLocal, when set, destroys older snapshots zfs2s3 created itself.
 	KeepLocal *retention.Policy
+	// Compress and Recipients, when set, replace the global compress and
+	// recipients for this dataset's uploads ("none" and an empty list
+	// turn them off); nil: the global ones.
+	Compress   *string
+	Recipients *[]string
 	// OwnEntries are the datasets below a recursive one that have their
 	// own entry in the config (true when that entry is recursive too):
 	// their own rules apply to them, not this one's (see Covers).
@@ -247,6 +263,8 @@ func (c *Config) global(k, v *yaml.Node) error {
 		"checksum": &c.Global.Checksum, "part_size": &c.Global.PartSize, "concurrency": &c.Global.Concurrency,
 		"state_dir": &c.Global.StateDir, "metrics_file": &c.Global.MetricsFile, "host": &c.Global.Host,
 		"lock_days": &c.Global.LockDays, "lock_mode": &c.Global.LockMode,
+		"compress": &c.Global.Compress, "recipients": &c.Global.Recipients, "recipients_file": &c.Global.RecipientsFile,
+		"identity": &c.Global.Identity, "send_flags": &c.Global.SendFlags,
 	}
 	dst, ok := dec[k.Value]
 	if !ok {
@@ -327,6 +345,27 @@ func (c *Config) dataset(d *Dataset, where string, v *yaml.Node) error {
 			} else {
 				d.KeepLocal = &p
 			}
+		case "compress":
+			var v string
+			if err = str(&v); err == nil {
+				if _, perr := transform.ParseCompress(v); perr != nil {
+					err = c.Errorf(val.Line, key, "%v", perr)
+				}
+				d.Compress = &v
+			}
+		case "recipients":
+			var v []string
+			if derr := val.Decode(&v); derr != nil {
+				err = c.Errorf(val.Line, key, "want a list of age public keys (age1...), or [] for none")
+				break
+			}
+			for _, r := range v {
+				if _, perr := transform.ParseRecipient(r); perr != nil {
+					err = c.Errorf(val.Line, key, "%v", perr)
+					break
+				}
+			}
+			d.Recipients = &v
 		case "recursive":
 			if derr := val.Decode(&d.Recursive); derr != nil {
 				err = c.Errorf(val.Line, key, "want true or false")

@@ -109,6 +109,26 @@ func TestParseHookTimeout(t *testing.T) {
 	}
 }
 
+// TestParseTransforms: compress and recipients set per dataset override
+// the defaults; unset, the global flags apply (nil).
+func TestParseTransforms(t *testing.T) {
+	const key = "age1mcs7g47lc9lq9chqu4lnv5vs7hdtcjxfyk3hgz7hrpkcuv2kyg2s42t2l2"
+	c, err := Parse([]byte("compress: zstd\nrecipients: ["+key+"]\ndefaults:\n  compress: zstd:9\ndatasets:\n  tank/a: {}\n  tank/b:\n    compress: none\n    recipients: []\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Global.Compress != "zstd" || len(c.Global.Recipients) != 1 {
+		t.Errorf("global compress %q, recipients %v", c.Global.Compress, c.Global.Recipients)
+	}
+	a, b := c.Datasets[0], c.Datasets[1]
+	if a.Compress == nil || *a.Compress != "zstd:9" || a.Recipients != nil {
+		t.Errorf("tank/a: compress %v, recipients %v; want the default zstd:9 and the global recipients", a.Compress, a.Recipients)
+	}
+	if b.Compress == nil || *b.Compress != "none" || b.Recipients == nil || len(*b.Recipients) != 0 {
+		t.Errorf("tank/b: compress %v, recipients %v; want none and no recipients", b.Compress, b.Recipients)
+	}
+}
+
 // TestParseRefusesBadConfigs: each mistake is one line naming the file,
 // the line and the key.
 func TestParseRefusesBadConfigs(t *testing.T) {
@@ -136,6 +156,10 @@ func TestParseRefusesBadConfigs(t *testing.T) {
 		{"not yaml", "bucket: [\n", "c.yaml:"},
 		{"duplicate key", "bucket: a\nbucket: b\n", "already defined"},
 		{"datasets not a map", "datasets: [tank/a]\n", "c.yaml:1: datasets: want a map"},
+		{"bad compress", "defaults:\n  compress: lz4\n", "c.yaml:2: defaults.compress: compress \"lz4\": unknown compression"},
+		{"bad zstd level", "datasets:\n  tank/a:\n    compress: zstd:30\n", "c.yaml:3: datasets.tank/a.compress:"},
+		{"bad recipient", "datasets:\n  tank/a:\n    recipients: [age1nope]\n", "c.yaml:3: datasets.tank/a.recipients:"},
+		{"recipients not a list", "defaults:\n  recipients: {a: b}\n", "want a list of age public keys"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.config), "c.yaml")

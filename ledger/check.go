@@ -3,7 +3,11 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+
+	"github.com/zfs2s3/zfs2s3/transform"
+	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
 // Limits a stored edge must respect. They are S3's and zfs's own, so an
@@ -32,6 +36,18 @@ func (e Edge) Check(prefix string) error {
 	if e.StreamBytes <= 0 || e.StoredBytes <= 0 {
 		return fmt.Errorf("sizes %d/%d bytes: a stored stream is never empty", e.StreamBytes, e.StoredBytes)
 	}
+	if e.SendFlags != "" {
+		f, err := zfs.ParseSendFlags(e.SendFlags)
+		if err != nil || f.String() != e.SendFlags {
+			return fmt.Errorf("send_flags %q: not a list zfs2s3 writes", e.SendFlags)
+		}
+	}
+	if e.Transformed() {
+		return e.checkTransform()
+	}
+	if e.SegmentSize != 0 || e.PartSize != 0 || len(e.Recipients) > 0 || len(e.Records) > 0 {
+		return errors.New("segment_size, part_size, recipients or objects on an edge without a transform")
+	}
 	first := e.StoredBytes // e.Objects() without its allocation: this runs per edge on every load
 	for _, o := range e.Segments {
 		first -= o.Bytes
@@ -44,6 +60,72 @@ func (e Edge) Check(prefix string) error {
 	}
 	if !isSHA256(e.SHA256) {
 		return fmt.Errorf("sha256 %q is not 64 hex digits", e.SHA256)
+	}
+	return nil
+}
+
+// MaxPartSize is S3's largest part (5 GiB): stored digests are made of
+// parts no larger.
+const MaxPartSize = 5 << 30
+
+// checkTransform checks a transformed edge's record (transform/FORMAT.md):
+// a spec this version reads, a valid segment size, one record per object in
+// order at the fixed offsets, every segment but the last exactly
+// SegmentSize bytes, digests in their forms, and totals that add up.
+func (e Edge) checkTransform() error {
+	spec, err := transform.ParseSpec(e.Transform)
+	if err != nil {
+		return err
+	}
+	if !spec.Segmented() {
+		return fmt.Errorf("transform %q transforms nothing: a plain edge has no transform", e.Transform)
+	}
+	if len(e.Segments) > 0 {
+		return errors.New("a transformed edge has objects, not segments")
+	}
+	if err := transform.CheckSegmentSize(e.SegmentSize); err != nil {
+		return err
+	}
+	if e.PartSize <= 0 || e.PartSize > MaxPartSize {
+		return fmt.Errorf("part size %d: S3 parts hold 1 byte to 5 GiB", e.PartSize)
+	}
+	if spec.Encrypt != (len(e.Recipients) > 0) {
+		return fmt.Errorf("transform %s with %d recipients: an encrypted edge names its recipients, another none", e.Transform, len(e.Recipients))
+	}
+	for _, r := range e.Recipients {
+		if _, err := transform.ParseRecipient(r); err != nil {
+			return fmt.Errorf("recipient %q: %v", r, err)
+		}
+	}
+	n := len(e.Records)
+	if n == 0 || n > MaxSegments {
+		return fmt.Errorf("%d objects: a transformed edge has 1 to %d", n, MaxSegments)
+	}
+	var plain, stored int64
+	for i, r := range e.Records {
+		switch {
+		case r.Index != i || r.PlainOffset != int64(i)*e.SegmentSize:
+			return fmt.Errorf("object %d records segment %d at offset %d", i, r.Index, r.PlainOffset)
+		case i < n-1 && r.PlainBytes != e.SegmentSize, r.PlainBytes <= 0 || r.PlainBytes > e.SegmentSize:
+			return fmt.Errorf("object %d holds %d plaintext bytes: segments have %d, the last 1 to %d", i, r.PlainBytes, e.SegmentSize, e.SegmentSize)
+		case !isSHA256(r.PlainSHA256):
+			return fmt.Errorf("object %d: plain_sha256 %q is not 64 hex digits", i, r.PlainSHA256)
+		case r.StoredBytes <= 0 || r.StoredBytes > MaxObjectBytes:
+			return fmt.Errorf("object %d of %d bytes: S3 objects hold 1 byte to 5 TiB", i, r.StoredBytes)
+		}
+		sum, count, ok := strings.Cut(r.StoredSHA256, "-")
+		parts, err := strconv.ParseInt(count, 10, 64)
+		if want := (r.StoredBytes + e.PartSize - 1) / e.PartSize; !ok || !isSHA256(sum) || err != nil || parts != want || count != strconv.FormatInt(want, 10) {
+			return fmt.Errorf("object %d: stored_sha256 %q is not a digest of %d parts (64 hex digits, '-', the part count)", i, r.StoredSHA256, want)
+		}
+		plain += r.PlainBytes
+		stored += r.StoredBytes
+	}
+	if plain != e.StreamBytes || stored != e.StoredBytes {
+		return fmt.Errorf("the objects hold %d plaintext and %d stored bytes, the edge records %d and %d", plain, stored, e.StreamBytes, e.StoredBytes)
+	}
+	if want, _ := transform.StreamSHA256(e.Records); e.SHA256 != want {
+		return fmt.Errorf("sha256 %q is not the stream digest of its objects (%s)", e.SHA256, want)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,7 +51,7 @@ func TestStoreRoundTrip(t *testing.T) {
 func TestLoadRefusesDamage(t *testing.T) {
 	for name, content := range map[string]string{
 		"not yaml":         "version: 1\nedges: [\n",
-		"future version":   "version: 3\nbucket: b\nprefix: \"\"\nedges: []\n",
+		"future version":   "version: 4\nbucket: b\nprefix: \"\"\nedges: []\n",
 		"unknown field":    "version: 1\nbucket: b\nprefix: \"\"\nedges: []\nextra: 1\n",
 		"edge w/o guid":    "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- target: {name: a@b}\n  key: k\n",
 		"duplicate edge":   "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: 1}, key: k}\n- {target: {name: a@b, guid: 1}, key: k}\n",
@@ -189,7 +190,7 @@ func TestParseReadsVersion1(t *testing.T) {
 // made with that release's ledger.Marshal and yaml.v3), and writes them
 // back byte for byte: people's existing ledgers keep working.
 func TestReadsWhatReleasesWrote(t *testing.T) {
-	for name, edges := range map[string]int{"ledger-v1.yaml": 4, "ledger-v1-block.yaml": 4, "ledger-v2.yaml": 5} {
+	for name, edges := range map[string]int{"ledger-v1.yaml": 4, "ledger-v1-block.yaml": 4, "ledger-v2.yaml": 5, "ledger-v3.yaml": 8} {
 		t.Run(name, func(t *testing.T) {
 			data := readFixture(t, name)
 			l, err := Parse(data)
@@ -204,6 +205,94 @@ func TestReadsWhatReleasesWrote(t *testing.T) {
 			}
 			if again, _ := Marshal(l); !bytes.Equal(again, data) {
 				t.Errorf("written back as\n%s\nwant\n%s", again, data)
+			}
+		})
+	}
+}
+
+// TestFormatVersions: a ledger is written in the oldest version that holds
+// it, so plain backups stay readable by releases before transforms: only
+// a transformed edge, or one with zfs send flags, raises it to 3.
+func TestFormatVersions(t *testing.T) {
+	l, err := Parse(readFixture(t, "ledger-v3.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := l.Edges
+	for n, want := range map[int]int{4: 1, 5: 2, 6: 3, 7: 3, 8: 3} {
+		l.Edges = all[:n]
+		if n == 4 {
+			l.Edges = append([]Edge(nil), all[:2]...) // v1 edges only
+		}
+		data, err := Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, []byte(fmt.Sprintf(`{"version": %d,`, want))) {
+			t.Errorf("%d edges written as %.20s, want version %d", len(l.Edges), data, want)
+		}
+	}
+	fri := all[5]
+	if !fri.Transformed() || fri.Format() != 3 || len(fri.Records) != 3 {
+		t.Fatalf("edge %s: transform %q, %d records", fri, fri.Transform, len(fri.Records))
+	}
+	keys := fri.Keys()
+	if len(keys) != 3 || keys[0] != fri.Key || keys[2] != fri.Key+".3" {
+		t.Errorf("Keys = %v", keys)
+	}
+	if objs := fri.Objects(); len(objs) != 3 || objs[1].Bytes != 1500000 || objs[1].Key != fri.Key+".2" {
+		t.Errorf("Objects = %v", objs)
+	}
+	// An older release, whose newest format is 2, refuses it with its
+	// newer-format message: the check it runs is the version number.
+	v3 := bytes.Replace(readFixture(t, "ledger-v3.yaml"), []byte(`"version": 3`), []byte(`"version": 4`), 1)
+	if _, err := Parse(v3); !errors.Is(err, ErrNewerFormat) {
+		t.Errorf("Parse of version 4 = %v, want ErrNewerFormat", err)
+	}
+}
+
+// TestParseRefusesBadTransforms: every field of a transformed edge's
+// record is checked on load, so a damaged record is refused before restore
+// or verify act on it.
+func TestParseRefusesBadTransforms(t *testing.T) {
+	fri := func(f func(e *Edge)) func(l *Ledger) { return func(l *Ledger) { f(&l.Edges[5]) } }
+	for name, tc := range map[string]struct {
+		change func(l *Ledger)
+		want   string
+	}{
+		"unknown spec":         {fri(func(e *Edge) { e.Transform = "lz4" }), "not one this version"},
+		"none spec":            {fri(func(e *Edge) { e.Transform = "none" }), "transforms nothing"},
+		"no recipients":        {fri(func(e *Edge) { e.Recipients = nil }), "0 recipients"},
+		"bad recipient":        {fri(func(e *Edge) { e.Recipients = []string{"age1nope"} }), "recipient"},
+		"recipients, no age":   {func(l *Ledger) { l.Edges[6].Recipients = l.Edges[5].Recipients }, "1 recipients"},
+		"segment size":         {fri(func(e *Edge) { e.SegmentSize = 1000 }), "whole number of MiB"},
+		"part size":            {fri(func(e *Edge) { e.PartSize = 0 }), "part size 0"},
+		"no objects":           {fri(func(e *Edge) { e.Records = nil }), "0 objects"},
+		"index":                {fri(func(e *Edge) { e.Records[1].Index = 2 }), "records segment 2"},
+		"offset":               {fri(func(e *Edge) { e.Records[1].PlainOffset++ }), "at offset"},
+		"short middle segment": {fri(func(e *Edge) { e.Records[1].PlainBytes-- }), "plaintext bytes"},
+		"plain digest":         {fri(func(e *Edge) { e.Records[0].PlainSHA256 = "xyz" }), "plain_sha256"},
+		"stored digest":        {fri(func(e *Edge) { e.Records[0].StoredSHA256 = e.Records[0].StoredSHA256[:64] }), "stored_sha256"},
+		"part count":           {fri(func(e *Edge) { e.Records[1].StoredSHA256 = e.Records[1].StoredSHA256[:64] + "-3" }), "digest of 2 parts"},
+		"stored total":         {fri(func(e *Edge) { e.StoredBytes++ }), "the edge records"},
+		"stream digest":        {fri(func(e *Edge) { e.SHA256 = strings.Repeat("0", 64) }), "not the stream digest"},
+		"send flags":           {func(l *Ledger) { l.Edges[7].SendFlags = "rawest" }, "send_flags"},
+		"objects on plain":     {func(l *Ledger) { l.Edges[7].Records = l.Edges[6].Records }, "without a transform"},
+		"segments and objects": {fri(func(e *Edge) { e.Segments = []Segment{{Key: e.Key + ".2", Bytes: 1}} }), "not segments"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l, err := Parse(readFixture(t, "ledger-v3.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.change(l)
+			data, err := Marshal(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse(data)
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse = %v, want ErrDamaged saying %q", err, tc.want)
 			}
 		})
 	}

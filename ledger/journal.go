@@ -32,10 +32,17 @@ import (
 // could. Readers take the newest full and the deltas after it; entries
 // older than the newest full are superseded and deleted when possible.
 
-// JournalFormat is the format version of the bucket's journal entries, and
-// of the ledger.yaml stub that tells older zfs2s3 (which read versions 1
-// and 2 there, as a whole ledger) that the bucket holds a newer format.
+// JournalFormat is the format version of the bucket's journal entries.
 const JournalFormat = 3
+
+// StubFormat is the version of the ledger.yaml stub that tells older
+// zfs2s3 (which read versions 1 and 2 there, as a whole ledger) that the
+// bucket holds a newer format. It is far above any whole ledger's version
+// (FormatVersion), so that no ledger is ever taken for the stub nor the
+// stub for a ledger; older releases refuse it as a newer format whatever
+// the number, and they refuse any extra field as damage (and would then
+// overwrite it), so the stub is marked by its version alone.
+const StubFormat = 1000
 
 // MaxJournalEntryBytes bounds the read of one journal entry; a full of a
 // dataset is about 420 bytes per edge, so this is far above any real one.
@@ -328,7 +335,7 @@ func ByDataset(edges []Edge) map[string][]Edge {
 }
 
 // MarshalStub encodes the ledger.yaml left at the old place of the
-// bucket's copy: a ledger of version JournalFormat with no edges, which
+// bucket's copy: a ledger of version StubFormat with no edges, which
 // zfs2s3 before the journal refuses as "written by a newer zfs2s3" and so
 // never acts on a stale copy nor overwrites the stub.
 func MarshalStub(bucket, prefix string) ([]byte, error) {
@@ -340,7 +347,7 @@ func MarshalStub(bucket, prefix string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fmt.Appendf(nil, "{\"version\": %d,\n \"bucket\": %s,\n \"prefix\": %s,\n \"generation\": 0,\n \"edges\": []}\n", JournalFormat, b, p), nil
+	return fmt.Appendf(nil, "{\"version\": %d,\n \"bucket\": %s,\n \"prefix\": %s,\n \"generation\": 0,\n \"edges\": []}\n", StubFormat, b, p), nil
 }
 
 // ErrStub is what ParseCopy returns for the stub (MarshalStub).
@@ -357,7 +364,7 @@ func ParseCopy(data []byte) (*Ledger, error) {
 		Version int    `json:"version"`
 		Edges   []Edge `json:"edges"`
 	}
-	if json.Unmarshal(data, &v) == nil && v.Version == JournalFormat && len(v.Edges) == 0 {
+	if json.Unmarshal(data, &v) == nil && v.Version == StubFormat && len(v.Edges) == 0 {
 		return nil, ErrStub
 	}
 	return nil, err

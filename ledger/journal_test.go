@@ -186,10 +186,11 @@ func TestDigestIgnoresOrder(t *testing.T) {
 }
 
 // TestStubIsRefusedByThePreviousRelease: the ledger.yaml stub is read by
-// the ledger.Parse of the release before the journal (this Parse, which
-// reads format versions 1 and 2 as that release's does) as a newer format,
-// which that release never overwrites nor acts on; this release
-// recognises it.
+// the ledger.Parse of the release before the journal as a newer format,
+// which that release never overwrites nor acts on (it reads versions 1
+// and 2, and refuses a higher version before anything else, so this
+// Parse, which reads more versions, stands in for it as long as the stub
+// is above them all); this release recognises it.
 func TestStubIsRefusedByThePreviousRelease(t *testing.T) {
 	stub, err := MarshalStub("b", "host1/")
 	if err != nil {

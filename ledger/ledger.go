@@ -13,18 +13,25 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zfs2s3/zfs2s3/transform"
 )
 
 // FormatVersion is the newest ledger format, which this code reads along
-// with the older ones. Version 2 added Edge.Segments. A ledger or manifest
-// is written in the oldest version that holds it, so older zfs2s3 sharing
-// the bucket keep working until an edge needs the newer format; then they
-// refuse it with a message instead of misreading it.
-const FormatVersion = 2
+// with the older ones. Version 2 added Edge.Segments; version 3 the
+// transform of a compressed or encrypted edge (transform/FORMAT.md) and
+// the zfs send flags. A ledger or manifest is written in the oldest
+// version that holds it, so older zfs2s3 sharing the bucket keep working
+// until an edge needs the newer format; then they refuse it with a message
+// instead of misreading it.
+const FormatVersion = 3
 
 // Format is the oldest format version that holds the edge.
 func (e Edge) Format() int {
-	if len(e.Segments) > 0 {
+	switch {
+	case e.Transform != "" || e.SendFlags != "":
+		return 3
+	case len(e.Segments) > 0:
 		return 2
 	}
 	return 1
@@ -58,6 +65,23 @@ type Edge struct {
 	// longer than one object can take (10,000 parts), in order; usually none.
 	// StoredBytes counts all of them.
 	Segments []Segment `yaml:"segments,omitempty" json:"segments,omitzero"`
+	// Transform is the spec of a compressed and/or encrypted edge
+	// ("zstd:3", "age", "zstd:3+age"; transform.ParseSpec), "" for a plain
+	// one. Such an edge is stored as one object per segment of SegmentSize
+	// plaintext bytes, described by Records in order; its SHA256 is then
+	// the transform.StreamSHA256 of the records, and StoredBytes their
+	// stored bytes. See transform/FORMAT.md.
+	Transform   string `yaml:"transform,omitempty" json:"transform,omitzero"`
+	SegmentSize int64  `yaml:"segment_size,omitempty" json:"segment_size,omitzero"`
+	// PartSize is the part size the records' stored digests were made with.
+	PartSize int64 `yaml:"part_size,omitempty" json:"part_size,omitzero"`
+	// Recipients are the age public keys an encrypted edge was written to:
+	// they tell which identity restores it.
+	Recipients []string `yaml:"recipients,omitempty" json:"recipients,omitzero"`
+	// SendFlags are the zfs send flags of the stream (zfs.SendFlags.String),
+	// "" for none, on plain and transformed edges alike.
+	SendFlags string             `yaml:"send_flags,omitempty" json:"send_flags,omitzero"`
+	Records   []transform.Record `yaml:"objects,omitempty" json:"objects,omitzero"`
 	// Removing is set before the object is deleted, so that an interrupted
 	// remove is finished, not forgotten. The rule treats such an edge as gone.
 	Removing bool `yaml:"removing,omitempty" json:"removing,omitzero"`
@@ -79,8 +103,18 @@ func SegmentKey(key string, i int) string {
 	return key + "." + strconv.Itoa(i+1)
 }
 
+// Transformed reports whether the edge is stored in transform's format.
+func (e Edge) Transformed() bool { return e.Transform != "" }
+
 // Objects lists the objects that hold the edge's stream, in order.
 func (e Edge) Objects() []Segment {
+	if e.Transformed() {
+		objs := make([]Segment, len(e.Records))
+		for i, r := range e.Records {
+			objs[i] = Segment{Key: SegmentKey(e.Key, i), Bytes: r.StoredBytes}
+		}
+		return objs
+	}
 	first := Segment{Key: e.Key, Bytes: e.StoredBytes}
 	for _, s := range e.Segments {
 		first.Bytes -= s.Bytes
@@ -90,6 +124,13 @@ func (e Edge) Objects() []Segment {
 
 // Keys lists the keys of the edge's objects, in order.
 func (e Edge) Keys() []string {
+	if e.Transformed() {
+		keys := make([]string, max(len(e.Records), 1))
+		for i := range keys {
+			keys[i] = SegmentKey(e.Key, i)
+		}
+		return keys
+	}
 	keys := []string{e.Key}
 	for _, s := range e.Segments {
 		keys = append(keys, s.Key)

@@ -122,6 +122,9 @@ func maxAttempts() int {
 // Bucket is the bucket the client writes to.
 func (c *Client) Bucket() string { return c.bucket }
 
+// Endpoint is the endpoint URL the client was made with, "" for AWS.
+func (c *Client) Endpoint() string { return c.endpoint }
+
 // ErrNotFound means the object or multipart upload does not exist.
 var ErrNotFound = errors.New("not found")
 

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/transform"
 )
 
 // S3's multipart limits. MaxObjectSize is the largest object that
@@ -72,6 +73,12 @@ type Upload struct {
 	// Lock, when set, stores each object with an object lock retention
 	// (s3up/lock.go).
 	Lock *Lock `yaml:"lock,omitempty"`
+	// Transformed is set for a compressed or encrypted stream, stored as
+	// one object per segment (RunSegments, transform/FORMAT.md). Done lists
+	// its finished segments; UploadID is then the multipart upload of
+	// segment len(Done), the one in flight, and Full is unused.
+	Transformed bool               `yaml:"transformed,omitempty"`
+	Done        []transform.Record `yaml:"segments_done,omitempty"`
 }
 
 // FullObject is an object of a stream that filled PartsPerObject parts.
@@ -87,7 +94,12 @@ type FullObject struct {
 }
 
 // current is the key of the object being uploaded.
-func (u *Upload) current() string { return ledger.SegmentKey(u.Key, len(u.Full)) }
+func (u *Upload) current() string {
+	if u.Transformed {
+		return ledger.SegmentKey(u.Key, len(u.Done))
+	}
+	return ledger.SegmentKey(u.Key, len(u.Full))
+}
 
 func (u *Upload) partsPerObject() int {
 	n := MaxParts
@@ -158,6 +170,9 @@ func (c *Client) AbortUpload(ctx context.Context, u *Upload) error {
 
 // Keys lists every object key the upload has used, first to current.
 func (u *Upload) Keys() []string {
+	if u.Transformed {
+		return u.segmentKeys()
+	}
 	keys := make([]string, 0, len(u.Full)+1)
 	for i := range u.Full {
 		keys = append(keys, ledger.SegmentKey(u.Key, i))

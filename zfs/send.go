@@ -29,7 +29,12 @@ type Stream struct {
 
 // Send starts "zfs send [-i base] target". base may be empty for a full stream.
 func (r Runner) Send(ctx context.Context, target, base string) (*Stream, error) {
-	args := sendArgs(target, base)
+	return r.SendWith(ctx, SendFlags{}, target, base)
+}
+
+// SendWith is Send with the options of f ("zfs send -L -e -i base target").
+func (r Runner) SendWith(ctx context.Context, f SendFlags, target, base string) (*Stream, error) {
+	args := SendArgs(f, target, base)
 	c := exec.CommandContext(ctx, r.cmd(), args...)
 	s := &Stream{cmd: c, args: args}
 	c.Stderr = &s.stderr
