@@ -306,7 +306,7 @@ func TestNewerFormatBucketLedgerIsNeverOverwritten(t *testing.T) {
 			a, b := e.snap("a", 1), e.snap("b", 1)
 			e.ok("upload", a)
 			key := backup.LedgerKey("")
-			newer := bytes.Replace(e.object(key), []byte(`{"version": 3,`), []byte(`{"version": 9,`), 1)
+			newer := bytes.Replace(e.object(key), []byte(`{"version": 1000,`), []byte(`{"version": 9,`), 1) // the stub, ledger.StubFormat
 			if where == "journal entry" {
 				head, seq := e.journalHead("", e.ds)
 				key = ledger.JournalKey("", e.ds, seq+1)
