@@ -290,6 +290,22 @@ func TestBackupFromConfig(t *testing.T) {
 			{"create outside the glob", fmt.Sprintf("datasets:\n  %q:\n    create: \"zfs2s3-%%Y%%m%%d\"\n    snapshots: \"daily-*\"\n", e.a), e.config + ":2: datasets." + e.a + ": the snapshots it creates (zfs2s3-%Y%m%d) do not match its snapshots glob", nil},
 			{"not configured", string(good), "dataset " + pool + "/other is not configured", []string{pool + "/other"}},
 			{"no datasets", "bucket: x\n", "configures no datasets", nil},
+			{"bad duration", fmt.Sprintf("defaults:\n  full_every: 30x\ndatasets:\n  %q: {}\n", e.a), e.config + ":2: defaults.full_every: bad duration \"30x\"", nil},
+			{"bad glob", fmt.Sprintf("defaults:\n  snapshots: \"daily-[\"\ndatasets:\n  %q: {}\n", e.a), e.config + ":2: defaults.snapshots: bad glob", nil},
+			{"bad time format", fmt.Sprintf("defaults:\n  time_format: \"daily-%%Q\"\ndatasets:\n  %q: {}\n", e.a), e.config + ":2: defaults.time_format: bad time format", nil},
+			{"keep keeps nothing", fmt.Sprintf("defaults:\n  keep: {daily: 0}\ndatasets:\n  %q: {}\n", e.a), e.config + ":2: defaults.keep: keeps nothing", nil},
+			{"bad chain", fmt.Sprintf("defaults:\n  chain: sideways\ndatasets:\n  %q: {}\n", e.a), e.config + ":2: defaults.chain: \"sideways\"", nil},
+			{"unknown dataset key", fmt.Sprintf("datasets:\n  %q:\n    snapshot: \"x*\"\n", e.a), e.config + ":3: datasets." + e.a + ".snapshot: unknown key", nil},
+			{"unknown keep rule", fmt.Sprintf("datasets:\n  %q:\n    keep: {fortnightly: 2}\n", e.a), e.config + ":3: datasets." + e.a + ".keep: ", nil},
+			{"negative keep", fmt.Sprintf("datasets:\n  %q:\n    keep: {daily: -1}\n", e.a), e.config + ":3: datasets." + e.a + ".keep: counts cannot be negative", nil},
+			{"keep_local without create", fmt.Sprintf("datasets:\n  %q:\n    keep_local: {last: 3}\n", e.a), e.config + ":2: datasets." + e.a + ": keep_local destroys only snapshots zfs2s3 created", nil},
+			{"bad hook timeout", fmt.Sprintf("datasets:\n  %q:\n    hook_timeout: soon\n", e.a), e.config + ":3: datasets." + e.a + ".hook_timeout: bad duration", nil},
+			{"bad compress", fmt.Sprintf("compress: brotli\ndatasets:\n  %q: {}\n", e.a), e.config + ":1: compress: ", nil},
+			{"bad recipient", fmt.Sprintf("recipients: [age1notakey]\ndatasets:\n  %q: {}\n", e.a), e.config + ":1: recipients: ", nil},
+			{"bad lock mode", fmt.Sprintf("lock_mode: forever\ndatasets:\n  %q: {}\n", e.a), e.config + ":1: lock_mode: ", nil},
+			{"dataset twice", fmt.Sprintf("datasets:\n  %q: {}\n  %q: {}\n", e.a, e.a), e.config + ":3: datasets." + e.a + ": already defined above", nil},
+			{"a snapshot for a dataset", fmt.Sprintf("datasets:\n  %q: {}\n", e.a+"@x"), e.config + ":2: datasets: ", nil},
+			{"broken YAML", fmt.Sprintf("datasets:\n  %q: {\n", e.a), e.config + ":", nil},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

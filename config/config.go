@@ -273,7 +273,7 @@ func (c *Config) global(k, v *yaml.Node) error {
 	if err := v.Decode(dst); err != nil {
 		return c.Errorf(v.Line, k.Value, "%v", decodeMsg(err))
 	}
-	return c.checkLock(k.Value, v.Line)
+	return c.checkValue(k.Value, v.Line)
 }
 
 // dataset applies the keys of mapping v (the defaults, or one dataset's

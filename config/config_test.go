@@ -280,3 +280,23 @@ func TestCovers(t *testing.T) {
 		t.Error("a dataset that is not recursive covers a child")
 	}
 }
+
+// TestTopLevelValuesNamedByLine: values that stand in for flags are checked
+// as the config is read, and named by file, line and key like any other
+// config error, not as the flag.
+func TestTopLevelValuesNamedByLine(t *testing.T) {
+	for _, tt := range []struct{ text, want string }{
+		{"bucket: b\ncompress: brotli\n", "c.yaml:2: compress: "},
+		{"bucket: b\nrecipients: [age1notakey]\n", "c.yaml:2: recipients: "},
+		{"bucket: b\nsend_flags: turbo\n", "c.yaml:2: send_flags: "},
+		{"bucket: b\nhost: \"a b/c\"\n", "c.yaml:2: host: "},
+	} {
+		_, err := Parse([]byte(tt.text), "c.yaml")
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) = %v, want an error starting %q", tt.text, err, tt.want)
+		}
+	}
+	if _, err := Parse([]byte("bucket: b\ncompress: zstd:5\nsend_flags: large-blocks\nhost: web1\n"), "c.yaml"); err != nil {
+		t.Errorf("good values: %v", err)
+	}
+}
