@@ -363,10 +363,11 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		if rolledBack {
 			how = "changed by another machine or rolled back to an older version"
 		}
-		if mutate && mp != nil && !rolledBack {
-			// This machine's ledger of ds is the journal's entry mark.Seq:
-			// another machine's newer entries are merged in (merge.go).
-			merges = append(merges, journalMerge{ds: ds, base: loc, theirs: remote, mark: m, reached: reached})
+		if mutate && !rolledBack && (mp != nil || (!marked && len(loc) == 0)) {
+			// This machine's ledger of ds is the journal's entry mark.Seq,
+			// or it never had ds (another machine's new dataset): the
+			// other machines' entries are merged in (merge.go).
+			merges = append(merges, journalMerge{ds: ds, base: loc, theirs: remote, mark: m, reached: reached || !marked})
 			continue
 		}
 		if mutate {
