@@ -302,6 +302,7 @@ func newApp() *cli.App {
 				}},
 			},
 			policyCommand(),
+			fleetCommand(),
 		},
 	}
 	for _, c := range app.Commands {
