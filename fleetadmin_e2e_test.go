@@ -290,7 +290,7 @@ defaults:
 		t.Fatalf("first backup: exit %d: %s", r.code, r.stderr)
 	}
 	const rounds = 5
-	last := 3
+	last, merges := 3, 0
 	for round := 0; round < rounds; round++ {
 		last++
 		e.daily(w1.ds, last)
@@ -309,7 +309,14 @@ defaults:
 		if t.Failed() {
 			t.FailNow()
 		}
+		for who, r := range map[string]result{"host": host, "admin": admin} {
+			if strings.Contains(r.stderr, "merged another machine's change") {
+				merges++
+				t.Logf("round %d: the %s merged the other's journal entries", round, who)
+			}
+		}
 	}
+	t.Logf("%d merges in %d rounds", merges, rounds)
 	// A last prune without a race, then the host's next run.
 	if r := e.adminRun(adminCfg, adminState, "fleet", "prune"); r.code != 0 {
 		t.Fatalf("final fleet prune: exit %d: %s", r.code, r.stderr)
