@@ -141,3 +141,55 @@ func TestMergeAtLoadKeepsPendingUploadsBase(t *testing.T) {
 		t.Errorf("a's ledger after the refusal = %v, %v; want it unchanged", l, err)
 	}
 }
+
+// TestFullEntryOverThisMachinesEntry: another machine's full entry
+// superseded (and deleted) the entry this machine's ledger matches. Its
+// edges are taken where every edge of this machine's it lacks was removed
+// (its object is gone); one whose object is still in the bucket refuses
+// the change, naming it.
+func TestFullEntryOverThisMachinesEntry(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	e2 := edgeIn("p/d", 2, 1)
+	inSync(t, a, b, edgeIn("p/d", 1, 0), e2)
+	if _, err := a.S3.PutIf(ctx, e2.Key, []byte("stream"), nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	first, err := a.S3.List(ctx, ledger.JournalKey("", "p/d", 2))
+	if err != nil || len(first) != 1 {
+		t.Fatalf("a's entry 2: %v, %v", first, err)
+	}
+	// b drops 1 -> 2 without deleting its object (as a machine that found
+	// the journal damaged and replaced it would), then changes enough
+	// for a full entry that deletes a's.
+	if err := drop(ctx, b, e2); err != nil {
+		t.Fatal(err)
+	}
+	for g := uint64(10); g < 40; g++ {
+		if err := add(ctx, b, edgeIn("p/d", g, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if objs, _ := a.S3.List(ctx, ledger.JournalKey("", "p/d", 2)); len(objs) != 0 {
+		t.Fatalf("a's entry 2 is still there: the test needs b to have superseded it")
+	}
+	err = add(ctx, a, edgeIn("p/d", 3, 2))
+	if err == nil || !strings.Contains(err.Error(), "without "+e2.String()+", whose objects are still in the bucket") {
+		t.Errorf("a's change over b's full entry without a's stored edge: %v, want a refusal naming it", err)
+	}
+	// Once its object is gone it was removed: a takes b's full entry.
+	if err := a.S3.Delete(ctx, e2.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, a, edgeIn("p/d", 40, 1)); err != nil {
+		t.Fatalf("a's change over b's full entry of removed edges: %v", err)
+	}
+	l, err := a.store.Load("bkt", "")
+	if err != nil || len(l.Edges) != 32 {
+		t.Errorf("a's ledger has %d edges (%v), want 1, b's 30 and a's new one", len(l.Edges), err)
+	}
+	if got := bucketKeys(t, machine(t, m.Endpoint)); !strings.HasSuffix(got, "k39 k40") || strings.Contains(got, "k2 ") {
+		t.Errorf("bucket ledger = %s", got)
+	}
+}
