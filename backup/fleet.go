@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -273,6 +274,9 @@ func (b *Backup) pruneHost(ctx context.Context, prefix string, rules func(ds str
 	if err != nil {
 		return err
 	}
+	if hb.hostUploads, err = hb.uploadsInFlight(ctx, time.Now()); err != nil {
+		return err
+	}
 	byDS := edgesByDataset(l, "")
 	names := make([]string, 0, len(byDS))
 	for ds := range byDS {
@@ -336,4 +340,60 @@ func (b *Backup) pruneStored(ctx context.Context, d config.Dataset, opt PruneOpt
 	job.order = orderSnaps(job.order, job.edges)
 	job.applyKeep(*d.Keep)
 	return b.carryOut(ctx, job, opt, dr)
+}
+
+// uploadsInFlight are the host's unfinished multipart uploads under the
+// prefix that began less than a day ago (or whose start the store does
+// not say), as edges for the guard: the admin has no record of the
+// host's pending uploads, and removing the base of one would leave the
+// host's new edge without its chain (the host would then refuse to
+// record it). Older ones are what fleet status reports as problems, and
+// protect nothing.
+func (b *Backup) uploadsInFlight(ctx context.Context, now time.Time) ([]ledger.Edge, error) {
+	ups, err := b.S3.AllMultipartUploads(ctx, b.Opt.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []ledger.Edge
+	for _, u := range ups {
+		if !u.Initiated.IsZero() && now.Sub(u.Initiated) > staleUpload {
+			continue
+		}
+		if e, ok := uploadEdge(u.Key); ok {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// uploadEdge reads the GUIDs of the edge a stream object's key is of
+// (ledger.ObjectKey's rule: SNAP@TARGETGUID.full.zfs or
+// SNAP@TARGETGUID.from.BASESNAP@BASEGUID.zfs, a segment's .N after it);
+// names are the key, for messages.
+func uploadEdge(key string) (ledger.Edge, bool) {
+	name := key[strings.LastIndex(key, "/")+1:]
+	parts := strings.Split(name, "@")
+	guid := func(s string) (uint64, bool) {
+		if len(s) < 16 {
+			return 0, false
+		}
+		g, err := strconv.ParseUint(s[:16], 16, 64)
+		return g, err == nil && g != 0
+	}
+	if len(parts) < 2 {
+		return ledger.Edge{}, false
+	}
+	tg, ok := guid(parts[1])
+	if !ok {
+		return ledger.Edge{}, false
+	}
+	e := ledger.Edge{Target: ledger.Snapshot{Name: key, GUID: tg}, Key: key}
+	if len(parts) == 3 && strings.HasPrefix(parts[1][16:], ".from.") {
+		bg, ok := guid(parts[2])
+		if !ok {
+			return ledger.Edge{}, false
+		}
+		e.Base = &ledger.Snapshot{Name: fmt.Sprintf("guid %d", bg), GUID: bg}
+	}
+	return e, true
 }
