@@ -54,7 +54,7 @@ type FleetDataset struct {
 	// NewestTime its time: from its name with the config's time_format,
 	// else when it was uploaded.
 	Newest       string    `json:"newest"`
-	NewestTime   time.Time `json:"newest_time"`
+	NewestTime   time.Time `json:"newest_time,omitzero"`
 	Restorable   int       `json:"restorable_snapshots"`
 	Unrestorable int       `json:"unrestorable_snapshots"`
 	StoredBytes  int64     `json:"stored_bytes"`
