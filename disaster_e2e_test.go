@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -70,29 +71,45 @@ func TestDisasterRestoreFromTheBucketAlone(t *testing.T) {
 	e.ok("verify", "--read-data")
 }
 
-// TestNewerBucketLedgerBlocksStaleMachine has two machines share a bucket:
-// the one whose ledger is older may read but not change the ledger.
-func TestNewerBucketLedgerBlocksStaleMachine(t *testing.T) {
+// TestStaleMachineMergesNewerBucketLedger has two machines share a
+// bucket: the one whose ledger is older merges the other's change into
+// its own before it changes anything (README "When the machine is gone").
+func TestStaleMachineMergesNewerBucketLedger(t *testing.T) {
 	e := newEnv(t, "two machines")
 	a := e.snap("a", 1)
 	b := e.snap("b", 1)
+	c := e.snap("c", 1)
 	e.ok("upload", a)
 	first := e.stateDir
-	e.stateDir = t.TempDir() // the second machine starts from the bucket's copy
+	second := t.TempDir() // the second machine starts from the bucket's copy
+	e.stateDir = second
 	e.ok("upload", b, "-i", a)
 	e.stateDir = first
-	e.fails(1, "changed by another machine", "remove", b, "-i", a)
-	e.ok("verify") // reading is fine, and sees the second machine's edge
 	if r := e.ok("restore", b, "--into", pool+"/"+filepath.Base(t.Name()), "--dry-run"); !strings.Contains(r.stdout, a+" -> "+b) {
 		t.Errorf("the stale machine does not see the newer edge: %q", r.stdout)
 	}
+	// A change here merges the second machine's edge first: c builds on it.
+	e.ok("upload", c, "-i", b)
+	if got := e.edges(); len(got) != 3 {
+		t.Errorf("the first machine's ledger = %v, want a, a -> b (the other's), b -> c", got)
+	}
+	// And the second machine picks up the first one's edge: it may
+	// remove it, and the first one then drops it from its own ledger.
+	e.stateDir = second
+	e.ok("remove", c, "-i", b)
+	e.stateDir = first
+	e.ok("remove", b, "-i", a)
+	if got := e.edges(); !slices.Equal(got, []string{a + " (full)"}) {
+		t.Errorf("after both removals the first machine has %v, want only a (full)", got)
+	}
+	e.ok("verify")
 }
 
-// TestConcurrentLedgerWriteIsRefused has another machine write the
+// TestConcurrentLedgerWriteIsMerged has another machine write the
 // journal entry this one is about to write while it records an upload:
-// the conditional write refuses to overwrite it, later changes refuse too,
-// and a rebuild from the manifests merges both.
-func TestConcurrentLedgerWriteIsRefused(t *testing.T) {
+// the conditional write refuses to overwrite it, and this machine merges
+// the other's entry and writes its own after it.
+func TestConcurrentLedgerWriteIsMerged(t *testing.T) {
 	e := newEnv(t, "ledger race")
 	a := e.snap("a", 1)
 	b := e.snap("b", 1)
@@ -115,19 +132,21 @@ func TestConcurrentLedgerWriteIsRefused(t *testing.T) {
 		return testbed.Fault{}
 	})
 	e.endpoint = p.URL
-	r := e.fails(1, "another machine changed the bucket's ledger while this command ran", "upload", b, "-i", a)
+	r := e.ok("upload", b, "-i", a)
 	if key == "" || !bytes.Equal(e.object(key), theirs) {
 		t.Fatalf("the other machine's journal entry %q was overwritten", key)
 	}
-	// The edge is recorded locally: stored, not left pending as well.
 	if !strings.Contains(r.stdout, "stored "+a+" -> "+b) || len(e.stateFiles()) != 0 {
-		t.Errorf("after the refused bucket write: stdout %q, %d upload state files", r.stdout, len(e.stateFiles()))
+		t.Errorf("after the merged bucket write: stdout %q, %d upload state files", r.stdout, len(e.stateFiles()))
 	}
 	e.endpoint = bed.minio.Endpoint
 	c := e.snap("c", 1)
-	e.fails(1, "changed by another machine", "upload", c, "-i", b)
-	e.ok("ledger", "rebuild")
 	e.ok("upload", c, "-i", b)
+	e.stateDir = t.TempDir() // a new machine reads everything from the bucket
+	if got := e.edges(); len(got) != 0 {
+		t.Fatalf("a new state dir has edges %v", got)
+	}
+	e.ok("verify")
 	if got := e.edges(); len(got) != 3 {
 		t.Errorf("edges after the merge = %v, want a, a->b, b->c", got)
 	}

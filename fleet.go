@@ -1,14 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/policy"
@@ -127,4 +130,112 @@ func printPolicy(c *cli.Context, name string) error {
 	}
 	_, err = c.App.Writer.Write(out)
 	return err
+}
+
+// fleetCommand is zfs2s3 fleet status | prune: the admin side of a fleet,
+// over every host prefix under the configured prefix's part before its
+// first placeholder (see Running a fleet in README.md).
+func fleetCommand() *cli.Command {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"}
+	return &cli.Command{
+		Name:  "fleet",
+		Usage: "the admin side of a fleet: status and prune of every host prefix in the bucket (see Running a fleet in README.md)",
+		Subcommands: []*cli.Command{
+			{
+				Name:   "status",
+				Usage:  "list every host prefix with its datasets, newest restorable snapshots, stored bytes and problems",
+				Flags:  append(commonFlags(), jsonFlag),
+				Action: fleetAction(runFleetStatus),
+			},
+			{
+				Name:  "prune",
+				Usage: "apply the config's keep rules to every host prefix, from the bucket's ledgers alone (no bypass edges: chain links stay)",
+				Flags: append(commonFlags(), jsonFlag,
+					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (removals and why, chain links that stay) and change nothing"}),
+				Action: fleetAction(runFleetPrune),
+			},
+		},
+	}
+}
+
+// fleetAction checks that the command takes no arguments, loads the config,
+// works out the fleet's root and runs fn.
+func fleetAction(fn func(c *cli.Context, b *backup.Backup, cfg *config.Config, root string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 0 {
+			return usageErr{fmt.Errorf("%s takes no arguments, got %d; see zfs2s3 %s --help", c.Command.FullName(), c.NArg(), c.Command.FullName())}
+		}
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		prefix := c.String("prefix")
+		root := ledger.NormalizePrefix(prefix)
+		if config.HasPlaceholder(prefix) {
+			root = config.StaticPrefix(prefix)
+		}
+		b, err := newBackup(c)
+		if err != nil {
+			return err
+		}
+		quietForJSON(c, b)
+		return fn(c, b, cfg, root)
+	}
+}
+
+func runFleetStatus(c *cli.Context, b *backup.Backup, cfg *config.Config, root string) error {
+	st, err := b.FleetStatus(c.Context, root, backup.FleetRules(cfg), time.Now())
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, st)
+	}
+	w := c.App.Writer
+	if len(st.Hosts) == 0 {
+		fmt.Fprintf(w, "no host prefixes under s3://%s/%s\n", c.String("bucket"), root)
+		return nil
+	}
+	for _, h := range st.Hosts {
+		fmt.Fprintf(w, "%s  %d dataset(s), %s stored\n", h.Prefix, len(h.Datasets), humanBytes(h.StoredBytes))
+		for _, d := range h.Datasets {
+			newest := "nothing restorable"
+			if d.Newest != "" {
+				newest = d.Newest + " (" + d.NewestTime.UTC().Format(time.RFC3339) + ")"
+			}
+			fmt.Fprintf(w, "  %s  newest %s, %d restorable, %s\n", d.Dataset, newest, d.Restorable, humanBytes(d.StoredBytes))
+		}
+		for _, p := range h.Problems {
+			fmt.Fprintf(w, "  problem: %s\n", oneLine(p))
+		}
+	}
+	return nil
+}
+
+func runFleetPrune(c *cli.Context, b *backup.Backup, cfg *config.Config, root string) error {
+	rep, err := b.FleetPrune(c.Context, root, backup.FleetRules(cfg), backup.PruneOptions{DryRun: c.Bool("dry-run")})
+	var re *backup.RunError
+	if err != nil && !errors.As(err, &re) {
+		return err
+	}
+	if c.Bool("json") {
+		if jerr := writeJSON(c.App.Writer, rep); jerr != nil {
+			return jerr
+		}
+	}
+	return err
+}
+
+// humanBytes prints a byte count for people.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

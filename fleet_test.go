@@ -126,3 +126,21 @@ func TestPolicyCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetCommandUsage: the fleet commands take no arguments; a mistake
+// is a usage error (exit 2) before the bucket is touched.
+func TestFleetCommandUsage(t *testing.T) {
+	t.Setenv("ZFS2S3_CONFIG", "")
+	os.Unsetenv("ZFS2S3_CONFIG")
+	t.Setenv("ZFS2S3_BUCKET", "b")
+	t.Setenv("ZFS2S3_ENDPOINT", "http://127.0.0.1:1") // nothing listens: any S3 call would fail with exit 1
+	for _, args := range [][]string{
+		{"zfs2s3", "fleet", "status", "extra"},
+		{"zfs2s3", "fleet", "prune", "web1"},
+		{"zfs2s3", "fleet", "prune", "--no-such-flag"},
+	} {
+		if code := run(t.Context(), args); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+}

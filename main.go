@@ -310,6 +310,7 @@ func newApp() *cli.App {
 				}},
 			},
 			policyCommand(),
+			fleetCommand(),
 		},
 	}
 	for _, c := range app.Commands {

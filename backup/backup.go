@@ -140,6 +140,10 @@ type Backup struct {
 	lockChecked bool
 	mayLock     *bool
 	locks, seen map[string]s3up.Retention
+	// hostUploads are the uploads a backup host has in flight under the
+	// prefix, as fleet prune sees them in the bucket: their bases stay
+	// restorable, like this machine's own pending uploads (fleet.go).
+	hostUploads []ledger.Edge
 }
 
 // New returns a Backup; out prints results.

@@ -189,6 +189,15 @@ func (b *Backup) readEntry(ctx context.Context, o journalObj) (*ledger.Entry, er
 // or to the entry mark names when from holds the edges after it. It
 // returns the edges after the newest entry and the mark for them.
 func (b *Backup) readDataset(ctx context.Context, j *journal, ds string, mark *journalMark, from []ledger.Edge) ([]ledger.Edge, journalMark, error) {
+	edges, m, _, err := b.readDatasetFrom(ctx, j, ds, mark, from)
+	return edges, m, err
+}
+
+// readDatasetFrom is readDataset that also says whether the read went
+// back to mark's entry (rather than to a full entry written after it):
+// only then are the edges known to build on from's.
+func (b *Backup) readDatasetFrom(ctx context.Context, j *journal, ds string, mark *journalMark, from []ledger.Edge) ([]ledger.Edge, journalMark, bool, error) {
+	reached := false
 	es := j.entries[ds]
 	var read []*ledger.Entry
 	var since int64
@@ -196,20 +205,21 @@ func (b *Backup) readDataset(ctx context.Context, j *journal, ds string, mark *j
 	full, fullBytes := uint64(0), int64(0)
 	for i := len(es) - 1; ; i-- {
 		if i < 0 {
-			return nil, journalMark{}, fmt.Errorf("%w: the journal of %s has no full entry at or before entry %d", ledger.ErrDamaged, ds, es[0].Seq)
+			return nil, journalMark{}, false, fmt.Errorf("%w: the journal of %s has no full entry at or before entry %d", ledger.ErrDamaged, ds, es[0].Seq)
 		}
 		if i < len(es)-1 && es[i].Seq != es[i+1].Seq-1 {
 			missing := es[i+1].Seq - 1
-			return nil, journalMark{}, fmt.Errorf("%w: the journal of %s lacks entry %d (%s)", ledger.ErrDamaged, ds, missing, ledger.JournalKey(b.Opt.Prefix, ds, missing))
+			return nil, journalMark{}, false, fmt.Errorf("%w: the journal of %s lacks entry %d (%s)", ledger.ErrDamaged, ds, missing, ledger.JournalKey(b.Opt.Prefix, ds, missing))
 		}
 		if mark != nil && es[i].Seq == mark.Seq && es[i].ETag == mark.ETag {
 			start, full, fullBytes = from, mark.Full, mark.FullBytes
 			since = mark.Since
+			reached = true
 			break
 		}
 		e, err := b.readEntry(ctx, es[i])
 		if err != nil {
-			return nil, journalMark{}, fmt.Errorf("the bucket's ledger journal of %s: %w", ds, err)
+			return nil, journalMark{}, false, fmt.Errorf("the bucket's ledger journal of %s: %w", ds, err)
 		}
 		read = append(read, e)
 		if e.Kind == ledger.EntryFull {
@@ -227,15 +237,15 @@ func (b *Backup) readDataset(ctx context.Context, j *journal, ds string, mark *j
 	l := ledger.New(b.S3.Bucket(), b.Opt.Prefix)
 	l.Edges = edges
 	if data, err := ledger.Marshal(l); err != nil {
-		return nil, journalMark{}, err
+		return nil, journalMark{}, false, err
 	} else if _, err := ledger.Parse(data); err != nil {
-		return nil, journalMark{}, fmt.Errorf("the bucket's ledger journal of %s: %w", ds, err)
+		return nil, journalMark{}, false, fmt.Errorf("the bucket's ledger journal of %s: %w", ds, err)
 	}
 	h := es[len(es)-1]
 	if full == h.Seq {
 		since = 0
 	}
-	return edges, journalMark{Seq: h.Seq, ETag: h.ETag, Digest: ledger.Digest(edges), Full: full, Since: since, FullBytes: fullBytes}, nil
+	return edges, journalMark{Seq: h.Seq, ETag: h.ETag, Digest: ledger.Digest(edges), Full: full, Since: since, FullBytes: fullBytes}, reached, nil
 }
 
 // loadLedger returns the local ledger, or the bucket's when there is no
@@ -279,6 +289,7 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 	sort.Strings(sorted)
 	stateChanged, repair := false, false
 	shown := map[string][]ledger.Edge{} // datasets shown from the bucket instead of the local ledger
+	var merges []journalMerge
 	for _, ds := range sorted {
 		loc := locals[ds]
 		mark, marked := j.state.Datasets[ds]
@@ -310,7 +321,7 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		if marked && exists && locDigest == mark.Digest {
 			mp, from = &mark, loc // read only the entries after the one applied here
 		}
-		remote, m, err := b.readDataset(ctx, j, ds, mp, from)
+		remote, m, reached, err := b.readDatasetFrom(ctx, j, ds, mp, from)
 		switch {
 		case errors.Is(err, ledger.ErrNewerFormat) && mutate:
 			return nil, fmt.Errorf("%w; this zfs2s3 changes nothing while the bucket holds a newer ledger", err)
@@ -352,6 +363,13 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		if rolledBack {
 			how = "changed by another machine or rolled back to an older version"
 		}
+		if mutate && !rolledBack && (mp != nil || (!marked && len(loc) == 0)) {
+			// This machine's ledger of ds is the journal's entry mark.Seq,
+			// or it never had ds (another machine's new dataset): the
+			// other machines' entries are merged in (merge.go).
+			merges = append(merges, journalMerge{ds: ds, base: loc, theirs: remote, mark: m, reached: reached || !marked})
+			continue
+		}
 		if mutate {
 			return nil, fmt.Errorf("the bucket's ledger journal of %s (entry %d) was %s since this machine's ledger (entry %d); move %s away to adopt the bucket's ledger, or run zfs2s3 ledger rebuild to merge both from the manifests",
 				ds, h.Seq, how, mark.Seq, b.store.Path())
@@ -381,6 +399,13 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 			return nil, err
 		}
 		return l, b.writeJournalState(j.state)
+	}
+	if len(merges) > 0 {
+		merged, err := b.mergeJournals(ctx, j, local, merges)
+		if err != nil {
+			return nil, err
+		}
+		local, stateChanged = merged, true
 	}
 	if stateChanged {
 		if err := b.writeJournalState(j.state); err != nil {
@@ -557,7 +582,24 @@ func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 	sort.Strings(sorted)
 	var err error
 	for _, ds := range sorted {
-		if err = b.pushDataset(ctx, j, ds, now[ds]); err != nil {
+		for try := 1; ; try++ {
+			err = b.pushDataset(ctx, j, ds, now[ds])
+			if !errors.Is(err, errJournalRace) || try > maxMergeTries {
+				break
+			}
+			// Another machine wrote the entry first: merge its change
+			// and write this one after it.
+			edges, merr := b.rebase(ctx, j, l, ds)
+			if merr != nil {
+				err = fmt.Errorf("%w: %w", errCopyBehind, merr)
+				break
+			}
+			if edges == nil {
+				break // not mergeable: err says so
+			}
+			now[ds] = edges
+		}
+		if err != nil {
 			break
 		}
 	}
@@ -631,7 +673,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		_, err := b.S3.Head(ctx, key)
 		switch {
 		case err == nil:
-			return "", fmt.Errorf("%w: another machine wrote the bucket's ledger entry %s while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, key, b.store.Path())
+			return "", fmt.Errorf("%w: %w: another machine wrote the bucket's ledger entry %s while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, errJournalRace, key, b.store.Path())
 		case !errors.Is(err, s3up.ErrNotFound):
 			return "", fmt.Errorf("%w: cannot check the bucket's ledger entry %s (%w); the next zfs2s3 command writes it again", errCopyBehind, key, err)
 		}
@@ -643,7 +685,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		if raw, cur, rerr := b.S3.ReadAll(ctx, key, ledger.MaxJournalEntryBytes); rerr == nil && bytes.Equal(raw, data) {
 			return cur, nil
 		}
-		return "", fmt.Errorf("%w: another machine changed the bucket's ledger while this command ran (it wrote %s first); this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, key, b.store.Path())
+		return "", fmt.Errorf("%w: %w: another machine changed the bucket's ledger while this command ran (it wrote %s first); this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, errJournalRace, key, b.store.Path())
 	}
 	if errors.Is(err, s3up.ErrNoConditionalWrites) {
 		return "", fmt.Errorf("%w: %w; this change is in the local ledger %s only: for this store, run zfs2s3 with --conditional-writes off (or ZFS2S3_CONDITIONAL_WRITES=off), and the next command writes the copy", errCopyBehind, err, b.store.Path())

@@ -183,7 +183,8 @@ func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
 	if n := gets.Load(); n != 0 {
 		t.Errorf("%d GETs of an unchanged bucket ledger, want 0", n)
 	}
-	// Another machine's change is seen: a's next change is refused.
+	// Another machine's change is seen: a reads it and merges it into
+	// its next change.
 	b := machine(t, m.Endpoint)
 	if _, err := b.readLedger(ctx); err != nil { // adopts the bucket's copy
 		t.Fatal(err)
@@ -191,8 +192,14 @@ func TestUnchangedBucketLedgerIsNotFetched(t *testing.T) {
 	if err := addEdge(ctx, b, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := addEdge(ctx, a, 4); err == nil || gets.Load() == 0 {
-		t.Errorf("a's change over b's copy: %v after %d GETs; want a refusal after reading it", err, gets.Load())
+	if err := addEdge(ctx, a, 4); err != nil || gets.Load() == 0 {
+		t.Errorf("a's change over b's copy: %v after %d GETs; want it merged after reading b's entry", err, gets.Load())
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k3 k4" {
+		t.Errorf("bucket ledger = %s, want b's k3 and a's k4 on top of k1 k2", got)
+	}
+	if l, err := a.store.Load("bkt", ""); err != nil || len(l.Edges) != 4 {
+		t.Errorf("a's local ledger = %v, %v; want b's edge merged in", l, err)
 	}
 }
 
@@ -412,8 +419,16 @@ func TestRepairLeavesOtherMachinesJournalsAlone(t *testing.T) {
 	if got := bucketKeys(t, a); got != "k1 k2 k3 k5" {
 		t.Errorf("the bucket's journals hold %s, want b's p/d (k1 k2) kept and a's p/e repaired (k3 k5)", got)
 	}
-	if err := add(ctx, a, edgeIn("p/e", 6, 5)); err == nil || !strings.Contains(err.Error(), "changed by another machine") {
-		t.Errorf("a's next change: %v, want a refusal naming p/d's journal", err)
+	// a's next change merges b's change of p/d, which a's ledger of p/d
+	// (its last entry) lacked.
+	if err := add(ctx, a, edgeIn("p/e", 6, 5)); err != nil {
+		t.Errorf("a's next change: %v, want b's change of p/d merged", err)
+	}
+	if got := bucketKeys(t, a); got != "k1 k2 k3 k5 k6" {
+		t.Errorf("the bucket's journals hold %s, want k1 k2 k3 k5 k6", got)
+	}
+	if l, err := a.store.Load("bkt", ""); err != nil || len(l.Edges) != 5 {
+		t.Errorf("a's local ledger = %v, %v; want 5 edges", l, err)
 	}
 }
 

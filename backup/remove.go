@@ -31,7 +31,7 @@ func (b *Backup) Remove(ctx context.Context, ref EdgeRef) error {
 		if err != nil {
 			return false, err
 		}
-		if err := l.CheckRemove(e.ID(), pendingEdges(ps)); err != nil {
+		if err := l.CheckRemove(e.ID(), append(pendingEdges(ps), b.hostUploads...)); err != nil {
 			return false, err
 		}
 		// On a bucket with object lock a delete of a locked object only

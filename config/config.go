@@ -44,6 +44,10 @@ type Config struct {
 	// Datasets are the configured datasets in file order, each with the
 	// defaults applied.
 	Datasets []Dataset
+	// Defaults are the rules of defaults: (with zfs2s3's own defaults),
+	// for datasets the file does not name: fleet prune applies them to
+	// every host's datasets.
+	Defaults Dataset
 }
 
 // Global holds the settings the command line also sets; flags and
@@ -201,6 +205,7 @@ func Parse(data []byte, file string) (*Config, error) {
 			}
 		}
 	}
+	c.Defaults = defaults
 	if datasets == nil {
 		return c, nil
 	}

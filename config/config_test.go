@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/zfs2s3/zfs2s3/retention"
 )
@@ -47,7 +48,7 @@ func TestParseExample(t *testing.T) {
 			Recursive: true, Create: "zfs2s3-%Y%m%d-%H%M%S", Pre: "systemctl stop postgresql", Post: "systemctl start postgresql",
 			KeepLocal: &retention.Policy{Last: 10}},
 	}}
-	if d := cmp.Diff(want, c); d != "" {
+	if d := cmp.Diff(want, c, cmpopts.IgnoreFields(Config{}, "Defaults")); d != "" { // TestParseKeepsDefaults
 		t.Errorf("(-want +got):\n%s", d)
 	}
 	data := c.Datasets[0]
@@ -298,5 +299,30 @@ func TestTopLevelValuesNamedByLine(t *testing.T) {
 	}
 	if _, err := Parse([]byte("bucket: b\ncompress: zstd:5\nsend_flags: large-blocks\nhost: web1\n"), "c.yaml"); err != nil {
 		t.Errorf("good values: %v", err)
+	}
+}
+
+// TestParseKeepsDefaults: the defaults are kept for datasets the file
+// does not name (fleet prune applies them to every host's datasets).
+func TestParseKeepsDefaults(t *testing.T) {
+	c, err := Parse([]byte(`
+defaults:
+  time_format: "daily-%Y-%m-%d"
+  keep: {last: 2}
+datasets:
+  tank/db: {keep: {last: 3}}
+`), "admin.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Defaults.Keep == nil || c.Defaults.Keep.Last != 2 || c.Defaults.TimeFormat != "daily-%Y-%m-%d" || c.Defaults.Snapshots != "*" {
+		t.Errorf("defaults = %+v, want keep last 2, the time format and snapshots *", c.Defaults)
+	}
+	if len(c.Datasets) != 1 || c.Datasets[0].Keep.Last != 3 {
+		t.Errorf("datasets = %+v", c.Datasets)
+	}
+	empty, err := Parse([]byte("bucket: b\n"), "x.yaml")
+	if err != nil || empty.Defaults.Keep != nil || empty.Defaults.Snapshots != "*" {
+		t.Errorf("defaults of a file without any = %+v, %v", empty.Defaults, err)
 	}
 }

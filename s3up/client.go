@@ -402,6 +402,9 @@ func (c *Client) List(ctx context.Context, prefix string) ([]ObjectInfo, error) 
 type PendingUpload struct {
 	Key      string `json:"key"`
 	UploadID string `json:"upload_id"`
+	// Initiated is when it began, where the store says (fleet status
+	// names those older than a day).
+	Initiated time.Time `json:"initiated,omitzero"`
 }
 
 // AllMultipartUploads lists unfinished multipart uploads whose keys start
@@ -430,7 +433,7 @@ func (c *Client) listUploads(ctx context.Context, prefix string, keep func(strin
 		}
 		for _, u := range page.Uploads {
 			if k := aws.ToString(u.Key); keep(k) {
-				ups = append(ups, PendingUpload{Key: k, UploadID: aws.ToString(u.UploadId)})
+				ups = append(ups, PendingUpload{Key: k, UploadID: aws.ToString(u.UploadId), Initiated: aws.ToTime(u.Initiated)})
 			}
 		}
 	}

@@ -1,0 +1,142 @@
+package backup
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zfs2s3/zfs2s3/config"
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/retention"
+	"github.com/zfs2s3/zfs2s3/s3up"
+)
+
+func TestHostPrefixes(t *testing.T) {
+	keys := []string{
+		"fleet/web1/.zfs2s3/ledger/tank%2Fdata/000000000001.json",
+		"fleet/web1/.zfs2s3/ledger/tank%2Fdata/000000000002.json",
+		"fleet/web1/.zfs2s3/ledger.yaml",
+		"fleet/web1/tank/data/a@000000000000007b.full.zfs",
+		"fleet/web2/.zfs2s3/ledger/tank%2Fdata/000000000001.json",
+		"fleet/old/.zfs2s3/ledger.yaml",                 // a tree of before the journal
+		"fleet/web3/tank/data/x.zfs",                    // no ledger: not a host
+		"fleet/webx.zfs2s3/ledger.yaml",                 // not a whole prefix
+		"other/web4/.zfs2s3/ledger/d/000000000001.json", // outside the root
+	}
+	var objs []s3up.ObjectInfo
+	for _, k := range keys {
+		objs = append(objs, s3up.ObjectInfo{Key: k})
+	}
+	got := hostPrefixes("fleet/", objs)
+	if want := []string{"fleet/old/", "fleet/web1/", "fleet/web2/"}; !slices.Equal(got, want) {
+		t.Errorf("hostPrefixes = %v, want %v", got, want)
+	}
+	if got := hostPrefixes("", objs); !slices.Contains(got, "other/web4/") || len(got) != 4 {
+		t.Errorf("hostPrefixes of the whole bucket = %v", got)
+	}
+}
+
+func TestFleetRules(t *testing.T) {
+	last2, last3 := &retention.Policy{Last: 2}, &retention.Policy{Last: 3}
+	cfg := &config.Config{
+		Defaults: config.Dataset{TimeFormat: "daily-%Y-%m-%d", Keep: last2},
+		Datasets: []config.Dataset{
+			{Name: "tank/db", Keep: last3},
+			{Name: "tank/vm", Keep: last3, Recursive: true},
+		},
+	}
+	rules := FleetRules(cfg)
+	for _, tc := range []struct {
+		ds   string
+		keep *retention.Policy
+		tf   string
+	}{
+		{"tank/data", last2, "daily-%Y-%m-%d"}, // the defaults
+		{"tank/db", last3, ""},                 // its own entry
+		{"tank/vm/one", last3, ""},             // covered by a recursive entry
+		{"tank/dbx", last2, "daily-%Y-%m-%d"},
+	} {
+		d := rules(tc.ds)
+		if d.Name != tc.ds || d.Keep != tc.keep || d.TimeFormat != tc.tf {
+			t.Errorf("rules(%s) = %+v, want keep %v, time_format %q", tc.ds, d, tc.keep, tc.tf)
+		}
+	}
+}
+
+func TestUploadEdge(t *testing.T) {
+	full := edgeIn("tank/da ta", 0x7b, 0)
+	inc := edgeIn("tank/da ta", 0x7c, 0x7b)
+	for _, tc := range []struct {
+		key          string
+		target, base uint64
+		ok           bool
+	}{
+		{full.Key, 0x7b, 0, true},
+		{inc.Key, 0x7c, 0x7b, true},
+		{ledger.SegmentKey(inc.Key, 2), 0x7c, 0x7b, true},
+		{"fleet/web1/tank/data/stray.bin", 0, 0, false},
+		{"fleet/web1/tank/data/a@xyz.full.zfs", 0, 0, false},
+	} {
+		e, ok := uploadEdge(tc.key)
+		if ok != tc.ok || (ok && (e.ID() != ledger.ID{BaseGUID: tc.base, TargetGUID: tc.target})) {
+			t.Errorf("uploadEdge(%q) = %v, %v; want guids %x from %x, %v", tc.key, e.ID(), ok, tc.target, tc.base, tc.ok)
+		}
+	}
+}
+
+// TestFleetPruneKeepsTheBaseOfAHostsUpload: fleet prune sees a host's
+// multipart upload in flight from a snapshot the rules would drop, and
+// leaves that snapshot's chain; once the upload is gone it prunes.
+func TestFleetPruneKeepsTheBaseOfAHostsUpload(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	host := machine(t, m.Endpoint)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1), edgeIn("p/d", 3, 0), edgeIn("p/d", 4, 3)} {
+		e.Uploaded = t0.Add(time.Duration(i) * 24 * time.Hour)
+		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+			if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := add(ctx, host, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inflight := edgeIn("p/d", 5, 2)
+	up, err := m.Client().CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String(inflight.Key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := machine(t, m.Endpoint)
+	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 2}}})
+	_, err = admin.FleetPrune(ctx, "", rules, PruneOptions{})
+	if err == nil || !strings.Contains(err.Error(), "pending upload guid 2 -> "+inflight.Key) {
+		t.Errorf("fleet prune with an upload in flight from s2: %v, want a refusal naming it", err)
+	}
+	if got := bucketKeys(t, admin); got != "k1 k2 k3 k4" {
+		t.Errorf("bucket ledger after the refusal = %s, want every edge", got)
+	}
+	if _, err := m.Client().AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String(inflight.Key), UploadId: up.UploadId}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := admin.FleetPrune(ctx, "", rules, PruneOptions{})
+	if err != nil || len(rep.Hosts) != 1 || len(rep.Hosts[0].Datasets) != 1 || len(rep.Hosts[0].Datasets[0].Removed) != 2 {
+		t.Fatalf("fleet prune after the upload went: %+v, %v", rep, err)
+	}
+	if got := bucketKeys(t, admin); got != "k3 k4" {
+		t.Errorf("bucket ledger after the prune = %s, want k3 k4", got)
+	}
+	// The host takes the removals on its next change.
+	if err := add(ctx, host, edgeIn("p/d", 6, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := host.store.Load("bkt", ""); err != nil || ids(l.Edges) != "0>3 3>4 4>6" {
+		t.Errorf("the host's ledger = %v, %v", l, err)
+	}
+}
