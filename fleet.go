@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/zfs2s3/zfs2s3/central"
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/policy"
@@ -116,7 +117,7 @@ func printPolicy(c *cli.Context, name string) error {
 		if perr := ledger.CheckPrefix(expanded); perr != nil {
 			return usageErr{perr}
 		}
-		doc, err = policy.Host(bucket, expanded, policy.Store(store))
+		doc, err = policy.Host(bucket, expanded, central.Key(prefix), policy.Store(store))
 	}
 	if err != nil {
 		return usageErr{err}

@@ -310,6 +310,9 @@ func newApp() *cli.App {
 				}},
 			},
 			policyCommand(),
+			// fleet policy (central.go); the fleet's other subcommands join it here.
+			{Name: "fleet", Usage: "the admin's commands for a fleet of hosts sharing a bucket (see Running a fleet in README.md)",
+				Subcommands: []*cli.Command{fleetPolicyCommand()}},
 		},
 	}
 	for _, c := range app.Commands {
@@ -790,6 +793,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	opt := backup.Options{StateDir: stateDir, Prefix: prefix, StorageClass: c.String("storage-class"),
 		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
 		ConditionalWrites: c.String("conditional-writes"), Lock: lock}
+	centralOptions(c, &opt)
 	if err := transformOptions(c, &opt); err != nil {
 		return nil, err
 	}
