@@ -95,6 +95,10 @@ func ParseSize(s string) (Size, error) {
 			break
 		}
 	}
+	// Whole numbers exactly: a float64 would round sizes above 2^53.
+	if i, err := strconv.ParseInt(t, 10, 64); err == nil && i >= 0 && (mult == 1 || i <= int64(math.MaxInt64/mult)) {
+		return Size(i * int64(mult)), nil
+	}
 	f, err := strconv.ParseFloat(t, 64)
 	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
 		return 0, fmt.Errorf("bad size %q: want e.g. 500GiB, 2TB or a number of bytes", s)
