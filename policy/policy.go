@@ -100,7 +100,13 @@ func Host(bucket, prefix, fleetPolicy string, store Store) (Document, error) {
 	}}
 	if fleetPolicy != "" && !strings.HasPrefix(fleetPolicy, prefix) {
 		// Read only: a PutObject of it matches no Allow above, being
-		// outside the host's prefix, and so is denied.
+		// outside the host's prefix, and so is denied. Listing that one
+		// key lets a GET of a missing policy answer 404 (no policy)
+		// rather than 403, which S3 gives to those who may not list.
+		if prefix != "" {
+			cond := doc.Statement[0].Condition["StringLike"]
+			cond["s3:prefix"] = append(cond["s3:prefix"], fleetPolicy)
+		}
 		doc.Statement = append(doc.Statement, Statement{Sid: "ReadFleetPolicy", Effect: "Allow",
 			Action: []string{"s3:GetObject"}, Resource: []string{objectARN(bucket, fleetPolicy)}})
 	}
