@@ -176,6 +176,9 @@ datasets:
 		t.Errorf("host dry run: bypass %v, removed %v; want the full of day 3 and the 3 edges of the chain", dr.Bypass, dr.Removed)
 	}
 	for _, p := range dr.Removed {
+		if strings.HasSuffix(p.Edge, " -> "+d3) {
+			continue // into the kept day 3, which the bypass restores
+		}
 		if !strings.Contains(p.Why, "kept by no rule of keep {last: 1}") {
 			t.Errorf("%s goes because %q, want the central keep {last: 1}", p.Edge, p.Why)
 		}
