@@ -38,9 +38,9 @@ func fleetPolicyCommand() *cli.Command {
 				Action: fleetPolicySet,
 			},
 			{
-				Name:  "show",
-				Usage: "print the policy in force for --host, or for every host it names",
-				Flags: append(commonFlags(), &cli.StringFlag{Name: "for", Usage: "print only what applies to host `NAME`"}),
+				Name:   "show",
+				Usage:  "print the policy in force for --host, or for every host it names",
+				Flags:  append(commonFlags(), &cli.StringFlag{Name: "for", Usage: "print only what applies to host `NAME`"}),
 				Action: fleetPolicyShow,
 			},
 		},

@@ -124,7 +124,7 @@ type Backup struct {
 	// saves counts this process's ledger saves; runCache is a backup
 	// run's ledger, valid while saves is unchanged.
 	// central is the fleet policy this command read (backup/central.go).
-	central centralState
+	central  centralState
 	saves    int
 	runCache *runLedger
 	// runSnaps are the local snapshots of a backup run's datasets, listed
