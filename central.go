@@ -39,7 +39,7 @@ func fleetPolicyCommand() *cli.Command {
 			},
 			{
 				Name:   "show",
-				Usage:  "print the policy in force for --host, or for every host it names",
+				Usage:  "print the policy in force for host --for NAME, or for every host it names",
 				Flags:  append(commonFlags(), &cli.StringFlag{Name: "for", Usage: "print only what applies to host `NAME`"}),
 				Action: fleetPolicyShow,
 			},

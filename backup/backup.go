@@ -121,10 +121,10 @@ type Backup struct {
 	// j is what the last loadLedger saw of the bucket's journals, for
 	// the writes after it.
 	j *journal
+	// central is the fleet policy this command read (backup/central.go).
+	central centralState
 	// saves counts this process's ledger saves; runCache is a backup
 	// run's ledger, valid while saves is unchanged.
-	// central is the fleet policy this command read (backup/central.go).
-	central  centralState
 	saves    int
 	runCache *runLedger
 	// runSnaps are the local snapshots of a backup run's datasets, listed
