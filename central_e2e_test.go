@@ -218,3 +218,27 @@ func (e *fleetEnv) hostLedger() *ledger.Ledger {
 	}
 	return l
 }
+
+// TestCentralPolicyWithoutPlaceholder: with a prefix that has no
+// placeholder the policy sits in the prefix itself (here the bucket's top,
+// .zfs2s3-policy.yaml); it is obeyed, and status does not count it as an
+// unknown object of the tree it lies in.
+func TestCentralPolicyWithoutPlaceholder(t *testing.T) {
+	e := newBackupEnv(t)
+	_, rcpt := ageKey(t)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(file, []byte(fmt.Sprintf("version: 1\ndefaults: {recipients: [%s]}\n", rcpt)), 0o600)
+	if r := e.runWith(nil, "fleet", "policy", "set", file); r.code != 0 || !strings.Contains(r.stdout, "s3://"+e.bucket+"/.zfs2s3-policy.yaml") {
+		t.Fatalf("fleet policy set: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	e.daily(e.a, 1)
+	if r := e.runWith(nil, "backup", e.a); r.code != 1 || !strings.Contains(r.stderr, "requires encryption to "+rcpt) {
+		t.Errorf("plain backup under the policy: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := e.runWith([]string{"ZFS2S3_CONFIG=" + e.config}, "backup", e.a, "--recipient", rcpt); r.code != 0 {
+		t.Fatalf("encrypted backup: exit %d, stderr %s", r.code, r.stderr)
+	}
+	if u := e.unknownObjects(); len(u) != 0 {
+		t.Errorf("status lists %v as unknown", u)
+	}
+}
