@@ -31,6 +31,10 @@ func ReadCentralPolicy(ctx context.Context, s3 *s3up.Client, key string) (*centr
 	switch {
 	case errors.Is(err, s3up.ErrNotFound):
 		return nil, nil
+	case isSetup(err) && !s3up.IsAccessDenied(err):
+		// Credentials, bucket, region, endpoint, clock: the store's own
+		// line names the cause and the fix, as for any command.
+		return nil, setupError(err)
 	case s3up.IsAccessDenied(err):
 		return nil, fmt.Errorf("cannot read the fleet policy s3://%s/%s (AccessDenied): give this host the read right that zfs2s3 policy host NAME prints: %w", s3.Bucket(), key, err)
 	case err != nil:
@@ -41,6 +45,21 @@ func ReadCentralPolicy(ctx context.Context, s3 *s3up.Client, key string) (*centr
 		return nil, fmt.Errorf("the fleet policy s3://%s/%s is damaged: %w; the admin fixes it with zfs2s3 fleet policy set FILE", s3.Bucket(), key, err)
 	}
 	return p, nil
+}
+
+// isSetup reports whether err is a setup problem of the store's (s3up.ErrSetup).
+func isSetup(err error) bool {
+	var se *s3up.Error
+	return errors.As(err, &se) && errors.Is(se, s3up.ErrSetup)
+}
+
+// withHint adds what a refusal left unchanged, except to a setup error,
+// whose one line is the store's own cause and fix.
+func withHint(err error, hint string) error {
+	if isSetup(err) && !s3up.IsAccessDenied(err) {
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, hint)
 }
 
 // centralSettings are the central policy's settings for this host, read
@@ -69,7 +88,7 @@ func (b *Backup) policyURL() string { return "s3://" + b.S3.Bucket() + "/" + b.O
 func (b *Backup) checkCentralRecipients(ctx context.Context) error {
 	s, err := b.centralSettings(ctx)
 	if err != nil {
-		return fmt.Errorf("%w; nothing was uploaded", err)
+		return withHint(err, "nothing was uploaded")
 	}
 	if len(s.Recipients) == 0 {
 		return nil
@@ -100,7 +119,7 @@ func (b *Backup) checkCentralQuota(ctx context.Context, l *ledger.Ledger, e ledg
 	}
 	s, err := b.centralSettings(ctx)
 	if err != nil {
-		return fmt.Errorf("%w; nothing was uploaded", err)
+		return withHint(err, "nothing was uploaded")
 	}
 	if s.Quota == nil {
 		return nil
@@ -147,7 +166,7 @@ func EffectiveKeep(datasets []config.Dataset, s central.Settings, host string) [
 func (b *Backup) centralKeep(ctx context.Context, datasets []config.Dataset) ([]config.Dataset, error) {
 	s, err := b.centralSettings(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w; nothing was pruned", err)
+		return nil, withHint(err, "nothing was pruned")
 	}
 	return EffectiveKeep(datasets, s, b.Opt.Host), nil
 }
