@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zfs2s3/zfs2s3/backup"
+	"github.com/zfs2s3/zfs2s3/central"
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/policy"
@@ -119,7 +120,7 @@ func printPolicy(c *cli.Context, name string) error {
 		if perr := ledger.CheckPrefix(expanded); perr != nil {
 			return usageErr{perr}
 		}
-		doc, err = policy.Host(bucket, expanded, policy.Store(store))
+		doc, err = policy.Host(bucket, expanded, central.Key(prefix), policy.Store(store))
 	}
 	if err != nil {
 		return usageErr{err}
@@ -139,7 +140,7 @@ func fleetCommand() *cli.Command {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print one report as JSON (a stable shape, see README.md)"}
 	return &cli.Command{
 		Name:  "fleet",
-		Usage: "the admin side of a fleet: status and prune of every host prefix in the bucket (see Running a fleet in README.md)",
+		Usage: "the admin side of a fleet: status and prune of every host prefix in the bucket, and its central policy (see Running a fleet in README.md)",
 		Subcommands: []*cli.Command{
 			{
 				Name:   "status",
@@ -154,6 +155,7 @@ func fleetCommand() *cli.Command {
 					&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the plan (removals and why, chain links that stay) and change nothing"}),
 				Action: fleetAction(runFleetPrune),
 			},
+			fleetPolicyCommand(),
 		},
 	}
 }
@@ -213,7 +215,11 @@ func runFleetStatus(c *cli.Context, b *backup.Backup, cfg *config.Config, root s
 }
 
 func runFleetPrune(c *cli.Context, b *backup.Backup, cfg *config.Config, root string) error {
-	rep, err := b.FleetPrune(c.Context, root, backup.FleetRules(cfg), backup.PruneOptions{DryRun: c.Bool("dry-run")})
+	pol, err := backup.ReadCentralPolicy(c.Context, b.S3, central.Key(c.String("prefix")))
+	if err != nil {
+		return err
+	}
+	rep, err := b.FleetPrune(c.Context, root, backup.FleetRules(cfg), pol, backup.PruneOptions{DryRun: c.Bool("dry-run")})
 	var re *backup.RunError
 	if err != nil && !errors.As(err, &re) {
 		return err

@@ -103,6 +103,10 @@ func TestPolicyCommand(t *testing.T) {
 	}{
 		{[]string{"policy", "host", "web1"}, `"arn:aws:s3:::backups/fleet/web1/*"`},
 		{[]string{"policy", "host", "web1", "--store", "minio"}, `"fleet/web1/*"`},
+		// The fleet's central policy: readable by the host (and listable
+		// as that one key), never writable (central_e2e_test.go).
+		{[]string{"policy", "host", "web1"}, `"arn:aws:s3:::backups/fleet/.zfs2s3-policy.yaml"`},
+		{[]string{"policy", "host", "web1", "--store", "minio"}, `"fleet/.zfs2s3-policy.yaml"`},
 		{[]string{"policy", "admin"}, `"arn:aws:s3:::backups/fleet/*"`},
 	} {
 		var out bytes.Buffer

@@ -791,6 +791,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 	opt := backup.Options{StateDir: stateDir, Prefix: prefix, StorageClass: c.String("storage-class"),
 		PartSize: partSize, Concurrency: c.Int("concurrency"), Checksum: c.String("checksum"), PartsPerObject: c.Int("parts-per-object"),
 		ConditionalWrites: c.String("conditional-writes"), Lock: lock}
+	centralOptions(c, &opt)
 	if err := transformOptions(c, &opt); err != nil {
 		return nil, err
 	}

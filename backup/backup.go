@@ -64,6 +64,12 @@ type Options struct {
 	// IdentityFiles are the files Identities were read from, for the hand
 	// restore script restore --dry-run prints.
 	IdentityFiles []string
+	// PolicyKey is the key of the fleet's central policy object
+	// (central.Key of the configured prefix), read by commands that upload
+	// or prune; "" reads none.
+	PolicyKey string
+	// Host is this machine's name in the central policy's hosts:.
+	Host string
 }
 
 // TransformOptions say how new uploads are transformed.
@@ -115,6 +121,8 @@ type Backup struct {
 	// j is what the last loadLedger saw of the bucket's journals, for
 	// the writes after it.
 	j *journal
+	// central is the fleet policy this command read (backup/central.go).
+	central centralState
 	// saves counts this process's ledger saves; runCache is a backup
 	// run's ledger, valid while saves is unchanged.
 	saves    int

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zfs2s3/zfs2s3/central"
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
@@ -221,7 +222,11 @@ type FleetHostPruned struct {
 // ledger's guard and the lock checks as prune's do. The newest stored
 // snapshot of a dataset is never removed. A host or dataset that fails
 // does not stop the others; the error is a *RunError naming each.
-func (b *Backup) FleetPrune(ctx context.Context, root string, rules func(ds string) config.Dataset, opt PruneOptions) (FleetPruneReport, error) {
+//
+// pol, the fleet's central policy (nil: none), sets the keep rules of the
+// hosts it names over rules; a host's name is its prefix's first folder
+// under root.
+func (b *Backup) FleetPrune(ctx context.Context, root string, rules func(ds string) config.Dataset, pol *central.Policy, opt PruneOptions) (FleetPruneReport, error) {
 	rep := FleetPruneReport{DryRun: opt.DryRun, Root: root, Hosts: []FleetHostPruned{}}
 	hosts, err := b.FleetHosts(ctx, root)
 	if err != nil {
@@ -230,7 +235,15 @@ func (b *Backup) FleetPrune(ctx context.Context, root string, rules func(ds stri
 	var failed []string
 	for _, p := range hosts {
 		hr := FleetHostPruned{Prefix: p, Datasets: []DatasetPruned{}, Errors: []string{}}
-		if err := b.pruneHost(ctx, p, rules, opt, &hr); err != nil {
+		hostRules := rules
+		if pol != nil {
+			host, _, _ := strings.Cut(strings.TrimPrefix(p, root), "/")
+			settings := pol.For(host)
+			hostRules = func(ds string) config.Dataset {
+				return EffectiveKeep([]config.Dataset{rules(ds)}, settings, host)[0]
+			}
+		}
+		if err := b.pruneHost(ctx, p, hostRules, opt, &hr); err != nil {
 			if errors.Is(err, s3up.ErrSetup) {
 				return rep, err
 			}

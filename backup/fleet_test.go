@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/zfs2s3/zfs2s3/central"
 	"github.com/zfs2s3/zfs2s3/config"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/retention"
@@ -115,7 +116,7 @@ func TestFleetPruneKeepsTheBaseOfAHostsUpload(t *testing.T) {
 	}
 	admin := machine(t, m.Endpoint)
 	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 2}}})
-	_, err = admin.FleetPrune(ctx, "", rules, PruneOptions{})
+	_, err = admin.FleetPrune(ctx, "", rules, nil, PruneOptions{})
 	if err == nil || !strings.Contains(err.Error(), "pending upload guid 2 -> "+inflight.Key) {
 		t.Errorf("fleet prune with an upload in flight from s2: %v, want a refusal naming it", err)
 	}
@@ -125,7 +126,7 @@ func TestFleetPruneKeepsTheBaseOfAHostsUpload(t *testing.T) {
 	if _, err := m.Client().AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String(inflight.Key), UploadId: up.UploadId}); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := admin.FleetPrune(ctx, "", rules, PruneOptions{})
+	rep, err := admin.FleetPrune(ctx, "", rules, nil, PruneOptions{})
 	if err != nil || len(rep.Hosts) != 1 || len(rep.Hosts[0].Datasets) != 1 || len(rep.Hosts[0].Datasets[0].Removed) != 2 {
 		t.Fatalf("fleet prune after the upload went: %+v, %v", rep, err)
 	}
@@ -138,5 +139,37 @@ func TestFleetPruneKeepsTheBaseOfAHostsUpload(t *testing.T) {
 	}
 	if l, err := host.store.Load("bkt", ""); err != nil || ids(l.Edges) != "0>3 3>4 4>6" {
 		t.Errorf("the host's ledger = %v, %v", l, err)
+	}
+}
+
+// TestFleetPruneTakesTheCentralKeepRules: where the fleet's central policy
+// sets keep rules, fleet prune applies them over the admin config's.
+func TestFleetPruneTakesTheCentralKeepRules(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	host := machine(t, m.Endpoint)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1), edgeIn("p/d", 3, 0), edgeIn("p/d", 4, 3)} {
+		e.Uploaded = t0.Add(time.Duration(i) * 24 * time.Hour)
+		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+			if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := add(ctx, host, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := machine(t, m.Endpoint)
+	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 4}}})
+	pol, err := central.Parse([]byte("version: 1\ndefaults:\n  keep: {last: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.FleetPrune(ctx, "", rules, pol, PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := bucketKeys(t, admin); got != "k3 k4" {
+		t.Errorf("bucket ledger after a prune with the central {last: 1} = %s, want k3 k4 (the config's {last: 4} keeps all)", got)
 	}
 }

@@ -25,7 +25,8 @@ func (b *Backup) listObjects(ctx context.Context) (own []s3up.ObjectInfo, others
 	}
 	others = b.otherTrees(objs)
 	for _, o := range objs {
-		if !inTree(o.Key, others) && !b.journalKnown(o.Key) {
+		// The fleet's central policy object is the admin's, not a backup.
+		if !inTree(o.Key, others) && !b.journalKnown(o.Key) && o.Key != b.Opt.PolicyKey {
 			own = append(own, o)
 		}
 	}

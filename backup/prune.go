@@ -107,6 +107,9 @@ func (b *Backup) Prune(ctx context.Context, datasets []config.Dataset, opt Prune
 	if err != nil {
 		return rep, err
 	}
+	if datasets, err = b.centralKeep(ctx, datasets); err != nil {
+		return rep, err
+	}
 	var failed []string
 	for _, d := range datasets {
 		dr := newDatasetPruned(d.Name)

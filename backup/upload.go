@@ -23,6 +23,9 @@ func (b *Backup) Upload(ctx context.Context, target, base string) error {
 	if err := b.checkLockBucket(ctx); err != nil {
 		return err
 	}
+	if err := b.checkCentralRecipients(ctx); err != nil {
+		return err
+	}
 	edge, err := b.liveEdge(ctx, target, base)
 	if err != nil {
 		return err
@@ -136,6 +139,9 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate, Upload: up}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
+			return false, err
+		}
+		if err := b.checkCentralQuota(ctx, l, edge, estimate); err != nil {
 			return false, err
 		}
 		if err := checkBaseFlags(l, edge); err != nil {

@@ -59,9 +59,12 @@ const policyVersion = "2012-10-17"
 // multipart uploads, but never delete, and never touch another prefix. A
 // HEAD is authorised by s3:GetObject. On AWS, a write of a stream object or
 // manifest without If-None-Match: * is denied, so that a host cannot
-// overwrite (and so destroy) a stored backup either.
-func Host(bucket, prefix string, store Store) (Document, error) {
-	if err := check(bucket, prefix, store); err != nil {
+// overwrite (and so destroy) a stored backup either. fleetPolicy is the
+// key of the fleet's central policy object (central.Key), which the host
+// may read but not write, so that it cannot lift its own quota, keep rules
+// or encryption; "" grants nothing more.
+func Host(bucket, prefix, fleetPolicy string, store Store) (Document, error) {
+	if err := check(bucket, prefix+fleetPolicy, store); err != nil {
 		return Document{}, err
 	}
 	prefix = normalize(prefix)
@@ -95,6 +98,18 @@ func Host(bucket, prefix string, store Store) (Document, error) {
 			Resource: []string{objectARN(bucket, prefix+"*")},
 		},
 	}}
+	if fleetPolicy != "" && !strings.HasPrefix(fleetPolicy, prefix) {
+		// Read only: a PutObject of it matches no Allow above, being
+		// outside the host's prefix, and so is denied. Listing that one
+		// key lets a GET of a missing policy answer 404 (no policy)
+		// rather than 403, which S3 gives to those who may not list.
+		if prefix != "" {
+			cond := doc.Statement[0].Condition["StringLike"]
+			cond["s3:prefix"] = append(cond["s3:prefix"], fleetPolicy)
+		}
+		doc.Statement = append(doc.Statement, Statement{Sid: "ReadFleetPolicy", Effect: "Allow",
+			Action: []string{"s3:GetObject"}, Resource: []string{objectARN(bucket, fleetPolicy)}})
+	}
 	if store == AWS {
 		// Amazon S3 evaluates s3:if-none-match (the request's If-None-Match
 		// header) and s3:ObjectCreationOperation (false for

@@ -20,8 +20,8 @@ func TestGolden(t *testing.T) {
 		file string
 		doc  func() (Document, error)
 	}{
-		{"host-aws.json", func() (Document, error) { return Host("backups", "fleet/web1", AWS) }},
-		{"host-minio.json", func() (Document, error) { return Host("backups", "fleet/web1/", MinIO) }},
+		{"host-aws.json", func() (Document, error) { return Host("backups", "fleet/web1", "fleet/.zfs2s3-policy.yaml", AWS) }},
+		{"host-minio.json", func() (Document, error) { return Host("backups", "fleet/web1/", "fleet/.zfs2s3-policy.yaml", MinIO) }},
 		{"admin-aws.json", func() (Document, error) { return Admin("backups", "fleet/", AWS) }},
 		{"admin-minio.json", func() (Document, error) { return Admin("backups", "fleet/", MinIO) }},
 	} {
@@ -63,7 +63,7 @@ func TestGolden(t *testing.T) {
 // host's own prefix, and on AWS the overwrite guard on stream keys only.
 func TestHostCannotDelete(t *testing.T) {
 	for _, store := range []Store{AWS, MinIO} {
-		doc, err := Host("b", "fleet/web1", store)
+		doc, err := Host("b", "fleet/web1", "fleet/.zfs2s3-policy.yaml", store)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,6 +75,13 @@ func TestHostCannotDelete(t *testing.T) {
 				}
 			}
 			for _, r := range st.Resource {
+				if r == "arn:aws:s3:::b/fleet/.zfs2s3-policy.yaml" {
+					// The fleet policy: read only, so the host cannot lift it.
+					if st.Effect != "Allow" || !slices.Equal(st.Action, []string{"s3:GetObject"}) {
+						t.Errorf("%s: statement %s grants %v on the fleet policy, want s3:GetObject alone", store, st.Sid, st.Action)
+					}
+					continue
+				}
 				if r != "arn:aws:s3:::b" && !strings.HasPrefix(r, "arn:aws:s3:::b/fleet/web1/") {
 					t.Errorf("%s: statement %s names %s, outside the host's prefix", store, st.Sid, r)
 				}
@@ -136,7 +143,7 @@ func TestRefused(t *testing.T) {
 		{"b", "fleet/*", AWS, "wildcards"},
 		{"b", "a${aws:username}", MinIO, "wildcards"},
 	} {
-		if _, err := Host(tc.bucket, tc.prefix, tc.store); err == nil || !strings.Contains(err.Error(), tc.err) {
+		if _, err := Host(tc.bucket, tc.prefix, "", tc.store); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("Host(%q, %q, %q): %v, want an error with %q", tc.bucket, tc.prefix, tc.store, err, tc.err)
 		}
 		if _, err := Admin(tc.bucket, tc.prefix, tc.store); err == nil || !strings.Contains(err.Error(), tc.err) {
