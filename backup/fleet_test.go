@@ -97,18 +97,7 @@ func TestFleetPruneKeepsTheBaseOfAHostsUpload(t *testing.T) {
 	m := startMinIO(t)
 	ctx := context.Background()
 	host := machine(t, m.Endpoint)
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1), edgeIn("p/d", 3, 0), edgeIn("p/d", 4, 3)} {
-		e.Uploaded = t0.Add(time.Duration(i) * 24 * time.Hour)
-		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
-			if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := add(ctx, host, e); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storeTwoChains(ctx, t, host)
 	inflight := edgeIn("p/d", 5, 2)
 	up, err := m.Client().CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String(inflight.Key)})
 	if err != nil {
@@ -148,18 +137,7 @@ func TestFleetPruneTakesTheCentralKeepRules(t *testing.T) {
 	m := startMinIO(t)
 	ctx := context.Background()
 	host := machine(t, m.Endpoint)
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1), edgeIn("p/d", 3, 0), edgeIn("p/d", 4, 3)} {
-		e.Uploaded = t0.Add(time.Duration(i) * 24 * time.Hour)
-		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
-			if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := add(ctx, host, e); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storeTwoChains(ctx, t, host)
 	admin := machine(t, m.Endpoint)
 	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 4}}})
 	pol, err := central.Parse([]byte("version: 1\ndefaults:\n  keep: {last: 1}\n"))
@@ -171,5 +149,23 @@ func TestFleetPruneTakesTheCentralKeepRules(t *testing.T) {
 	}
 	if got := bucketKeys(t, admin); got != "k3 k4" {
 		t.Errorf("bucket ledger after a prune with the central {last: 1} = %s, want k3 k4 (the config's {last: 4} keeps all)", got)
+	}
+}
+
+// storeTwoChains stores, a day apart, the chains 1 -> 2 and 3 -> 4 of
+// dataset p/d (objects and manifests of one byte) through host.
+func storeTwoChains(ctx context.Context, t *testing.T, host *Backup) {
+	t.Helper()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, e := range []ledger.Edge{edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1), edgeIn("p/d", 3, 0), edgeIn("p/d", 4, 3)} {
+		e.Uploaded = t0.Add(time.Duration(i) * 24 * time.Hour)
+		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+			if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := add(ctx, host, e); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -106,36 +106,11 @@ func edgeSame(a, b ledger.Edge) bool {
 	return !changed
 }
 
-// restorableGUIDs are the snapshots a chain of stored edges, none being
-// removed, restores from a full stream.
-func restorableGUIDs(edges []ledger.Edge) map[uint64]bool {
-	next := map[uint64][]uint64{}
-	for _, e := range edges {
-		if e.Removing {
-			continue
-		}
-		id := e.ID()
-		next[id.BaseGUID] = append(next[id.BaseGUID], id.TargetGUID)
-	}
-	seen := map[uint64]bool{0: true}
-	for todo := []uint64{0}; len(todo) > 0; {
-		v := todo[len(todo)-1]
-		todo = todo[:len(todo)-1]
-		for _, w := range next[v] {
-			if !seen[w] {
-				seen[w] = true
-				todo = append(todo, w)
-			}
-		}
-	}
-	return seen
-}
-
 // lostChains is the merge's guard: the edges of merged and the pending
 // uploads whose base mine or theirs restores and merged does not. Each
 // of mine, theirs and merged is a whole ledger's edges.
 func lostChains(mine, theirs, merged, pending []ledger.Edge) []string {
-	rm, rt, rg := restorableGUIDs(mine), restorableGUIDs(theirs), restorableGUIDs(merged)
+	rm, rt, rg := ledger.RestorableGUIDs(mine), ledger.RestorableGUIDs(theirs), ledger.RestorableGUIDs(merged)
 	inMine, inTheirs := map[ledger.ID]bool{}, map[ledger.ID]bool{}
 	for _, e := range mine {
 		inMine[e.ID()] = !e.Removing

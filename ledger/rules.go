@@ -46,6 +46,11 @@ func restorable(edges []Edge, skip *ID) map[uint64]bool {
 	return reach(next, origin)
 }
 
+// RestorableGUIDs returns the GUIDs of the snapshots that edges restore
+// from a full stream, edges being removed not counted: what a merge of two
+// machines' ledgers must keep restorable (backup/merge.go).
+func RestorableGUIDs(edges []Edge) map[uint64]bool { return restorable(edges, nil) }
+
 // reach returns the vertices reachable from start in the adjacency index next.
 func reach(next map[uint64][]uint64, start uint64) map[uint64]bool {
 	seen := map[uint64]bool{start: true}
