@@ -709,15 +709,19 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	if err != nil {
 		return nil, usageErr{err}
 	}
+	// Recipients given by flag or environment replace the config's, both
+	// its list and its file; decided before the config's file is applied
+	// below, which would count as set.
+	recipientsGiven := c.IsSet("recipient") || c.IsSet("recipients-file")
 	for _, k := range configKeys(cfg.Global) {
-		if k.value == "" || c.IsSet(k.flag) {
+		if k.value == "" || c.IsSet(k.flag) || (k.flag == "recipients-file" && recipientsGiven) {
 			continue
 		}
 		if err := c.Set(k.flag, k.value); err != nil {
 			return nil, usageErr{cfg.Errorf(0, k.key, "%v", err)}
 		}
 	}
-	if !c.IsSet("recipient") && !c.IsSet("recipients-file") {
+	if !recipientsGiven {
 		for _, r := range cfg.Global.Recipients {
 			if err := c.Set("recipient", r); err != nil {
 				return nil, usageErr{cfg.Errorf(0, "recipients", "%v", err)}

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"filippo.io/age"
 	"github.com/google/go-cmp/cmp"
 	"github.com/urfave/cli/v2"
 
@@ -178,5 +180,58 @@ func TestConfigErrorIsOneLineExit2(t *testing.T) {
 	_, err = settingsWith(t, "", map[string]string{"ZFS2S3_CONFIG": "/nonexistent/zfs2s3.yaml"})
 	if err == nil || exitCode(err) != exitUsage || !strings.Contains(err.Error(), "/nonexistent/zfs2s3.yaml") {
 		t.Errorf("missing named config: err %v, exit %d; want exit %d naming the file", err, exitCode(err), exitUsage)
+	}
+}
+
+// TestConfigRecipientsAndFileBoth: a config with recipients: and
+// recipients_file: encrypts to both (an off-site recovery key listed
+// beside a file must not be dropped); a --recipient flag replaces both.
+func TestConfigRecipientsAndFileBoth(t *testing.T) {
+	keys := make([]string, 3)
+	for i := range keys {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = id.Recipient().String()
+	}
+	file := filepath.Join(t.TempDir(), "recipients.txt")
+	if err := os.WriteFile(file, []byte(keys[1]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("bucket: b\nrecipients: [%s]\nrecipients_file: %s\n", keys[0], file)
+	run := func(args ...string) []string {
+		t.Helper()
+		var got []string
+		t.Setenv("ZFS2S3_CONFIG", filepath.Join(t.TempDir(), "c.yaml"))
+		if err := os.WriteFile(os.Getenv("ZFS2S3_CONFIG"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		app := &cli.App{Commands: []*cli.Command{{Name: "x", Flags: commonFlags(), Action: func(c *cli.Context) error {
+			if _, err := loadConfig(c); err != nil {
+				return err
+			}
+			var opt backup.Options
+			if err := transformOptions(c, &opt); err != nil {
+				return err
+			}
+			for _, r := range opt.Transform.Recipients {
+				got = append(got, r.String())
+			}
+			return nil
+		}}}}
+		if err := app.Run(append([]string{"zfs2s3", "x"}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		return got
+	}
+	want := []string{keys[0], keys[1]}
+	slices.Sort(want)
+	if got := run(); !slices.Equal(got, want) {
+		t.Errorf("config recipients and recipients_file: encrypting to %v, want both %v", got, want)
+	}
+	if got := run("--recipient", keys[2]); !slices.Equal(got, []string{keys[2]}) {
+		t.Errorf("--recipient with a config: encrypting to %v, want only the flag's %v", got, keys[2])
 	}
 }

@@ -194,7 +194,9 @@ func (b *Backup) pruneDataset(ctx context.Context, d config.Dataset, opt PruneOp
 	if undated := job.applyKeep(*d.Keep); len(undated) > 0 {
 		slog.Warn("stored snapshots kept: their time is unknown (not here, and no time_format reads it from the name)", "dataset", d.Name, "snapshots", strings.Join(undated, " "))
 	}
-	return b.carryOut(ctx, job, opt, dr)
+	// A bypass is stored as the dataset's backups are: its own compress
+	// and recipients, never plain where backup would encrypt.
+	return b.withDatasetTransform(d, func() error { return b.carryOut(ctx, job, opt, dr) })
 }
 
 // applyKeep sets what the keep rule keeps, and why the rest may go. A
@@ -496,7 +498,7 @@ func (b *Backup) Consolidate(ctx context.Context, d config.Dataset, from, to str
 		return rep, err
 	}
 	dr := newDatasetPruned(d.Name)
-	err := b.consolidate(ctx, d, from, to, opt, &dr)
+	err := b.withDatasetTransform(d, func() error { return b.consolidate(ctx, d, from, to, opt, &dr) })
 	rep.Datasets = append(rep.Datasets, dr)
 	return rep, err
 }

@@ -111,7 +111,7 @@ func identityError(err error) error {
 // only aws s3 cp, age, zstd and zfs receive (transform/FORMAT.md, "Restore
 // by hand"): what zfs2s3 would do, and a way to do it without zfs2s3.
 func (b *Backup) dryRunScript(chain []ledger.Edge, into string, force bool) {
-	identity := "$ZFS2S3_IDENTITY"
+	identity := `"$ZFS2S3_IDENTITY"` // quoted: a path with spaces
 	if len(b.Opt.IdentityFiles) > 0 {
 		identity = shellQuote(b.Opt.IdentityFiles[0])
 	}

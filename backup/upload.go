@@ -20,14 +20,16 @@ import (
 
 // Upload stores "zfs send [-i base] target" as a new edge.
 func (b *Backup) Upload(ctx context.Context, target, base string) error {
+	// Arguments and snapshots first: a bad name or a missing snapshot is
+	// said before any request to the store.
+	edge, err := b.liveEdge(ctx, target, base)
+	if err != nil {
+		return err
+	}
 	if err := b.checkLockBucket(ctx); err != nil {
 		return err
 	}
 	if err := b.checkCentralRecipients(ctx); err != nil {
-		return err
-	}
-	edge, err := b.liveEdge(ctx, target, base)
-	if err != nil {
 		return err
 	}
 	p, err := b.begin(ctx, edge)

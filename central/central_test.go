@@ -67,7 +67,8 @@ func TestParse(t *testing.T) {
 		{"zero quota", "version: 1\ndefaults: {quota: 0}\n", "above 0"},
 		{"keeps nothing", "version: 1\ndefaults: {keep: {daily: 0}}\n", "keeps nothing"},
 		{"negative keep", "version: 1\nhosts: {web1: {keep: {daily: -1}}}\n", "negative"},
-		{"bad recipient", "version: 1\ndefaults: {recipients: [age1nope]}\n", "not an age recipient"},
+		{"bad recipient", "version: 1\ndefaults: {recipients: [age1nope]}\n", "malformed age recipient"},
+		{"a secret key for a recipient", "version: 1\ndefaults: {recipients: [AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ]}\n", "not a recipient"},
 		{"bad host", "version: 1\nhosts: {\"a/b\": {quota: 1GiB}}\n", "a/b"},
 		{"not yaml", "version: [1\n", "did not find"},
 	} {
@@ -75,6 +76,9 @@ func TestParse(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("Parse: %v, want an error with %q", err, tc.err)
+			}
+			if err != nil && strings.Contains(err.Error(), "AGE-SECRET-KEY-") {
+				t.Errorf("Parse's error shows a secret key: %v", err)
 			}
 		})
 	}
