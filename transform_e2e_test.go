@@ -154,6 +154,11 @@ func TestEncryptedRestoreFailsClearly(t *testing.T) {
 	e.fails(2, "none of the --identity keys", "restore", a, "--into", into, "--identity", other)
 	datasetGone(t, into)
 	e.fails(2, "is encrypted", "save", a, filepath.Join(t.TempDir(), "out"))
+	// An identity that opens none of the edge's (a chain switched to a new
+	// key): verify checks the stored digests and finds the edge intact.
+	if r := e.run("verify", "--read-data", "--identity", other); r.code != 0 || strings.Contains(r.stdout, "BAD") {
+		t.Errorf("verify --read-data with another key: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	ed, _ := e.ledger().Find(a, "", 0, 0)
 	k := ledger.SegmentKey(ed.Key, 1)

@@ -138,11 +138,13 @@ func (b *Backup) checkEdge(ctx context.Context, e ledger.Edge, readData bool) (p
 
 // readEdge reads all of e's data and checks it against the ledger: a
 // plain edge's SHA-256; a transformed edge's plaintext digests, after
-// decryption and decompression; or, for an encrypted edge when no
-// identity was given, each object's stored digest, which proves the bytes
-// are the uploaded ones without reading them.
+// decryption and decompression; or, for an encrypted edge when none of the
+// identities given is one of its recipients (or none was given), each
+// object's stored digest, which proves the bytes are the uploaded ones
+// without reading them. (A chain switched to a new key keeps edges that
+// the current identity cannot open: they are intact, not damaged.)
 func (b *Backup) readEdge(ctx context.Context, e ledger.Edge) error {
-	if !e.Transformed() || len(e.Recipients) == 0 || len(b.Opt.Identities) > 0 {
+	if !e.Transformed() || len(e.Recipients) == 0 || b.checkIdentity([]ledger.Edge{e}) == nil {
 		return b.copyEdge(ctx, io.Discard, e)
 	}
 	for i, rec := range e.Records {
