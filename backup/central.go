@@ -125,6 +125,17 @@ func (b *Backup) checkCentralQuota(ctx context.Context, l *ledger.Ledger, e ledg
 		return nil
 	}
 	stored := StoredBytes(l)
+	// Uploads started and not yet recorded count too: resume_upload,
+	// which checks no quota, would otherwise finish fulls past it.
+	ps, err := b.loadPending()
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if p.Edge.ID() != e.ID() {
+			stored += max(p.Estimate, 0)
+		}
+	}
 	if central.QuotaCheck(stored, estimate, *s.Quota) {
 		return nil
 	}
