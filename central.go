@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -17,9 +18,13 @@ import (
 // before expansion (central.Key), the host name is --host (config host:)
 // or this machine's short hostname, as {host} expands.
 func centralOptions(c *cli.Context, opt *backup.Options) {
-	opt.PolicyKey = central.Key(c.String("prefix"))
+	prefix := c.String("prefix")
+	opt.PolicyKey = central.Key(prefix)
 	opt.Host = c.String("host")
-	if opt.Host == "" {
+	// A prefix named by {hostname} alone is the host's own: its policy
+	// entry is by that name too, so that a host: key cannot pick another
+	// host's looser entry while writing under its own prefix.
+	if opt.Host == "" || (strings.Contains(prefix, config.HostnamePlaceholder) && !strings.Contains(prefix, config.HostPlaceholder)) {
 		opt.Host, _ = config.ShortHostname()
 	}
 }
