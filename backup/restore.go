@@ -104,8 +104,10 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 		if err := b.receiveEdge(ctx, e, into, force); err != nil {
 			if errors.Is(err, errStreamCut) && len(received) == 0 && (!existed || replace) {
 				// zfs-fuse keeps the dataset a killed receive of a full
-				// stream created: it is this restore's, and goes too.
-				if ok, xerr := b.ZFS.Exists(context.WithoutCancel(ctx), into); xerr == nil && ok {
+				// stream created: it is this restore's, and goes too;
+				// only while it holds no snapshot, so that a dataset
+				// someone else made meanwhile is never destroyed.
+				if snaps, xerr := b.ZFS.Snapshots(context.WithoutCancel(ctx), into); xerr == nil && len(snaps) == 0 {
 					received = append(received, into)
 				}
 			}
