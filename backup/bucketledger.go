@@ -213,7 +213,7 @@ func (b *Backup) readDatasetFrom(ctx context.Context, j *journal, ds string, mar
 		}
 		if mark != nil && es[i].Seq == mark.Seq && es[i].ETag == mark.ETag {
 			start, full, fullBytes = from, mark.Full, mark.FullBytes
-			since = mark.Since
+			since += mark.Since
 			reached = true
 			break
 		}

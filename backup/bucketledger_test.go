@@ -464,3 +464,36 @@ func TestSupersededEntriesThatCannotBeDeleted(t *testing.T) {
 		t.Errorf("a new machine reads %d edges (%v), want %d", len(l.Edges), err, n)
 	}
 }
+
+// TestJournalDeltaBytesAddUp: a machine that reads another's new deltas
+// on top of the entry it had read counts the bytes of all deltas since
+// the full entry (not only the old ones), as their writer does, so that
+// a new full is written once the deltas outweigh it.
+func TestJournalDeltaBytesAddUp(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	for g := uint64(1); g <= 2; g++ {
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(ctx, b, edgeIn("q/x", 100, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for g := uint64(3); g <= 4; g++ {
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(ctx, b, edgeIn("q/x", 101, 100)); err != nil { // merges a's new deltas of p/d
+		t.Fatal(err)
+	}
+	want, got := a.j.state.Datasets["p/d"], b.j.state.Datasets["p/d"]
+	if want.Full == want.Seq || want.Since == 0 {
+		t.Fatalf("the writer's mark %+v: want deltas after the full entry", want)
+	}
+	if got.Seq != want.Seq || got.Since != want.Since {
+		t.Errorf("the reader counts %d bytes of deltas up to entry %d, the writer %d up to %d", got.Since, got.Seq, want.Since, want.Seq)
+	}
+}
