@@ -659,8 +659,10 @@ func (b *Backup) pushDataset(ctx context.Context, j *journal, ds string, edges [
 		m.Full, m.Since, m.FullBytes = e.Seq, 0, int64(len(data))
 	}
 	j.state.Datasets[ds] = m
-	if e.Kind == ledger.EntryFull {
-		b.dropSuperseded(ctx, j, ds, e.Seq)
+	if e.Kind == ledger.EntryFull && known && hasJournal && mark.Seq == h.Seq && mark.ETag == h.ETag && mark.Full > 0 {
+		// mark.Full is the full entry before this one, read with the
+		// journal up to its head: the entries older than it go.
+		b.dropSuperseded(ctx, j, ds, mark.Full)
 	}
 	return nil
 }
@@ -696,8 +698,14 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 	return etag, nil
 }
 
-// dropSuperseded deletes ds's entries before the full at seq. Readers
-// ignore them anyway; a host whose credentials cannot delete leaves them,
+// dropSuperseded deletes ds's entries before the full entry at seq, which
+// is the full entry before the newest: deletion lags one checkpoint. Its
+// entries and those after it stay, so that their numbers are not free:
+// a writer whose listing is a little stale (its head below the newest
+// full) fails to write the next number with If-None-Match rather than
+// succeeding below the newest full, where readers would ignore its change
+// while it believes it applied. Readers ignore the entries before the
+// newest full anyway; a host whose credentials cannot delete leaves them,
 // with one warning.
 func (b *Backup) dropSuperseded(ctx context.Context, j *journal, ds string, seq uint64) {
 	var kept []journalObj
