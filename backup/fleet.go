@@ -301,7 +301,11 @@ func (b *Backup) pruneHost(ctx context.Context, prefix string, rules func(ds str
 		d := rules(ds)
 		dr := newDatasetPruned(ds)
 		start := time.Now()
-		if err := hb.pruneStored(ctx, d, opt, &dr); err != nil {
+		var read *ledger.Ledger
+		if opt.DryRun {
+			read = l // nothing changes it: read once per host, not per dataset
+		}
+		if err := hb.pruneStored(ctx, d, opt, &dr, read); err != nil {
 			dr.Errors = append(dr.Errors, err.Error())
 		}
 		dr.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
@@ -324,16 +328,22 @@ func (b *Backup) loadLedgerFor(ctx context.Context, dryRun bool) (*ledger.Ledger
 
 // pruneStored is pruneDataset without the pool: the dataset's stored
 // snapshots, dated by their names (time_format) or upload times, planned
-// with no local snapshot, so that no bypass is planned.
-func (b *Backup) pruneStored(ctx context.Context, d config.Dataset, opt PruneOptions, dr *DatasetPruned) error {
+// with no local snapshot, so that no bypass is planned. A dry run passes
+// the host's ledger it read (a dry run changes nothing, and reading it
+// from the bucket again for every dataset made a large host's dry run
+// quadratic); otherwise l is nil and the ledger is read again under its
+// lock, as the removals of the datasets before changed it.
+func (b *Backup) pruneStored(ctx context.Context, d config.Dataset, opt PruneOptions, dr *DatasetPruned, l *ledger.Ledger) error {
 	if d.Keep == nil {
 		dr.Note = "nothing to prune: no keep rule"
 		b.Out("%s: %s", d.Name, dr.Note)
 		return nil
 	}
-	l, err := b.loadLedgerFor(ctx, opt.DryRun)
-	if err != nil {
-		return err
+	if l == nil {
+		var err error
+		if l, err = b.loadLedgerFor(ctx, opt.DryRun); err != nil {
+			return err
+		}
 	}
 	job := jobOf(l, brokenIDs(l, nil), d, nil)
 	uploaded := map[uint64]time.Time{}

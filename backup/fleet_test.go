@@ -2,8 +2,10 @@ package backup
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/zfs2s3/zfs2s3/central"
 	"github.com/zfs2s3/zfs2s3/config"
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/retention"
 	"github.com/zfs2s3/zfs2s3/s3up"
@@ -167,5 +170,55 @@ func storeTwoChains(ctx context.Context, t *testing.T, host *Backup) {
 		if err := add(ctx, host, e); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFleetPruneDryRunReadsAHostOnce: a dry run reads a host's journal
+// entries once, not once more for every dataset, and plans the same
+// removals in each dataset.
+func TestFleetPruneDryRunReadsAHostOnce(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	ctx := context.Background()
+	host := machine(t, m.Endpoint)
+	dss := []string{"p/a", "p/b", "p/c"}
+	for i, ds := range dss {
+		for g := uint64(1); g <= 3; g++ {
+			e := edgeIn(ds, 10*uint64(i)+g, 0)
+			e.Uploaded = time.Date(2026, 1, int(g), 0, 0, 0, 0, time.UTC)
+			for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+				if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := add(ctx, host, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var entryGets atomic.Int64
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, ".zfs2s3/ledger/") {
+			entryGets.Add(1)
+		}
+		return testbed.Fault{}
+	})
+	admin := machine(t, proxy.URL)
+	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 1}}})
+	rep, err := admin.FleetPrune(ctx, "", rules, nil, PruneOptions{DryRun: true})
+	if err != nil || len(rep.Hosts) != 1 || len(rep.Hosts[0].Datasets) != len(dss) {
+		t.Fatalf("fleet prune --dry-run: %+v, %v", rep, err)
+	}
+	for _, dr := range rep.Hosts[0].Datasets {
+		if len(dr.Removed) != 2 {
+			t.Errorf("dry run of %s would remove %v, want the 2 older fulls", dr.Dataset, dr.Removed)
+		}
+	}
+	// Each dataset's journal has 3 entries (1 full, 2 deltas).
+	if n := entryGets.Load(); n > int64(3*len(dss)) {
+		t.Errorf("the dry run read %d journal entries of a host whose journals hold %d", n, 3*len(dss))
+	}
+	if got := bucketKeys(t, admin); strings.Count(got, "k") != 3*len(dss) {
+		t.Errorf("bucket ledger after a dry run = %s, want every edge", got)
 	}
 }
