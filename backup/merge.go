@@ -353,6 +353,14 @@ func (b *Backup) rebase(ctx context.Context, j *journal, l *ledger.Ledger, ds st
 	}
 	j.base[ds] = theirs
 	j.state.Datasets[ds] = m
+	// The journal record must match the saved ledger at once: a kill
+	// before the end of the command would otherwise leave the old entry
+	// recorded with the merged ledger, which the next run refuses as
+	// changed by another machine. With the new record, it sees its own
+	// unwritten change and writes it.
+	if err := b.writeJournalState(j.state); err != nil {
+		return nil, err
+	}
 	slog.Info("merged another machine's change of the bucket's ledger journal written meanwhile", "dataset", ds, "entry", m.Seq)
 	out := ledger.ByDataset(edges)[ds]
 	if out == nil {
