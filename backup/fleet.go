@@ -159,6 +159,11 @@ func (b *Backup) hostStatus(ctx context.Context, prefix string, rules func(ds st
 	}
 	defer done()
 	hb.readOnly = true // nothing of the host is kept here
+	if old, err := hb.oldCopyOnly(ctx); err != nil {
+		return h, fmt.Errorf("cannot read the ledger: %w", err)
+	} else if old {
+		h.Problems = append(h.Problems, oldCopyAdvice(prefix)+"; fleet prune skips it until then")
+	}
 	l, err := hb.loadLedger(ctx, false)
 	h.Problems = append(h.Problems, hb.notices...)
 	if err != nil {
@@ -197,6 +202,33 @@ func (b *Backup) hostStatus(ctx context.Context, prefix string, rules func(ds st
 		}
 	}
 	return h, nil
+}
+
+// oldCopyOnly reports whether the host's tree still has only the single
+// ledger.yaml copy of the releases before the journal (no journal entry,
+// and ledger.yaml a whole ledger, not the stub).
+func (b *Backup) oldCopyOnly(ctx context.Context) (bool, error) {
+	j, err := b.listJournal(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list the bucket's ledger journal: %w", err)
+	}
+	if len(j.entries) > 0 || j.copyETag == "" {
+		return false, nil
+	}
+	data, _, err := b.S3.ReadAll(ctx, LedgerKey(b.Opt.Prefix), ledger.MaxFileBytes)
+	if errors.Is(err, s3up.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the bucket's ledger.yaml: %w", err)
+	}
+	_, err = ledger.ParseCopy(data)
+	return err == nil, nil
+}
+
+// oldCopyAdvice says what to do about a host tree of before the journal.
+func oldCopyAdvice(prefix string) string {
+	return fmt.Sprintf("host prefix %s still keeps the old single ledger copy: run any zfs2s3 command that changes the ledger on that host with this release first (e.g. its next backup)", prefix)
 }
 
 // FleetPruneReport is what fleet prune did (or, in a dry run, would do),
@@ -276,6 +308,13 @@ func (b *Backup) pruneHost(ctx context.Context, prefix string, rules func(ds str
 		return err
 	}
 	defer done()
+	if old, err := hb.oldCopyOnly(ctx); err != nil {
+		return err
+	} else if old {
+		// Migrating it here would leave the host refused until ledger
+		// rebuild: its state dir records the old copy, not the journal.
+		return errors.New(oldCopyAdvice(prefix) + ", then fleet prune again")
+	}
 	if opt.DryRun {
 		hb.readOnly = true
 	} else if err := hb.checkCanDelete(ctx, "fleet prune"); err != nil {
