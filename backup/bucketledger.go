@@ -675,7 +675,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		_, err := b.S3.Head(ctx, key)
 		switch {
 		case err == nil:
-			return "", fmt.Errorf("%w: %w: another machine wrote the bucket's ledger entry %s while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, errJournalRace, key, b.store.Path())
+			return "", fmt.Errorf("%w: %w: another machine wrote the bucket's ledger entry %s while this command ran; %s", errCopyBehind, errJournalRace, key, b.localOnly())
 		case !errors.Is(err, s3up.ErrNotFound):
 			return "", fmt.Errorf("%w: cannot check the bucket's ledger entry %s (%w); the next zfs2s3 command writes it again", errCopyBehind, key, err)
 		}
@@ -687,7 +687,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		if raw, cur, rerr := b.S3.ReadAll(ctx, key, ledger.MaxJournalEntryBytes); rerr == nil && bytes.Equal(raw, data) {
 			return cur, nil
 		}
-		return "", fmt.Errorf("%w: %w: another machine changed the bucket's ledger while this command ran (it wrote %s first); this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, errJournalRace, key, b.store.Path())
+		return "", fmt.Errorf("%w: %w: another machine changed the bucket's ledger while this command ran (it wrote %s first); %s", errCopyBehind, errJournalRace, key, b.localOnly())
 	}
 	if errors.Is(err, s3up.ErrNoConditionalWrites) {
 		return "", fmt.Errorf("%w: %w; this change is in the local ledger %s only: for this store, run zfs2s3 with --conditional-writes off (or ZFS2S3_CONDITIONAL_WRITES=off), and the next command writes the copy", errCopyBehind, err, b.store.Path())

@@ -124,6 +124,7 @@ func (b *Backup) forHost(prefix string) (*Backup, func(), error) {
 	opt := b.Opt
 	opt.Prefix, opt.StateDir = prefix, dir
 	hb := New(b.ZFS, b.S3, opt, b.Out)
+	hb.fleet = true
 	hb.Progress, hb.ProgressDone = nil, nil
 	return hb, func() { os.RemoveAll(dir) }, nil
 }

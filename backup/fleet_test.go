@@ -282,3 +282,29 @@ func TestFleetSkipsATreeWithTheOldCopy(t *testing.T) {
 		t.Errorf("fleet status = %+v, %v; want h1/'s problem with the advice", st, err)
 	}
 }
+
+// TestFleetLostRaceSaysRunFleetPruneAgain: a fleet command's change that
+// lost the race for a journal entry tells the admin to run fleet prune
+// again, not to rebuild from a local ledger in a state dir deleted at
+// exit.
+func TestFleetLostRaceSaysRunFleetPruneAgain(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	admin := machine(t, m.Endpoint)
+	key := ledger.JournalKey("h1/", "p/d", 1)
+	if _, err := admin.S3.PutIf(ctx, key, []byte("{}"), nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, cw := range []string{"", "off"} {
+		admin.Opt.ConditionalWrites = cw
+		hb, done, err := admin.forHost("h1/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = hb.putNew(ctx, key, []byte(`{"other":1}`))
+		done()
+		if err == nil || !strings.Contains(err.Error(), "run zfs2s3 fleet prune again") || strings.Contains(err.Error(), hb.Opt.StateDir) || strings.Contains(err.Error(), "ledger rebuild") {
+			t.Errorf("a fleet write that lost the race (conditional writes %q): %v, want fleet prune again, not the temp dir", cw, err)
+		}
+	}
+}

@@ -344,7 +344,7 @@ func (b *Backup) rebase(ctx context.Context, j *journal, l *ledger.Ledger, ds st
 	}
 	edges, err := mergeDataset(b.S3.Bucket(), b.Opt.Prefix, l.Edges, ds, base, theirs, pendingEdges(ps))
 	if err != nil {
-		return nil, fmt.Errorf("another machine changed the bucket's ledger journal of %s while this command ran, and the change cannot be merged: %w; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", ds, err, b.store.Path())
+		return nil, fmt.Errorf("another machine changed the bucket's ledger journal of %s while this command ran, and the change cannot be merged: %w; %s", ds, err, b.localOnly())
 	}
 	l.Edges = edges
 	l.Generation++
