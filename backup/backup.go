@@ -92,6 +92,9 @@ var ConditionalWriteModes = []string{"auto", "off"}
 
 // Backup runs commands against one bucket and prefix.
 type Backup struct {
+	// fleet: a fleet command's Backup of one host, whose state dir is a
+	// temporary one deleted at exit (forHost).
+	fleet bool
 	ZFS   zfs.Runner
 	S3    *s3up.Client
 	Opt   Options
@@ -264,4 +267,15 @@ func lockedHint(err error, what string) error {
 		return fmt.Errorf("%s is already running in %s: %w", what, le.Holder(), statefile.ErrLocked)
 	}
 	return err
+}
+
+// localOnly is the advice for a change saved in the local ledger that
+// could not be written to the bucket. A fleet command's state dir is
+// deleted at exit, so there is no local ledger to rebuild from: the admin
+// runs the fleet command again.
+func (b *Backup) localOnly() string {
+	if b.fleet {
+		return "this change was not written to the bucket: run zfs2s3 fleet prune again"
+	}
+	return fmt.Sprintf("this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", b.store.Path())
 }

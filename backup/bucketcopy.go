@@ -193,7 +193,7 @@ func (b *Backup) checkLegacyWrite(ctx context.Context, l *ledger.Ledger) error {
 	case err == nil && obj.ETag == b.remoteETag:
 		return nil
 	}
-	return fmt.Errorf("%w: another machine changed the bucket's ledger while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, b.store.Path())
+	return fmt.Errorf("%w: another machine changed the bucket's ledger while this command ran; %s", errCopyBehind, b.localOnly())
 }
 
 // checkGeneration stands in for the conditional write on stores without

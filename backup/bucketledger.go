@@ -213,7 +213,7 @@ func (b *Backup) readDatasetFrom(ctx context.Context, j *journal, ds string, mar
 		}
 		if mark != nil && es[i].Seq == mark.Seq && es[i].ETag == mark.ETag {
 			start, full, fullBytes = from, mark.Full, mark.FullBytes
-			since = mark.Since
+			since += mark.Since
 			reached = true
 			break
 		}
@@ -659,8 +659,10 @@ func (b *Backup) pushDataset(ctx context.Context, j *journal, ds string, edges [
 		m.Full, m.Since, m.FullBytes = e.Seq, 0, int64(len(data))
 	}
 	j.state.Datasets[ds] = m
-	if e.Kind == ledger.EntryFull {
-		b.dropSuperseded(ctx, j, ds, e.Seq)
+	if e.Kind == ledger.EntryFull && known && hasJournal && mark.Seq == h.Seq && mark.ETag == h.ETag && mark.Full > 0 {
+		// mark.Full is the full entry before this one, read with the
+		// journal up to its head: the entries older than it go.
+		b.dropSuperseded(ctx, j, ds, mark.Full)
 	}
 	return nil
 }
@@ -673,7 +675,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		_, err := b.S3.Head(ctx, key)
 		switch {
 		case err == nil:
-			return "", fmt.Errorf("%w: %w: another machine wrote the bucket's ledger entry %s while this command ran; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, errJournalRace, key, b.store.Path())
+			return "", fmt.Errorf("%w: %w: another machine wrote the bucket's ledger entry %s while this command ran; %s", errCopyBehind, errJournalRace, key, b.localOnly())
 		case !errors.Is(err, s3up.ErrNotFound):
 			return "", fmt.Errorf("%w: cannot check the bucket's ledger entry %s (%w); the next zfs2s3 command writes it again", errCopyBehind, key, err)
 		}
@@ -685,7 +687,7 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 		if raw, cur, rerr := b.S3.ReadAll(ctx, key, ledger.MaxJournalEntryBytes); rerr == nil && bytes.Equal(raw, data) {
 			return cur, nil
 		}
-		return "", fmt.Errorf("%w: %w: another machine changed the bucket's ledger while this command ran (it wrote %s first); this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", errCopyBehind, errJournalRace, key, b.store.Path())
+		return "", fmt.Errorf("%w: %w: another machine changed the bucket's ledger while this command ran (it wrote %s first); %s", errCopyBehind, errJournalRace, key, b.localOnly())
 	}
 	if errors.Is(err, s3up.ErrNoConditionalWrites) {
 		return "", fmt.Errorf("%w: %w; this change is in the local ledger %s only: for this store, run zfs2s3 with --conditional-writes off (or ZFS2S3_CONDITIONAL_WRITES=off), and the next command writes the copy", errCopyBehind, err, b.store.Path())
@@ -696,8 +698,14 @@ func (b *Backup) putNew(ctx context.Context, key string, data []byte) (string, e
 	return etag, nil
 }
 
-// dropSuperseded deletes ds's entries before the full at seq. Readers
-// ignore them anyway; a host whose credentials cannot delete leaves them,
+// dropSuperseded deletes ds's entries before the full entry at seq, which
+// is the full entry before the newest: deletion lags one checkpoint. Its
+// entries and those after it stay, so that their numbers are not free:
+// a writer whose listing is a little stale (its head below the newest
+// full) fails to write the next number with If-None-Match rather than
+// succeeding below the newest full, where readers would ignore its change
+// while it believes it applied. Readers ignore the entries before the
+// newest full anyway; a host whose credentials cannot delete leaves them,
 // with one warning.
 func (b *Backup) dropSuperseded(ctx context.Context, j *journal, ds string, seq uint64) {
 	var kept []journalObj

@@ -358,8 +358,8 @@ func TestMigrationFromTheWholeCopy(t *testing.T) {
 }
 
 // TestJournalCheckpoints: a dataset's deltas are folded into a new full
-// entry before there are checkpointEvery of them, the superseded entries
-// are deleted, and a new machine reads the same edges.
+// entry before there are checkpointEvery of them, the entries before the
+// previous full are deleted, and a new machine reads the same edges.
 func TestJournalCheckpoints(t *testing.T) {
 	m := startMinIO(t)
 	ctx := context.Background()
@@ -374,8 +374,10 @@ func TestJournalCheckpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) == 0 || len(objs) > checkpointEvery {
-		t.Errorf("the journal holds %d entries after %d changes, want at most %d", len(objs), 2*checkpointEvery, checkpointEvery)
+	// Deletion lags one checkpoint: the previous full entry and those
+	// after it stay, fewer than one entry per change.
+	if len(objs) == 0 || len(objs) >= 2*checkpointEvery {
+		t.Errorf("the journal holds %d entries after %d changes, want fewer (superseded ones deleted)", len(objs), 2*checkpointEvery)
 	}
 	if l, err := machine(t, m.Endpoint).readLedger(ctx); err != nil || ledger.Digest(l.Edges) != ledger.Digest(a.j.base["p/d"]) || len(l.Edges) != 2*checkpointEvery {
 		t.Errorf("a new machine reads %d edges (%v)", len(l.Edges), err)
@@ -462,5 +464,75 @@ func TestSupersededEntriesThatCannotBeDeleted(t *testing.T) {
 	l, err := machine(t, m.Endpoint).readLedger(ctx)
 	if err != nil || len(l.Edges) != int(n) || ledger.Digest(l.Edges) != ledger.Digest(a.j.base["p/d"]) {
 		t.Errorf("a new machine reads %d edges (%v), want %d", len(l.Edges), err, n)
+	}
+}
+
+// TestJournalDeltaBytesAddUp: a machine that reads another's new deltas
+// on top of the entry it had read counts the bytes of all deltas since
+// the full entry (not only the old ones), as their writer does, so that
+// a new full is written once the deltas outweigh it.
+func TestJournalDeltaBytesAddUp(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	for g := uint64(1); g <= 2; g++ {
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(ctx, b, edgeIn("q/x", 100, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for g := uint64(3); g <= 4; g++ {
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(ctx, b, edgeIn("q/x", 101, 100)); err != nil { // merges a's new deltas of p/d
+		t.Fatal(err)
+	}
+	want, got := a.j.state.Datasets["p/d"], b.j.state.Datasets["p/d"]
+	if want.Full == want.Seq || want.Since == 0 {
+		t.Fatalf("the writer's mark %+v: want deltas after the full entry", want)
+	}
+	if got.Seq != want.Seq || got.Since != want.Since {
+		t.Errorf("the reader counts %d bytes of deltas up to entry %d, the writer %d up to %d", got.Since, got.Seq, want.Since, want.Seq)
+	}
+}
+
+// TestSupersededEntriesLagOneCheckpoint: a new full entry deletes only
+// the entries before the previous full, so that the numbers between the
+// two are never free for a writer whose listing is a little behind.
+func TestSupersededEntriesLagOneCheckpoint(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a := machine(t, m.Endpoint)
+	var fulls []uint64
+	for g := uint64(1); len(fulls) < 3; g++ {
+		if g > 4*checkpointEvery {
+			t.Fatalf("fulls %v after %d changes, want 3", fulls, g-1)
+		}
+		if err := add(ctx, a, edgeIn("p/d", g, g-1)); err != nil {
+			t.Fatal(err)
+		}
+		if f := a.j.state.Datasets["p/d"].Full; len(fulls) == 0 || fulls[len(fulls)-1] != f {
+			fulls = append(fulls, f)
+		}
+	}
+	objs, err := a.S3.List(ctx, ledger.JournalDir("")+"ledger/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := a.j.state.Datasets["p/d"].Seq
+	var want, got []string
+	for s := fulls[1]; s <= head; s++ {
+		want = append(want, ledger.JournalKey("", "p/d", s))
+	}
+	for _, o := range objs {
+		got = append(got, o.Key)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("after the full entries %v the journal holds\n%v\nwant the previous full entry %d and all after it:\n%v", fulls, got, fulls[1], want)
 	}
 }

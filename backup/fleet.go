@@ -124,6 +124,7 @@ func (b *Backup) forHost(prefix string) (*Backup, func(), error) {
 	opt := b.Opt
 	opt.Prefix, opt.StateDir = prefix, dir
 	hb := New(b.ZFS, b.S3, opt, b.Out)
+	hb.fleet = true
 	hb.Progress, hb.ProgressDone = nil, nil
 	return hb, func() { os.RemoveAll(dir) }, nil
 }
@@ -159,6 +160,11 @@ func (b *Backup) hostStatus(ctx context.Context, prefix string, rules func(ds st
 	}
 	defer done()
 	hb.readOnly = true // nothing of the host is kept here
+	if old, err := hb.oldCopyOnly(ctx); err != nil {
+		return h, fmt.Errorf("cannot read the ledger: %w", err)
+	} else if old {
+		h.Problems = append(h.Problems, oldCopyAdvice(prefix)+"; fleet prune skips it until then")
+	}
 	l, err := hb.loadLedger(ctx, false)
 	h.Problems = append(h.Problems, hb.notices...)
 	if err != nil {
@@ -197,6 +203,33 @@ func (b *Backup) hostStatus(ctx context.Context, prefix string, rules func(ds st
 		}
 	}
 	return h, nil
+}
+
+// oldCopyOnly reports whether the host's tree still has only the single
+// ledger.yaml copy of the releases before the journal (no journal entry,
+// and ledger.yaml a whole ledger, not the stub).
+func (b *Backup) oldCopyOnly(ctx context.Context) (bool, error) {
+	j, err := b.listJournal(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list the bucket's ledger journal: %w", err)
+	}
+	if len(j.entries) > 0 || j.copyETag == "" {
+		return false, nil
+	}
+	data, _, err := b.S3.ReadAll(ctx, LedgerKey(b.Opt.Prefix), ledger.MaxFileBytes)
+	if errors.Is(err, s3up.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the bucket's ledger.yaml: %w", err)
+	}
+	_, err = ledger.ParseCopy(data)
+	return err == nil, nil
+}
+
+// oldCopyAdvice says what to do about a host tree of before the journal.
+func oldCopyAdvice(prefix string) string {
+	return fmt.Sprintf("host prefix %s still keeps the old single ledger copy: run any zfs2s3 command that changes the ledger on that host with this release first (e.g. its next backup)", prefix)
 }
 
 // FleetPruneReport is what fleet prune did (or, in a dry run, would do),
@@ -276,6 +309,13 @@ func (b *Backup) pruneHost(ctx context.Context, prefix string, rules func(ds str
 		return err
 	}
 	defer done()
+	if old, err := hb.oldCopyOnly(ctx); err != nil {
+		return err
+	} else if old {
+		// Migrating it here would leave the host refused until ledger
+		// rebuild: its state dir records the old copy, not the journal.
+		return errors.New(oldCopyAdvice(prefix) + ", then fleet prune again")
+	}
 	if opt.DryRun {
 		hb.readOnly = true
 	} else if err := hb.checkCanDelete(ctx, "fleet prune"); err != nil {
@@ -301,7 +341,11 @@ func (b *Backup) pruneHost(ctx context.Context, prefix string, rules func(ds str
 		d := rules(ds)
 		dr := newDatasetPruned(ds)
 		start := time.Now()
-		if err := hb.pruneStored(ctx, d, opt, &dr); err != nil {
+		var read *ledger.Ledger
+		if opt.DryRun {
+			read = l // nothing changes it: read once per host, not per dataset
+		}
+		if err := hb.pruneStored(ctx, d, opt, &dr, read); err != nil {
 			dr.Errors = append(dr.Errors, err.Error())
 		}
 		dr.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
@@ -324,16 +368,22 @@ func (b *Backup) loadLedgerFor(ctx context.Context, dryRun bool) (*ledger.Ledger
 
 // pruneStored is pruneDataset without the pool: the dataset's stored
 // snapshots, dated by their names (time_format) or upload times, planned
-// with no local snapshot, so that no bypass is planned.
-func (b *Backup) pruneStored(ctx context.Context, d config.Dataset, opt PruneOptions, dr *DatasetPruned) error {
+// with no local snapshot, so that no bypass is planned. A dry run passes
+// the host's ledger it read (a dry run changes nothing, and reading it
+// from the bucket again for every dataset made a large host's dry run
+// quadratic); otherwise l is nil and the ledger is read again under its
+// lock, as the removals of the datasets before changed it.
+func (b *Backup) pruneStored(ctx context.Context, d config.Dataset, opt PruneOptions, dr *DatasetPruned, l *ledger.Ledger) error {
 	if d.Keep == nil {
 		dr.Note = "nothing to prune: no keep rule"
 		b.Out("%s: %s", d.Name, dr.Note)
 		return nil
 	}
-	l, err := b.loadLedgerFor(ctx, opt.DryRun)
-	if err != nil {
-		return err
+	if l == nil {
+		var err error
+		if l, err = b.loadLedgerFor(ctx, opt.DryRun); err != nil {
+			return err
+		}
 	}
 	job := jobOf(l, brokenIDs(l, nil), d, nil)
 	uploaded := map[uint64]time.Time{}

@@ -2,8 +2,11 @@ package backup
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,9 +15,11 @@ import (
 
 	"github.com/zfs2s3/zfs2s3/central"
 	"github.com/zfs2s3/zfs2s3/config"
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/retention"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
 func TestHostPrefixes(t *testing.T) {
@@ -166,6 +171,140 @@ func storeTwoChains(ctx context.Context, t *testing.T, host *Backup) {
 		}
 		if err := add(ctx, host, e); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestFleetPruneDryRunReadsAHostOnce: a dry run reads a host's journal
+// entries once, not once more for every dataset, and plans the same
+// removals in each dataset.
+func TestFleetPruneDryRunReadsAHostOnce(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	ctx := context.Background()
+	host := machine(t, m.Endpoint)
+	dss := []string{"p/a", "p/b", "p/c"}
+	for i, ds := range dss {
+		for g := uint64(1); g <= 3; g++ {
+			e := edgeIn(ds, 10*uint64(i)+g, 0)
+			e.Uploaded = time.Date(2026, 1, int(g), 0, 0, 0, 0, time.UTC)
+			for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+				if _, err := host.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := add(ctx, host, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var entryGets atomic.Int64
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, ".zfs2s3/ledger/") {
+			entryGets.Add(1)
+		}
+		return testbed.Fault{}
+	})
+	admin := machine(t, proxy.URL)
+	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 1}}})
+	rep, err := admin.FleetPrune(ctx, "", rules, nil, PruneOptions{DryRun: true})
+	if err != nil || len(rep.Hosts) != 1 || len(rep.Hosts[0].Datasets) != len(dss) {
+		t.Fatalf("fleet prune --dry-run: %+v, %v", rep, err)
+	}
+	for _, dr := range rep.Hosts[0].Datasets {
+		if len(dr.Removed) != 2 {
+			t.Errorf("dry run of %s would remove %v, want the 2 older fulls", dr.Dataset, dr.Removed)
+		}
+	}
+	// Each dataset's journal has 3 entries (1 full, 2 deltas).
+	if n := entryGets.Load(); n > int64(3*len(dss)) {
+		t.Errorf("the dry run read %d journal entries of a host whose journals hold %d", n, 3*len(dss))
+	}
+	if got := bucketKeys(t, admin); strings.Count(got, "k") != 3*len(dss) {
+		t.Errorf("bucket ledger after a dry run = %s, want every edge", got)
+	}
+}
+
+// TestFleetSkipsATreeWithTheOldCopy: a host tree that still has only the
+// single ledger.yaml of before the journal is not migrated by fleet prune
+// (the host would be refused afterwards): fleet prune skips it with the
+// advice, as a failed host, and prunes the others; fleet status names it
+// as a problem with the same advice.
+func TestFleetSkipsATreeWithTheOldCopy(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	admin := machine(t, m.Endpoint)
+	old := ledger.New("bkt", "h1/")
+	data, err := ledger.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.S3.PutIf(ctx, LedgerKey("h1/"), data, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s3up.NewClient(ctx, s3up.Config{Bucket: "bkt", Endpoint: m.Endpoint, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := New(zfs.Runner{}, c, Options{StateDir: t.TempDir(), Prefix: "h2/"}, func(string, ...any) {})
+	for g := uint64(1); g <= 2; g++ {
+		e := edgeIn("p/d", g, 0)
+		e.Key = ledger.ObjectKey("h2/", e.Target, nil)
+		e.Uploaded = time.Date(2026, 1, int(g), 0, 0, 0, 0, time.UTC)
+		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+			if _, err := h2.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := add(ctx, h2, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	advice := "host prefix h1/ still keeps the old single ledger copy: run any zfs2s3 command that changes the ledger on that host with this release first (e.g. its next backup)"
+	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 1}}})
+	rep, err := admin.FleetPrune(ctx, "", rules, nil, PruneOptions{})
+	var re *RunError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), advice+", then fleet prune again") {
+		t.Errorf("fleet prune with an old tree: %v, want a failed host with the advice", err)
+	}
+	if len(rep.Hosts) != 2 || len(rep.Hosts[0].Errors) != 1 || !strings.Contains(rep.Hosts[0].Errors[0], advice) ||
+		len(rep.Hosts[1].Errors) != 0 || len(rep.Hosts[1].Datasets) != 1 || len(rep.Hosts[1].Datasets[0].Removed) != 1 {
+		t.Errorf("report = %+v, want h1/ skipped with the advice and h2/ pruned", rep)
+	}
+	if got, _, err := admin.S3.ReadAll(ctx, LedgerKey("h1/"), ledger.MaxFileBytes); err != nil || string(got) != string(data) {
+		t.Errorf("h1/'s ledger.yaml after fleet prune: %v, want it as it was", err)
+	}
+	if objs, err := admin.S3.List(ctx, ledger.JournalDir("h1/")+"ledger/"); err != nil || len(objs) != 0 {
+		t.Errorf("h1/'s journal after fleet prune = %v, %v; want none (not migrated)", objs, err)
+	}
+	st, err := admin.FleetStatus(ctx, "", rules, time.Now())
+	if err != nil || len(st.Hosts) != 2 || !slices.ContainsFunc(st.Hosts[0].Problems, func(p string) bool { return strings.Contains(p, advice) }) {
+		t.Errorf("fleet status = %+v, %v; want h1/'s problem with the advice", st, err)
+	}
+}
+
+// TestFleetLostRaceSaysRunFleetPruneAgain: a fleet command's change that
+// lost the race for a journal entry tells the admin to run fleet prune
+// again, not to rebuild from a local ledger in a state dir deleted at
+// exit.
+func TestFleetLostRaceSaysRunFleetPruneAgain(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	admin := machine(t, m.Endpoint)
+	key := ledger.JournalKey("h1/", "p/d", 1)
+	if _, err := admin.S3.PutIf(ctx, key, []byte("{}"), nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, cw := range []string{"", "off"} {
+		admin.Opt.ConditionalWrites = cw
+		hb, done, err := admin.forHost("h1/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = hb.putNew(ctx, key, []byte(`{"other":1}`))
+		done()
+		if err == nil || !strings.Contains(err.Error(), "run zfs2s3 fleet prune again") || strings.Contains(err.Error(), hb.Opt.StateDir) || strings.Contains(err.Error(), "ledger rebuild") {
+			t.Errorf("a fleet write that lost the race (conditional writes %q): %v, want fleet prune again, not the temp dir", cw, err)
 		}
 	}
 }

@@ -163,13 +163,7 @@ func mergeDataset(bucket, prefix string, l []ledger.Edge, ds string, base, their
 			Blocked: lost}
 	}
 	// The merge must pass the ledger's own checks (duplicates, cycles).
-	check := ledger.New(bucket, prefix)
-	check.Edges = merged
-	data, err := ledger.Marshal(check)
-	if err == nil {
-		_, err = ledger.Parse(data)
-	}
-	if err != nil {
+	if err := checkLedger(bucket, prefix, merged); err != nil {
 		return nil, fmt.Errorf("merge of another machine's change to %s: %w", ds, err)
 	}
 	return merged, nil
@@ -195,16 +189,17 @@ func (b *Backup) mergeJournals(ctx context.Context, j *journal, l *ledger.Ledger
 	if err != nil {
 		return nil, err
 	}
-	edges := l.Edges
+	check := func(mg journalMerge) error {
+		if mg.reached {
+			return nil
+		}
+		return b.checkSuperseded(ctx, mg.ds, mg.base, mg.theirs)
+	}
+	edges, err := mergeAll(b.S3.Bucket(), b.Opt.Prefix, l.Edges, merges, pendingEdges(ps), check)
+	if err != nil {
+		return nil, err
+	}
 	for _, mg := range merges {
-		if !mg.reached {
-			if err := b.checkSuperseded(ctx, mg.ds, mg.base, mg.theirs); err != nil {
-				return nil, err
-			}
-		}
-		if edges, err = mergeDataset(b.S3.Bucket(), b.Opt.Prefix, edges, mg.ds, mg.base, mg.theirs, pendingEdges(ps)); err != nil {
-			return nil, fmt.Errorf("the bucket's ledger journal of %s (entry %d) was changed by another machine, and the change cannot be merged: %w; run zfs2s3 ledger rebuild to merge both from the manifests", mg.ds, mg.mark.Seq, err)
-		}
 		slog.Info("merged another machine's change of the bucket's ledger journal", "dataset", mg.ds, "entry", mg.mark.Seq)
 	}
 	out := &ledger.Ledger{Version: l.Version, Bucket: l.Bucket, Prefix: l.Prefix, Generation: l.Generation + 1, Edges: edges}
@@ -216,6 +211,70 @@ func (b *Backup) mergeJournals(ctx context.Context, j *journal, l *ledger.Ledger
 		j.state.Datasets[mg.ds] = mg.mark
 	}
 	return out, nil
+}
+
+// mergeAll merges every dataset of merges (one entry per dataset) into l,
+// the whole ledger's edges, calling check on each first. It merges all
+// datasets' edges, then runs the guard and the ledger's checks once on
+// the result: a dataset at a time (mergeDataset over the whole ledger for
+// each) made a host with many datasets quadratic under the ledger lock.
+// When a dataset conflicts or the result fails them, the merges are done
+// again a dataset at a time, so that the refusal is the one (naming its
+// dataset) that a dataset at a time always gave.
+func mergeAll(bucket, prefix string, l []ledger.Edge, merges []journalMerge, pending []ledger.Edge, check func(journalMerge) error) ([]ledger.Edge, error) {
+	refused := func(mg journalMerge, err error) error {
+		return fmt.Errorf("the bucket's ledger journal of %s (entry %d) was changed by another machine, and the change cannot be merged: %w; run zfs2s3 ledger rebuild to merge both from the manifests", mg.ds, mg.mark.Seq, err)
+	}
+	oneByOne := func() ([]ledger.Edge, error) {
+		edges := l
+		for _, mg := range merges {
+			var err error
+			if edges, err = mergeDataset(bucket, prefix, edges, mg.ds, mg.base, mg.theirs, pending); err != nil {
+				return nil, refused(mg, err)
+			}
+		}
+		return edges, nil
+	}
+	byDS := ledger.ByDataset(l)
+	mergedDS := make(map[string][]ledger.Edge, len(merges))
+	for _, mg := range merges {
+		if err := check(mg); err != nil {
+			return nil, err
+		}
+		m, err := mergeEdges(mg.base, byDS[mg.ds], mg.theirs)
+		if err != nil {
+			return oneByOne() // an earlier dataset's refusal comes first
+		}
+		mergedDS[mg.ds] = m
+	}
+	// The order a dataset at a time gave: the other datasets' edges as in
+	// l, then each merged dataset's in the order of merges.
+	var merged, theirsAll []ledger.Edge
+	for _, e := range l {
+		if _, ok := mergedDS[e.Target.Dataset()]; !ok {
+			merged = append(merged, e)
+		}
+	}
+	theirsAll = append(theirsAll, merged...)
+	for _, mg := range merges {
+		merged = append(merged, mergedDS[mg.ds]...)
+		theirsAll = append(theirsAll, mg.theirs...)
+	}
+	if len(lostChains(l, theirsAll, merged, pending)) == 0 && checkLedger(bucket, prefix, merged) == nil {
+		return merged, nil
+	}
+	return oneByOne()
+}
+
+// checkLedger runs the ledger's own checks (duplicates, cycles) on edges.
+func checkLedger(bucket, prefix string, edges []ledger.Edge) error {
+	check := ledger.New(bucket, prefix)
+	check.Edges = edges
+	data, err := ledger.Marshal(check)
+	if err == nil {
+		_, err = ledger.Parse(data)
+	}
+	return err
 }
 
 // checkSuperseded refuses a full entry of ds, written by another machine
@@ -285,7 +344,7 @@ func (b *Backup) rebase(ctx context.Context, j *journal, l *ledger.Ledger, ds st
 	}
 	edges, err := mergeDataset(b.S3.Bucket(), b.Opt.Prefix, l.Edges, ds, base, theirs, pendingEdges(ps))
 	if err != nil {
-		return nil, fmt.Errorf("another machine changed the bucket's ledger journal of %s while this command ran, and the change cannot be merged: %w; this change is in the local ledger %s only: run zfs2s3 ledger rebuild to merge both from the manifests", ds, err, b.store.Path())
+		return nil, fmt.Errorf("another machine changed the bucket's ledger journal of %s while this command ran, and the change cannot be merged: %w; %s", ds, err, b.localOnly())
 	}
 	l.Edges = edges
 	l.Generation++
@@ -294,6 +353,14 @@ func (b *Backup) rebase(ctx context.Context, j *journal, l *ledger.Ledger, ds st
 	}
 	j.base[ds] = theirs
 	j.state.Datasets[ds] = m
+	// The journal record must match the saved ledger at once: a kill
+	// before the end of the command would otherwise leave the old entry
+	// recorded with the merged ledger, which the next run refuses as
+	// changed by another machine. With the new record, it sees its own
+	// unwritten change and writes it.
+	if err := b.writeJournalState(j.state); err != nil {
+		return nil, err
+	}
 	slog.Info("merged another machine's change of the bucket's ledger journal written meanwhile", "dataset", ds, "entry", m.Seq)
 	out := ledger.ByDataset(edges)[ds]
 	if out == nil {

@@ -3,12 +3,16 @@ package backup
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/zfs2s3/zfs2s3/internal/testbed"
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
 // Tests of the merge of another machine's journal entries (merge.go)
@@ -191,5 +195,55 @@ func TestFullEntryOverThisMachinesEntry(t *testing.T) {
 	}
 	if got := bucketKeys(t, machine(t, m.Endpoint)); !strings.HasSuffix(got, "k39 k40") || strings.Contains(got, "k2 ") {
 		t.Errorf("bucket ledger = %s", got)
+	}
+}
+
+// TestKillAfterARebaseLeavesAUsableStateDir: a machine killed right after
+// it merged another machine's entry into its local ledger (before writing
+// its own entry) finds, on its next command, a state dir whose journal
+// record matches that ledger: the change is written, not refused as
+// "changed by another machine".
+func TestKillAfterARebaseLeavesAUsableStateDir(t *testing.T) {
+	m := startMinIO(t)
+	proxy := testbed.StartProxy(t, m.Endpoint)
+	ctx := context.Background()
+	a, b := machine(t, proxy.URL), machine(t, m.Endpoint)
+	inSync(t, a, b, edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1))
+	killed := t.TempDir() // a's state dir at the moment of the kill
+	var puts atomic.Int64
+	err := a.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
+		if err := add(ctx, b, edgeIn("p/d", 4, 1)); err != nil {
+			return false, err
+		}
+		proxy.SetRule(func(r *http.Request) testbed.Fault {
+			if !testbed.IsLedger(r, http.MethodPut) || !strings.Contains(r.URL.Path, ".zfs2s3/ledger/") {
+				return testbed.Fault{}
+			}
+			if puts.Add(1) == 2 { // the write after the merge: kill -9 here
+				if err := os.CopyFS(killed, os.DirFS(a.Opt.StateDir)); err != nil {
+					t.Error(err)
+				}
+			}
+			if puts.Load() >= 2 {
+				return testbed.Fault{Reset: true}
+			}
+			return testbed.Fault{}
+		})
+		return true, l.Add(edgeIn("p/d", 3, 1))
+	})
+	proxy.SetRule(func(*http.Request) testbed.Fault { return testbed.Fault{} })
+	if puts.Load() < 2 {
+		t.Fatalf("a's change: %v after %d entry writes, want a merge and a second write", err, puts.Load())
+	}
+	c, err := s3up.NewClient(ctx, s3up.Config{Bucket: "bkt", Endpoint: m.Endpoint, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2 := New(zfs.Runner{}, c, Options{StateDir: killed}, func(string, ...any) {})
+	if err := add(ctx, a2, edgeIn("p/d", 5, 3)); err != nil {
+		t.Fatalf("the next change after a kill between the merge's save and its entry: %v, want it written", err)
+	}
+	if got := bucketKeys(t, machine(t, m.Endpoint)); got != "k1 k2 k4 k3 k5" {
+		t.Errorf("bucket ledger = %s, want k1 k2 k4 k3 k5", got)
 	}
 }

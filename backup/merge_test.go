@@ -162,3 +162,66 @@ func TestMergeProperty(t *testing.T) {
 		}
 	})
 }
+
+// TestMergeAllIsMergingOneDatasetAtATime: merging all datasets' edges and
+// then checking the result once gives the ledger, or the refusal (naming
+// the same dataset), that merging a dataset at a time gives.
+func TestMergeAllIsMergingOneDatasetAtATime(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var l, pending []ledger.Edge
+		var merges []journalMerge
+		for d, ds := range []string{"p/a", "p/b", "p/c"} {
+			first := uint64(100 * (d + 1))
+			n := rapid.IntRange(0, 4).Draw(t, ds+"-base")
+			var base []ledger.Edge
+			for i := 1; i <= n; i++ {
+				prev := uint64(0)
+				if i > 1 {
+					prev = first + uint64(i-1)
+				}
+				base = append(base, edgeIn(ds, first+uint64(i), prev))
+			}
+			side := func(name string, adds uint64) []ledger.Edge {
+				var out []ledger.Edge
+				for _, e := range base {
+					switch rapid.IntRange(0, 3).Draw(t, name+"-fate") {
+					case 0: // removed
+					case 1:
+						out = append(out, removing(e))
+					default:
+						out = append(out, e)
+					}
+				}
+				for k := rapid.IntRange(0, 2).Draw(t, name+"-adds"); k > 0; k-- {
+					from := uint64(rapid.IntRange(0, n).Draw(t, name+"-from"))
+					if from > 0 {
+						from += first
+					}
+					out = append(out, edgeIn(ds, adds+uint64(k), from))
+				}
+				return out
+			}
+			mine := side(ds+"-mine", first+10)
+			l = append(l, mine...)
+			if rapid.Bool().Draw(t, ds+"-pending") && n > 0 {
+				pending = append(pending, edgeIn(ds, first+30, first+uint64(n)))
+			}
+			if rapid.Bool().Draw(t, ds+"-merged") {
+				merges = append(merges, journalMerge{ds: ds, base: base, theirs: side(ds+"-theirs", first+20), mark: journalMark{Seq: uint64(d + 7)}})
+			}
+		}
+		// The reference: a dataset at a time, as before mergeAll.
+		want, wantErr := l, error(nil)
+		for _, mg := range merges {
+			var err error
+			if want, err = mergeDataset("bkt", "", want, mg.ds, mg.base, mg.theirs, pending); err != nil {
+				want, wantErr = nil, fmt.Errorf("the bucket's ledger journal of %s (entry %d) was changed by another machine, and the change cannot be merged: %w; run zfs2s3 ledger rebuild to merge both from the manifests", mg.ds, mg.mark.Seq, err)
+				break
+			}
+		}
+		got, err := mergeAll("bkt", "", l, merges, pending, func(journalMerge) error { return nil })
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) || ids(got) != ids(want) {
+			t.Fatalf("mergeAll = %s, %v\nwant %s, %v", ids(got), err, ids(want), wantErr)
+		}
+	})
+}
