@@ -12,6 +12,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -155,7 +156,12 @@ func (c *Config) Errorf(line int, key, format string, args ...any) error {
 
 // Load reads and checks the config file at file.
 func Load(file string) (*Config, error) {
-	data, err := os.ReadFile(file)
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, &Error{File: file, Msg: err.Error()}
 	}
@@ -166,6 +172,15 @@ func Load(file string) (*Config, error) {
 	if c.runsHooks() {
 		if err := checkPrivate(file); err != nil {
 			return nil, err
+		}
+		// The paths were checked by name: the file read must be the one
+		// checked, not one a link pointed to a moment before.
+		read, err := f.Stat()
+		if err != nil {
+			return nil, &Error{File: file, Msg: err.Error()}
+		}
+		if now, err := os.Stat(file); err != nil || !os.SameFile(read, now) {
+			return nil, &Error{File: file, Msg: "it runs hooks (pre/post) and changed while it was read (a link pointed elsewhere?); run again, and keep the file and its links in directories only root can write"}
 		}
 	}
 	return c, nil
@@ -533,7 +548,21 @@ func checkPrivate(file string) error {
 	}
 	paths := []string{real}
 	seen := map[string]bool{real: true}
-	for _, p := range []string{abs, real} {
+	// Every link on the way to the file, and its directory: whoever can
+	// write a directory holding a link can point it elsewhere.
+	hops := []string{abs, real}
+	for p, i := abs, 0; i < 40; i++ {
+		target, err := os.Readlink(p)
+		if err != nil {
+			break // not a link (or gone: EvalSymlinks above would have said)
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(p), target)
+		}
+		p = filepath.Clean(target)
+		hops = append(hops, p)
+	}
+	for _, p := range hops {
 		for dir := filepath.Dir(p); !seen[dir]; dir = filepath.Dir(dir) {
 			seen[dir] = true
 			paths = append(paths, dir)

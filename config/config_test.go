@@ -230,6 +230,24 @@ func TestLoadRefusesHooksOthersCanChange(t *testing.T) {
 	}
 	os.Chmod(target, 0o666)
 	refused("link to a world-writable file", "its target "+target+" is writable by group or others")
+	os.Chmod(target, 0o600)
+	// A link to a link: the middle one's directory is checked too, since
+	// whoever can write it can point the chain elsewhere.
+	middleDir := t.TempDir()
+	os.Chmod(middleDir, 0o777)
+	middle := filepath.Join(middleDir, "hop.yaml")
+	if err := os.Symlink(target, middle); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(file)
+	if err := os.Symlink(middle, file); err != nil {
+		t.Fatal(err)
+	}
+	refused("link through a world-writable directory", "chmod go-w "+middleDir)
+	os.Chmod(middleDir, 0o755)
+	if _, err := Load(file); err != nil {
+		t.Errorf("a chain of links through private directories refused: %v", err)
+	}
 	os.Remove(file)
 	os.WriteFile(file, []byte(hooks), 0o600)
 
