@@ -25,20 +25,7 @@ func readMetrics(t *testing.T, path string) map[string]map[string]float64 {
 	if err != nil {
 		t.Fatalf("metrics file %s: %v", path, err)
 	}
-	out := map[string]map[string]float64{}
-	for name, mf := range mfs {
-		out[name] = map[string]float64{}
-		for _, m := range mf.GetMetric() {
-			ds := ""
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "dataset" {
-					ds = lp.GetValue()
-				}
-			}
-			out[name][ds] = m.GetGauge().GetValue()
-		}
-	}
-	return out
+	return metrics.ByDataset(mfs)
 }
 
 // creation is a snapshot's creation property in unix seconds.

@@ -106,8 +106,7 @@ func readPending(name string) (*pending, error) {
 	if err := yaml.Unmarshal(data, p); err != nil || p.Version < 1 || p.Version > pendingVersion || p.Edge.Key == "" {
 		return nil, fmt.Errorf("upload state file %s is damaged or from another zfs2s3 version (%v); move it away after checking the bucket for its multipart upload", name, err)
 	}
-	p.Version = pendingVersion // what it is saved as from now on
-	return p, nil
+	return p, nil // save picks the version it is written as
 }
 
 // readPending reads an upload state file and checks that its keys are the

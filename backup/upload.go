@@ -138,7 +138,7 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		up.PartSize, up.Transformed, up.PartsPerObject = partSize, true, 0
 	}
 	up.Metadata = objectMetadata(edge)
-	p := &pending{Version: pendingVersion, Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate, Upload: up}
+	p := &pending{Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate, Upload: up}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
 			return false, err

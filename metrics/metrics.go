@@ -229,6 +229,26 @@ func Gatherer(u Update, old map[string]*dto.MetricFamily) (prometheus.Gatherer, 
 	return prometheus.Gatherers{reg, prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return carried, nil })}, nil
 }
 
+// ByDataset is each family's gauge values in mfs (as Read returns them) by
+// their dataset label ("" for a family without one): how a check or a
+// test reads the file.
+func ByDataset(mfs map[string]*dto.MetricFamily) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for name, mf := range mfs {
+		out[name] = map[string]float64{}
+		for _, m := range mf.GetMetric() {
+			ds := ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "dataset" {
+					ds = lp.GetValue()
+				}
+			}
+			out[name][ds] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
 // value is the gauge value of family name for dataset in mfs.
 func value(mfs map[string]*dto.MetricFamily, name, dataset string) (float64, bool) {
 	mf, ok := mfs[name]

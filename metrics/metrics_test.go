@@ -27,7 +27,6 @@ func read(t *testing.T, path string) map[string]map[string]float64 {
 	if err != nil {
 		t.Fatalf("the written file does not parse: %v", err)
 	}
-	out := map[string]map[string]float64{}
 	for name, mf := range mfs {
 		if mf.GetType() != dto.MetricType_GAUGE {
 			t.Errorf("%s is a %s, want a gauge", name, mf.GetType())
@@ -35,18 +34,8 @@ func read(t *testing.T, path string) map[string]map[string]float64 {
 		if mf.GetHelp() == "" {
 			t.Errorf("%s has no help text", name)
 		}
-		out[name] = map[string]float64{}
-		for _, m := range mf.GetMetric() {
-			ds := ""
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "dataset" {
-					ds = lp.GetValue()
-				}
-			}
-			out[name][ds] = m.GetGauge().GetValue()
-		}
 	}
-	return out
+	return ByDataset(mfs)
 }
 
 func names(m map[string]map[string]float64) []string {
