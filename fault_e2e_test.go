@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zfs2s3/zfs2s3/backup"
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
+	"github.com/zfs2s3/zfs2s3/transform"
 )
 
 // faultyEnv routes zfs2s3 through a proxy with the given rule.
@@ -181,37 +183,52 @@ func TestKillAtManyPoints(t *testing.T) {
 }
 
 // TestUploadMemoryIsBounded checks the documented bound on peak memory,
-// (concurrency + 2) x part size + 32 MiB, on a stream of many parts.
+// (concurrency + 2) x part size + 32 MiB, plus 16 MiB per core with zstd
+// (backup.MemoryBound), on a stream of many parts, plain and compressed
+// and encrypted.
 func TestUploadMemoryIsBounded(t *testing.T) {
 	e := newEnv(t, "memory")
 	a := e.snap("a", 120)
-	c := e.cmd("upload", a, "--part-size", "8MiB", "--concurrency", "4")
-	var out bytes.Buffer
-	c.Stdout, c.Stderr = &out, &out
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// zfs2s3's own high-water mark, read while it runs: the rusage of the
-	// process tree would also count the zfs commands it starts.
-	var peak int64
-	done := make(chan error)
-	go func() { done <- c.Wait() }()
-	for running := true; running; {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("upload: %v: %s", err, out.String())
+	_, rcpt := ageKey(t)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		spec  transform.Spec
+	}{
+		{"plain", nil, transform.Spec{}},
+		{"zstd+age", []string{"--compress", "zstd", "--recipient", rcpt}, transform.Spec{Compress: transform.CompressZstd, Level: 3, Encrypt: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.cmd(append([]string{"upload", a, "--part-size", "8MiB", "--concurrency", "4"}, tc.flags...)...)
+			var out bytes.Buffer
+			c.Stdout, c.Stderr = &out, &out
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
 			}
-			running = false
-		case <-time.After(10 * time.Millisecond):
-			peak = max(peak, vmHWM(c.Process.Pid))
-		}
+			// zfs2s3's own high-water mark, read while it runs: the rusage
+			// of the process tree would also count the zfs commands it
+			// starts.
+			var peak int64
+			done := make(chan error)
+			go func() { done <- c.Wait() }()
+			for running := true; running; {
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("upload: %v: %s", err, out.String())
+					}
+					running = false
+				case <-time.After(10 * time.Millisecond):
+					peak = max(peak, vmHWM(c.Process.Pid))
+				}
+			}
+			if bound := backup.MemoryBound(4, 8<<20, tc.spec); peak > bound {
+				t.Errorf("peak RSS %d MiB exceeds the bound %d MiB", peak>>20, bound>>20)
+			}
+			t.Logf("peak RSS %d MiB", peak>>20)
+			e.ok("remove", a)
+		})
 	}
-	t.Logf("process tree peak RSS %d MiB", c.ProcessState.SysUsage().(*syscall.Rusage).Maxrss>>10)
-	if bound := int64(4+2)*8<<20 + 32<<20; peak > bound {
-		t.Errorf("peak RSS %d MiB exceeds the bound %d MiB", peak>>20, bound>>20)
-	}
-	t.Logf("peak RSS %d MiB", peak>>20)
 }
 
 // vmHWM reads a process's peak resident memory in bytes (0 once it is gone).

@@ -272,9 +272,10 @@ func edgeFromMetadata(m map[string]string) (ledger.Edge, error) {
 }
 
 // MemoryBound is the most memory an upload should take: a part buffer for
-// each part in flight, one being filled, one spare, and room for the rest.
-func MemoryBound(concurrency int, partSize int64) int64 {
-	return int64(concurrency+2)*partSize + 32<<20
+// each part in flight, one being filled, one spare, and room for the rest;
+// a compressed upload adds its encoder's frames (transform.EncoderMemory).
+func MemoryBound(concurrency int, partSize int64, spec transform.Spec) int64 {
+	return int64(concurrency+2)*partSize + 32<<20 + transform.EncoderMemory(spec)
 }
 
 // run uploads a pending edge, then records it.
@@ -283,7 +284,11 @@ func (b *Backup) run(ctx context.Context, p *pending) error {
 	// without a limit the GC lets garbage grow to twice their size. The Go
 	// heap gets MemoryBound less one part and 16 MiB, which are left for the
 	// runtime and the mapped binary that the limit does not count.
-	bound := MemoryBound(max(b.Opt.Concurrency, 1), p.Upload.PartSize)
+	var spec transform.Spec // none: a plain upload, or a spec that runSegments refuses
+	if p.Upload.Transformed {
+		spec, _ = transform.ParseSpec(p.Edge.Transform)
+	}
+	bound := MemoryBound(max(b.Opt.Concurrency, 1), p.Upload.PartSize, spec)
 	old := debug.SetMemoryLimit(bound - p.Upload.PartSize - 16<<20)
 	defer debug.SetMemoryLimit(old)
 	up := &s3up.Uploader{Client: b.S3, Concurrency: b.Opt.Concurrency,

@@ -13,14 +13,33 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
+// FrameSize is the plaintext of each zstd frame zfs2s3 writes. Frames are
+// independent, so the cores compress several at once, as pzstd and zstd -T
+// do; a frame this size costs under 0.5% of the ratio of one long frame
+// (BenchmarkEncode) and its window is the frame itself, well within the
+// 8 MiB the format allows. Readers do not depend on it (FORMAT.md).
+const FrameSize = 4 << 20
+
+// EncoderMemory is what an Encoder for spec holds beyond the upload's part
+// buffers, at most: with zstd, per core, a frame being filled or
+// compressed, its output, a spare, and the zstd encoder's own window and
+// tables (BenchmarkEncode measures it). age streams through 64 KiB chunks.
+func EncoderMemory(spec Spec) int64 {
+	if spec.compress() == CompressNone {
+		return 0
+	}
+	return int64(runtime.GOMAXPROCS(0)) * 4 * FrameSize
+}
+
 // Encoder makes the segments of one stream, one at a time. It holds the
-// zstd encoder (its goroutines and buffers) across segments; Close releases
-// it.
+// zstd encoder and the frame buffers across segments; Close releases them.
 type Encoder struct {
 	spec       Spec
 	recipients []age.Recipient
 	zenc       *zstd.Encoder
-	busy       bool // a SegmentWriter is open
+	workers    int      // frames compressed at once
+	free       [][]byte // frame buffers to reuse, plaintext and compressed alike
+	busy       bool     // a SegmentWriter is open
 }
 
 // NewEncoder checks that spec and recipients agree (encryption needs at
@@ -40,18 +59,16 @@ func NewEncoder(spec Spec, recipients []age.Recipient) (*Encoder, error) {
 		if spec.Level < MinZstdLevel || spec.Level > MaxZstdLevel {
 			return nil, fmt.Errorf("zstd level %d: must be from %d to %d", spec.Level, MinZstdLevel, MaxZstdLevel)
 		}
-		cores := runtime.GOMAXPROCS(0)
+		// One frame per core at a time: each EncodeAll runs on one core,
+		// in one of the encoder's `workers` states, and holds a frame's
+		// plaintext and output (about 3 x FrameSize per core in all).
+		e.workers = runtime.GOMAXPROCS(0)
 		zenc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(spec.Level)),
-			zstd.WithEncoderConcurrency(cores),
-			// Up to two cores, a stream's blocks are compressed by two
-			// goroutines taking turns, in about 20 MiB of heap; the rest of
-			// the upload (hashing, age, S3) has the other core. With more
-			// cores, jobs of four windows (32 MiB) are compressed in
-			// parallel, at about 100 MiB of heap per core (measured by
-			// BenchmarkEncode). Either way the output is one frame per
-			// segment, and the format does not depend on it.
-			zstd.WithConcurrentBlocks(cores > 2),
+			zstd.WithEncoderConcurrency(e.workers),
+			// A frame is never longer than FrameSize, so a longer window
+			// would only cost each encoder memory.
+			zstd.WithWindowSize(FrameSize),
 			// The frame checksum lets zstd -d, by hand, catch what an
 			// unencrypted object's damage did to the data.
 			zstd.WithEncoderCRC(true),
@@ -71,12 +88,29 @@ func NewEncoder(spec Spec, recipients []age.Recipient) (*Encoder, error) {
 // Spec is the transform the encoder applies.
 func (e *Encoder) Spec() Spec { return e.spec }
 
-// Close releases the zstd encoder's goroutines and buffers.
+// Close releases the zstd encoder and the frame buffers.
 func (e *Encoder) Close() error {
+	e.free = nil
 	if e.zenc != nil {
 		return e.zenc.Close()
 	}
 	return nil
+}
+
+// buffer returns an empty frame buffer, reused when one is free.
+func (e *Encoder) buffer() []byte {
+	if n := len(e.free); n > 0 {
+		b := e.free[n-1]
+		e.free = e.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, FrameSize+FrameSize/64)
+}
+
+// frame is one zstd frame being compressed in the background.
+type frame struct {
+	in, out []byte
+	done    chan struct{}
 }
 
 // SegmentWriter takes a segment's plaintext and writes its stored bytes to
@@ -84,13 +118,20 @@ func (e *Encoder) Close() error {
 // layers; only then is the segment complete. It counts and hashes the
 // plaintext; it counts the stored bytes but does not hash them (the caller
 // hashes each stored part once anyway, for S3: see StoredHash).
+//
+// With zstd, the plaintext is cut into frames of FrameSize, compressed on
+// all cores at once and written in order; without it, each Write goes
+// straight down.
 type SegmentWriter struct {
 	enc    *Encoder
-	w      io.Writer      // the top layer: zstd, age or dst
+	w      io.Writer      // below zstd: age or dst
 	age    io.WriteCloser // nil without encryption
 	stored countWriter
 	plain  hash.Hash
 	plainN int64
+	in     []byte   // the frame being filled (zstd only)
+	queue  []*frame // frames compressing, oldest first
+	frames int      // frames written to w
 	closed bool
 	err    error
 	oneOff bool // made by NewSegmentWriter: Close closes the encoder too
@@ -111,10 +152,6 @@ func (e *Encoder) NewSegment(dst io.Writer) (*SegmentWriter, error) {
 			return nil, fmt.Errorf("age encrypt: %w", err)
 		}
 		sw.age, sw.w = a, a
-	}
-	if e.zenc != nil {
-		e.zenc.Reset(sw.w)
-		sw.w = e.zenc
 	}
 	e.busy = true
 	return sw, nil
@@ -144,35 +181,90 @@ func (sw *SegmentWriter) Write(p []byte) (int, error) {
 	if sw.closed {
 		return 0, errors.New("transform: write to a closed segment")
 	}
-	n, err := sw.w.Write(p)
-	sw.plain.Write(p[:n])
-	sw.plainN += int64(n)
+	if sw.enc.zenc == nil {
+		n, err := sw.w.Write(p)
+		sw.plain.Write(p[:n])
+		sw.plainN += int64(n)
+		if err != nil {
+			sw.err = err
+		}
+		return n, err
+	}
+	n := 0
+	for n < len(p) {
+		if sw.in == nil {
+			sw.in = sw.enc.buffer()
+		}
+		take := min(len(p)-n, FrameSize-len(sw.in))
+		sw.in = append(sw.in, p[n:n+take]...)
+		sw.plain.Write(p[n : n+take])
+		sw.plainN += int64(take)
+		n += take
+		if len(sw.in) == FrameSize {
+			if err := sw.compress(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// compress starts compressing the filled frame in the background and
+// writes out the oldest frames while more than one per core is queued.
+func (sw *SegmentWriter) compress() error {
+	f := &frame{in: sw.in, out: sw.enc.buffer(), done: make(chan struct{})}
+	sw.in = nil
+	go func() {
+		f.out = sw.enc.zenc.EncodeAll(f.in, f.out)
+		close(f.done)
+	}()
+	sw.queue = append(sw.queue, f)
+	for len(sw.queue) > sw.enc.workers {
+		if err := sw.writeFrame(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFrame waits for the oldest queued frame and writes it down.
+func (sw *SegmentWriter) writeFrame() error {
+	f := sw.queue[0]
+	<-f.done
+	sw.queue = sw.queue[1:]
+	_, err := sw.w.Write(f.out)
+	sw.enc.free = append(sw.enc.free, f.in, f.out)
+	sw.frames++
 	if err != nil {
 		sw.err = err
 	}
-	return n, err
+	return err
 }
 
-// Close flushes zstd's last block and writes age's final chunk. The stored
-// bytes are complete when it returns nil.
+// Close writes the last frames and age's final chunk. The stored bytes are
+// complete when it returns nil.
 func (sw *SegmentWriter) Close() error {
 	if sw.closed {
 		return sw.err
 	}
-	sw.closed = true
-	defer func() {
-		sw.enc.busy = false
-		if sw.oneOff {
-			sw.enc.Close()
-		}
-	}()
+	defer sw.release()
 	if sw.err != nil {
 		return sw.err
 	}
 	if sw.enc.zenc != nil {
-		if err := sw.enc.zenc.Close(); err != nil {
-			sw.err = fmt.Errorf("zstd: %w", err)
-			return sw.err
+		// An empty segment is one empty frame.
+		if len(sw.in) > 0 || sw.frames+len(sw.queue) == 0 {
+			if sw.in == nil {
+				sw.in = sw.enc.buffer()
+			}
+			if err := sw.compress(); err != nil {
+				return fmt.Errorf("zstd: %w", err)
+			}
+		}
+		for len(sw.queue) > 0 {
+			if err := sw.writeFrame(); err != nil {
+				return fmt.Errorf("zstd: %w", err)
+			}
 		}
 	}
 	if sw.age != nil {
@@ -184,10 +276,29 @@ func (sw *SegmentWriter) Close() error {
 	return nil
 }
 
+// release ends the segment: frames still compressing are waited for and
+// dropped, and the encoder is free for the next segment.
+func (sw *SegmentWriter) release() {
+	sw.closed = true
+	for _, f := range sw.queue {
+		<-f.done
+		sw.enc.free = append(sw.enc.free, f.in, f.out)
+	}
+	sw.queue = nil
+	if sw.in != nil {
+		sw.enc.free = append(sw.enc.free, sw.in)
+		sw.in = nil
+	}
+	sw.enc.busy = false
+	if sw.oneOff {
+		sw.enc.Close()
+	}
+}
+
 // errAborted is what a write to an aborted segment returns.
 var errAborted = errors.New("transform: segment aborted")
 
-// Abort drops the segment: what zstd still buffers is discarded and age's
+// Abort drops the segment: frames not yet written are discarded and age's
 // final chunk is never written, so what reached dst is not a whole object
 // (a reader finds it cut short). The caller discards it too (aborts the
 // multipart upload). Abort after Close does nothing.
@@ -195,17 +306,10 @@ func (sw *SegmentWriter) Abort() {
 	if sw.closed {
 		return
 	}
-	sw.closed = true
 	if sw.err == nil {
 		sw.err = errAborted
 	}
-	if sw.enc.zenc != nil {
-		sw.enc.zenc.Reset(io.Discard)
-	}
-	sw.enc.busy = false
-	if sw.oneOff {
-		sw.enc.Close()
-	}
+	sw.release()
 }
 
 // PlainBytes is the plaintext written so far.
