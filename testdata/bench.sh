@@ -13,13 +13,16 @@
 #   restore: zfs2s3 restore (zstd+age) | the printed hand script (restore
 #            --dry-run | sh: aws s3 cp | age -d | zstd -d | zfs receive)
 # Wall and CPU seconds and peak RSS come from GNU time and cover the whole
-# pipeline, zfs send or zfs receive included. Machines here are noisy:
-# compare the ratios within one run, not absolute times across runs.
+# pipeline, zfs send or zfs receive included. Machines here are noisy: each
+# group of tools runs BENCH_ROUNDS times (default 3), alternating, and the
+# summary at the end gives each tool's median and the ratios the issues set
+# targets for. Compare ratios within one run, not absolute times across runs.
 set -euo pipefail
 ZFS2S3=${ZFS2S3:-$PWD/zfs2s3}
 SDKUPLOAD=${SDKUPLOAD:-$PWD/sdkupload}
 SIZES=${BENCH_SIZES:-1024 4096}
 TMIB=${BENCH_TRANSFORM_MIB:-1024}
+ROUNDS=${BENCH_ROUNDS:-3}
 total=$TMIB; for s in $SIZES; do total=$((total + s)); done
 BED_POOL_SIZE=$(( (total * 2 + 1024) ))M
 source "$(dirname "$0")/bed.sh"
@@ -49,21 +52,23 @@ for mib in $SIZES; do
   zfs create "$ds"
   head -c "${mib}M" /dev/urandom >"$work/mnt/d$mib/data.bin"
   zfs snapshot "$ds@s"
-  measure "zfs2s3 upload" "$mib" "$ZFS2S3" upload "$ds@s"
-  measure "aws s3 cp" "$mib" bash -c "zfs send '$ds@s' | aws s3 cp - s3://backups/peer/aws-$mib --endpoint-url $ep"
-  drop "peer/aws-$mib"
-  if command -v rclone >/dev/null; then
-    measure "rclone rcat 16M x8" "$mib" bash -c "zfs send '$ds@s' | env -u AWS_CA_BUNDLE rclone rcat m:backups/peer/rclone-$mib --s3-chunk-size 16M --s3-upload-concurrency 8"
-    drop "peer/rclone-$mib"
-  fi
-  measure "sdk manager.Uploader 16M x8" "$mib" bash -c "zfs send '$ds@s' | '$SDKUPLOAD' backups peer/sdk-$mib"
-  drop "peer/sdk-$mib"
-  key=$(grep -o "\"key\":\"$pool/d$mib/[^\"]*\"" "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | cut -d'"' -f4)
-  measure "zfs2s3 restore" "$mib" "$ZFS2S3" restore "$ds@s" --into "$pool/r$mib-zfs2s3"
-  zfs destroy -r "$pool/r$mib-zfs2s3" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/r$mib-zfs2s3"; }
-  measure "aws s3 cp | zfs receive" "$mib" bash -c "aws s3 cp 's3://backups/$key' - --endpoint-url $ep | zfs receive '$pool/r$mib-aws'"
-  zfs destroy -r "$pool/r$mib-aws" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/r$mib-aws"; }
-  "$ZFS2S3" remove "$ds@s" >/dev/null
+  for round in $(seq "$ROUNDS"); do
+    measure "zfs2s3 upload" "$mib" "$ZFS2S3" upload "$ds@s"
+    measure "aws s3 cp" "$mib" bash -c "zfs send '$ds@s' | aws s3 cp - s3://backups/peer/aws-$mib --endpoint-url $ep"
+    drop "peer/aws-$mib"
+    if command -v rclone >/dev/null; then
+      measure "rclone rcat 16M x8" "$mib" bash -c "zfs send '$ds@s' | env -u AWS_CA_BUNDLE rclone rcat m:backups/peer/rclone-$mib --s3-chunk-size 16M --s3-upload-concurrency 8"
+      drop "peer/rclone-$mib"
+    fi
+    measure "sdk manager.Uploader 16M x8" "$mib" bash -c "zfs send '$ds@s' | '$SDKUPLOAD' backups peer/sdk-$mib"
+    drop "peer/sdk-$mib"
+    key=$(grep -o "\"key\":\"$pool/d$mib/[^\"]*\"" "$ZFS2S3_STATE_DIR/backups/ledger.yaml" | cut -d'"' -f4)
+    measure "zfs2s3 restore" "$mib" "$ZFS2S3" restore "$ds@s" --into "$pool/r$mib-zfs2s3"
+    zfs destroy -r "$pool/r$mib-zfs2s3" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/r$mib-zfs2s3"; }
+    measure "aws s3 cp | zfs receive" "$mib" bash -c "aws s3 cp 's3://backups/$key' - --endpoint-url $ep | zfs receive '$pool/r$mib-aws'"
+    zfs destroy -r "$pool/r$mib-aws" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/r$mib-aws"; }
+    "$ZFS2S3" remove "$ds@s" >/dev/null
+  done
   zfs destroy -r "$ds" 2>/dev/null || { sleep 2; zfs destroy -r "$ds"; }
 done
 # textlike MIB FILE: about 3:1 under zstd -3, like logs: a timestamp, words
@@ -82,8 +87,13 @@ textlike() {
   }' | head -c "$(( $1 << 20 ))" >"$2"
 }
 
-# stored KEYPREFIX: bytes under that prefix in the bucket.
-stored() { aws s3 ls --recursive "s3://backups/$1" --endpoint-url "$ep" | awk '$4 !~ /manifest/ { n += $3 } END { print n + 0 }'; }
+# stored KEYPREFIX LABEL: print and note the bytes under that prefix in the
+# bucket, manifests left out.
+stored() {
+  local n; n=$(aws s3 ls --recursive "s3://backups/$1" --endpoint-url "$ep" | awk '$4 !~ /manifest/ { n += $3 } END { print n + 0 }')
+  echo "  stored: $n bytes" | tee -a "$results"
+  printf '%s\t%s\n' "$2" "$n" >>"$work/stored"
+}
 
 if (( TMIB > 0 )); then
   mib=$TMIB ds=$pool/t$TMIB
@@ -92,23 +102,56 @@ if (( TMIB > 0 )); then
   zfs snapshot "$ds@s"
   age-keygen -o "$work/key.txt" 2>/dev/null
   rcpt=$(age-keygen -y "$work/key.txt")
-  measure "zfs2s3 --compress zstd" "$mib" "$ZFS2S3" upload "$ds@s" --compress zstd
-  echo "  stored: $(stored "$ds/") bytes" | tee -a "$results"
-  "$ZFS2S3" remove "$ds@s" >/dev/null
-  measure "zfs send | zstd -T0 -3 | aws" "$mib" bash -c "zfs send '$ds@s' | zstd -T0 -3 -q | aws s3 cp - s3://backups/peer/zstd-$mib --endpoint-url $ep"
-  echo "  stored: $(stored "peer/zstd-$mib") bytes" | tee -a "$results"
-  drop "peer/zstd-$mib"
-  measure "zfs send | gzip -1 | aws" "$mib" bash -c "zfs send '$ds@s' | gzip -1 | aws s3 cp - s3://backups/peer/gzip-$mib --endpoint-url $ep"
-  echo "  stored: $(stored "peer/gzip-$mib") bytes" | tee -a "$results"
-  drop "peer/gzip-$mib"
-  measure "zfs2s3 --compress zstd +age" "$mib" "$ZFS2S3" upload "$ds@s" --compress zstd --recipient "$rcpt"
-  echo "  stored: $(stored "$ds/") bytes" | tee -a "$results"
-  measure "zfs2s3 restore zstd+age" "$mib" "$ZFS2S3" restore "$ds@s" --into "$pool/tr-zfs2s3" --identity "$work/key.txt"
-  zfs destroy -r "$pool/tr-zfs2s3" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/tr-zfs2s3"; }
-  "$ZFS2S3" restore "$ds@s" --into "$pool/tr-hand" --identity "$work/key.txt" --dry-run >"$work/hand.sh"
-  measure "hand script (aws|age|zstd)" "$mib" sh "$work/hand.sh"
-  zfs destroy -r "$pool/tr-hand" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/tr-hand"; }
-  "$ZFS2S3" remove "$ds@s" >/dev/null
+  for round in $(seq "$ROUNDS"); do
+    measure "zfs2s3 --compress zstd" "$mib" "$ZFS2S3" upload "$ds@s" --compress zstd
+    stored "$ds/" "zfs2s3 --compress zstd"
+    "$ZFS2S3" remove "$ds@s" >/dev/null
+    measure "zfs send | zstd -T0 -3 | aws" "$mib" bash -c "zfs send '$ds@s' | zstd -T0 -3 -q | aws s3 cp - s3://backups/peer/zstd-$mib --endpoint-url $ep"
+    stored "peer/zstd-$mib" "zfs send | zstd -T0 -3 | aws"
+    drop "peer/zstd-$mib"
+    if (( round == 1 )); then # far behind the others: once is enough
+      measure "zfs send | gzip -1 | aws" "$mib" bash -c "zfs send '$ds@s' | gzip -1 | aws s3 cp - s3://backups/peer/gzip-$mib --endpoint-url $ep"
+      stored "peer/gzip-$mib" "zfs send | gzip -1 | aws"
+      drop "peer/gzip-$mib"
+    fi
+    measure "zfs2s3 --compress zstd +age" "$mib" "$ZFS2S3" upload "$ds@s" --compress zstd --recipient "$rcpt"
+    stored "$ds/" "zfs2s3 --compress zstd +age"
+    measure "zfs2s3 restore zstd+age" "$mib" "$ZFS2S3" restore "$ds@s" --into "$pool/tr-zfs2s3" --identity "$work/key.txt"
+    zfs destroy -r "$pool/tr-zfs2s3" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/tr-zfs2s3"; }
+    "$ZFS2S3" restore "$ds@s" --into "$pool/tr-hand" --identity "$work/key.txt" --dry-run >"$work/hand.sh"
+    measure "hand script (aws|age|zstd)" "$mib" sh "$work/hand.sh"
+    zfs destroy -r "$pool/tr-hand" 2>/dev/null || { sleep 2; zfs destroy -r "$pool/tr-hand"; }
+    "$ZFS2S3" remove "$ds@s" >/dev/null
+  done
   zfs destroy -r "$ds" 2>/dev/null || { sleep 2; zfs destroy -r "$ds"; }
 fi
+# The summary: each tool's median wall, CPU and RSS over the rounds, then
+# the ratios of issue 4 (plain upload) and issue 10 (transforms).
+awk -v rounds="$ROUNDS" -v storedfile="$work/stored" '
+  NR == 1 { next }
+  /^ / { next }
+  { label = substr($0, 11, 28); sub(/ +$/, "", label); k = $1 SUBSEP label
+    if (!(k in n)) order[++m] = k
+    i = ++n[k]; wall[k, i] = $(NF-4); cpu[k, i] = $(NF-3); rss[k, i] = $(NF-1) }
+  function med(a, k, c,   i, j, t, v) {
+    for (i = 1; i <= c; i++) v[i] = a[k, i]
+    for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2 }
+  END {
+    while ((getline line < storedfile) > 0) { split(line, f, "\t"); st[f[1]] = f[2] }
+    printf "\nmedians of %d rounds\n%-9s %-28s %7s %8s %8s %13s\n", rounds, "size", "tool", "wall_s", "cpu_s", "rss_MiB", "stored_bytes"
+    for (o = 1; o <= m; o++) { k = order[o]; split(k, f, SUBSEP)
+      W[k] = med(wall, k, n[k]); C[k] = med(cpu, k, n[k])
+      printf "%-9s %-28s %7.2f %8.2f %8.0f %13s\n", f[1], f[2], W[k], C[k], med(rss, k, n[k]), (f[2] in st) ? st[f[2]] : "" }
+    print "\nratios (zfs2s3 / peer, medians)"
+    for (o = 1; o <= m; o++) { k = order[o]; split(k, f, SUBSEP); s = f[1]
+      if (f[2] == "zfs2s3 upload" && (s SUBSEP "sdk manager.Uploader 16M x8") in W)
+        printf "%-9s plain upload vs SDK manager.Uploader: cpu %.2fx, wall %.2fx\n", s, C[k] / C[s SUBSEP "sdk manager.Uploader 16M x8"], W[k] / W[s SUBSEP "sdk manager.Uploader 16M x8"]
+      if (f[2] == "zfs2s3 --compress zstd") { p = s SUBSEP "zfs send | zstd -T0 -3 | aws"
+        printf "%-9s zstd upload vs zstd -T0 -3 pipe: wall %.2fx, cpu %.2fx; stored %+.1f%%\n", s, W[k] / W[p], C[k] / C[p], 100 * (st[f[2]] / st["zfs send | zstd -T0 -3 | aws"] - 1)
+        a = s SUBSEP "zfs2s3 --compress zstd +age"
+        printf "%-9s age on top of zstd: wall %+.1f%%\n", s, 100 * (W[a] / W[k] - 1) }
+      if (f[2] == "zfs2s3 restore zstd+age")
+        printf "%-9s zstd+age restore vs the printed hand script: wall %.2fx\n", s, W[k] / W[s SUBSEP "hand script (aws|age|zstd)"] }
+  }' "$results" | tee -a "$results"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; concurrency ${ZFS2S3_CONCURRENCY:-4}"
