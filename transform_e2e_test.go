@@ -407,27 +407,8 @@ func TestKillAfterSegmentCompleteThenResume(t *testing.T) {
 	a := e.snap("a", 3)
 	p := testbed.StartProxy(t, bed.minio.Endpoint)
 	e.endpoint = p.URL
-	first := func(r *http.Request) bool { return testbed.IsComplete(r) && strings.HasSuffix(r.URL.Path, ".zfs") }
-	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: first(r)} })
-	c, stderr := e.start("upload", a, "--segment-size", "1MiB", "--recipient", rcpt)
-	select {
-	case <-p.Hung: // the store completed segment 0; zfs2s3 never heard back
-	case <-time.After(time.Minute):
-		c.Process.Kill()
-		c.Wait()
-		t.Fatalf("segment 0 was never completed: %s", stderr)
-	}
-	c.Process.Signal(syscall.SIGKILL)
-	c.Wait()
-	st := e.stateFiles()
-	if len(st) != 1 {
-		t.Fatalf("%d upload state files after the kill, want 1", len(st))
-	}
-	up, _ := st[0]["upload"].(map[string]any)
+	up := e.killAfterSegmentComplete(p, "upload", a, "--segment-size", "1MiB", "--recipient", rcpt)
 	fin, _ := up["segment_finishing"].(map[string]any)
-	if done, _ := up["segments_done"].([]any); fin == nil || len(done) != 0 {
-		t.Fatalf("upload state after the kill: segment finishing %v, %d done; want segment 0 finishing", fin, len(done))
-	}
 	segKey, _ := up["key"].(string)
 	head := func() *s3.HeadObjectOutput {
 		t.Helper()
@@ -446,7 +427,7 @@ func TestKillAfterSegmentCompleteThenResume(t *testing.T) {
 			return testbed.Fault{}
 		}
 		inm := r.Header.Get("If-None-Match")
-		if first(r) {
+		if firstSegmentComplete(r) {
 			mu.Lock()
 			again = append(again, inm)
 			mu.Unlock()
@@ -484,4 +465,61 @@ func TestKillAfterSegmentCompleteThenResume(t *testing.T) {
 	src, _ := testbed.Mountpoint(e.ds)
 	dst, _ := testbed.Mountpoint(into)
 	sameTree(t, src, dst)
+}
+
+func firstSegmentComplete(r *http.Request) bool {
+	return testbed.IsComplete(r) && strings.HasSuffix(r.URL.Path, ".zfs") // segments 1 on end in .zfs.2, .zfs.3…
+}
+
+// killAfterSegmentComplete runs a transformed upload through p, kill -9s
+// it once the store has completed segment 0 and before zfs2s3 heard so,
+// and returns the upload state it left, which must have segment 0
+// finishing.
+func (e *env) killAfterSegmentComplete(p *testbed.Proxy, args ...string) map[string]any {
+	e.t.Helper()
+	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: firstSegmentComplete(r)} })
+	defer p.SetRule(nil)
+	c, stderr := e.start(args...)
+	select {
+	case <-p.Hung: // the store completed segment 0; zfs2s3 never heard back
+	case <-time.After(time.Minute):
+		c.Process.Kill()
+		c.Wait()
+		e.t.Fatalf("segment 0 was never completed: %s", stderr)
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	st := e.stateFiles()
+	if len(st) != 1 {
+		e.t.Fatalf("%d upload state files after the kill, want 1", len(st))
+	}
+	up, _ := st[0]["upload"].(map[string]any)
+	fin, _ := up["segment_finishing"].(map[string]any)
+	if done, _ := up["segments_done"].([]any); fin == nil || len(done) != 0 {
+		e.t.Fatalf("upload state after the kill: segment finishing %v, %d done; want segment 0 finishing", fin, len(done))
+	}
+	return up
+}
+
+// TestAbortAfterSegmentCompleteLeavesNothing: abort_upload of an upload
+// killed right after segment 0 was completed deletes that object too (no
+// segment was recorded as done yet, but one may be in the bucket).
+func TestAbortAfterSegmentCompleteLeavesNothing(t *testing.T) {
+	_, rcpt := ageKey(t)
+	e := newEnv(t, "enc seg abort")
+	a := e.snap("a", 2)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	e.endpoint = p.URL
+	e.killAfterSegmentComplete(p, "upload", a, "--segment-size", "1MiB", "--recipient", rcpt)
+	if len(e.keys()) != 1 {
+		t.Fatalf("objects after the kill: %v, want segment 0", e.keys())
+	}
+	e.endpoint = bed.minio.Endpoint
+	e.ok("abort_upload", a)
+	if k := e.keys(); len(k) != 0 {
+		t.Errorf("objects left after abort_upload: %v", k)
+	}
+	if n := e.multipartUploads(); n != 0 || len(e.stateFiles()) != 0 {
+		t.Errorf("%d multipart uploads and %d state files left", n, len(e.stateFiles()))
+	}
 }
