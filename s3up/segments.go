@@ -455,7 +455,10 @@ func (up *Uploader) resumeFinishing(ctx context.Context, u *Upload) error {
 	if !found {
 		slog.Warn("the segment being completed is neither in the bucket nor completable; uploading it again", "key", key, "segment", rec.Index)
 		u.Finishing = nil
-		return up.Save(u)
+		if err := up.Save(u); err != nil {
+			return fmt.Errorf("save upload state: %w", err)
+		}
+		return nil
 	}
 	slog.Info("adopted the segment an earlier run completed", "key", key, "segment", rec.Index)
 	u.Done = append(u.Done, rec)
