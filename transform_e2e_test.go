@@ -5,14 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"filippo.io/age"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
@@ -387,5 +391,135 @@ func TestAbortKilledTransformedUpload(t *testing.T) {
 	}
 	if n := len(e.stateFiles()); n != 0 {
 		t.Errorf("%d state files left", n)
+	}
+}
+
+// TestKillAfterSegmentCompleteThenResume kills an encrypted upload once
+// the store has completed segment 0 and before zfs2s3 heard so: the state
+// still has that segment finishing. resume_upload, through a proxy that
+// denies completions without If-None-Match: * as a backup host's AWS
+// policy does, adopts the object rather than encrypting the segment again
+// (which could never be completed there): segment 0 is neither completed
+// again nor overwritten, and the restore is equal.
+func TestKillAfterSegmentCompleteThenResume(t *testing.T) {
+	key, rcpt := ageKey(t)
+	e := newEnv(t, "enc seg complete")
+	a := e.snap("a", 3)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	e.endpoint = p.URL
+	up := e.killAfterSegmentComplete(p, "upload", a, "--segment-size", "1MiB", "--recipient", rcpt)
+	fin, _ := up["segment_finishing"].(map[string]any)
+	segKey, _ := up["key"].(string)
+	head := func() *s3.HeadObjectOutput {
+		t.Helper()
+		out, err := bed.minio.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &e.bucket, Key: &segKey})
+		if err != nil {
+			t.Fatalf("segment 0: %v", err)
+		}
+		return out
+	}
+	before := head()
+
+	var mu sync.Mutex
+	var again []string
+	p.SetRule(func(r *http.Request) testbed.Fault {
+		if !testbed.IsComplete(r) {
+			return testbed.Fault{}
+		}
+		inm := r.Header.Get("If-None-Match")
+		if firstSegmentComplete(r) {
+			mu.Lock()
+			again = append(again, inm)
+			mu.Unlock()
+		}
+		if inm != "*" {
+			return testbed.S3Error(http.StatusForbidden, "AccessDenied", "explicit deny: s3:if-none-match is required")
+		}
+		return testbed.Fault{}
+	})
+	if r := e.ok("resume_upload"); !strings.Contains(r.stdout, "stored "+a) {
+		t.Errorf("resume_upload stdout = %q", r.stdout)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(again) != 0 {
+		t.Errorf("segment 0 was completed again on resume (If-None-Match %q)", again)
+	}
+	after := head()
+	if aws.ToString(after.ETag) != aws.ToString(before.ETag) || !aws.ToTime(after.LastModified).Equal(aws.ToTime(before.LastModified)) {
+		t.Errorf("segment 0 changed on resume: ETag %s at %v, before %s at %v", aws.ToString(after.ETag), after.LastModified, aws.ToString(before.ETag), before.LastModified)
+	}
+	ed, err := e.ledger().Find(a, "", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ed.Records) < 2 || ed.Records[0].StoredSHA256 != fin["stored_sha256"] {
+		t.Errorf("ledger records %+v; want segment 0 as it was being completed (stored SHA-256 %v) and more", ed.Records, fin["stored_sha256"])
+	}
+	if n := e.multipartUploads(); n != 0 || len(e.stateFiles()) != 0 {
+		t.Errorf("%d multipart uploads and %d state files left", n, len(e.stateFiles()))
+	}
+	e.endpoint = bed.minio.Endpoint
+	into := pool + "/" + filepath.Base(e.ds) + " restored"
+	e.ok("restore", a, "--into", into, "--identity", key)
+	src, _ := testbed.Mountpoint(e.ds)
+	dst, _ := testbed.Mountpoint(into)
+	sameTree(t, src, dst)
+}
+
+func firstSegmentComplete(r *http.Request) bool {
+	return testbed.IsComplete(r) && strings.HasSuffix(r.URL.Path, ".zfs") // segments 1 on end in .zfs.2, .zfs.3…
+}
+
+// killAfterSegmentComplete runs a transformed upload through p, kill -9s
+// it once the store has completed segment 0 and before zfs2s3 heard so,
+// and returns the upload state it left, which must have segment 0
+// finishing.
+func (e *env) killAfterSegmentComplete(p *testbed.Proxy, args ...string) map[string]any {
+	e.t.Helper()
+	p.SetRule(func(r *http.Request) testbed.Fault { return testbed.Fault{Hang: firstSegmentComplete(r)} })
+	defer p.SetRule(nil)
+	c, stderr := e.start(args...)
+	select {
+	case <-p.Hung: // the store completed segment 0; zfs2s3 never heard back
+	case <-time.After(time.Minute):
+		c.Process.Kill()
+		c.Wait()
+		e.t.Fatalf("segment 0 was never completed: %s", stderr)
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	st := e.stateFiles()
+	if len(st) != 1 {
+		e.t.Fatalf("%d upload state files after the kill, want 1", len(st))
+	}
+	up, _ := st[0]["upload"].(map[string]any)
+	fin, _ := up["segment_finishing"].(map[string]any)
+	if done, _ := up["segments_done"].([]any); fin == nil || len(done) != 0 {
+		e.t.Fatalf("upload state after the kill: segment finishing %v, %d done; want segment 0 finishing", fin, len(done))
+	}
+	return up
+}
+
+// TestAbortAfterSegmentCompleteLeavesNothing: abort_upload of an upload
+// killed right after segment 0 was completed deletes that object too (no
+// segment was recorded as done yet, but one may be in the bucket).
+func TestAbortAfterSegmentCompleteLeavesNothing(t *testing.T) {
+	_, rcpt := ageKey(t)
+	e := newEnv(t, "enc seg abort")
+	a := e.snap("a", 2)
+	p := testbed.StartProxy(t, bed.minio.Endpoint)
+	e.endpoint = p.URL
+	e.killAfterSegmentComplete(p, "upload", a, "--segment-size", "1MiB", "--recipient", rcpt)
+	if len(e.keys()) != 1 {
+		t.Fatalf("objects after the kill: %v, want segment 0", e.keys())
+	}
+	e.endpoint = bed.minio.Endpoint
+	e.ok("abort_upload", a)
+	if k := e.keys(); len(k) != 0 {
+		t.Errorf("objects left after abort_upload: %v", k)
+	}
+	if n := e.multipartUploads(); n != 0 || len(e.stateFiles()) != 0 {
+		t.Errorf("%d multipart uploads and %d state files left", n, len(e.stateFiles()))
 	}
 }

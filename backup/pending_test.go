@@ -3,6 +3,7 @@ package backup
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -36,5 +37,53 @@ func TestReadsUploadStateOfThePreviousRelease(t *testing.T) {
 	var v struct{ Version int }
 	if err := yaml.Unmarshal(data, &v); err != nil || v.Version != 2 {
 		t.Errorf("a plain upload is saved as version %d (%v), want 2, which the previous release reads", v.Version, err)
+	}
+}
+
+// TestReadsTransformedUploadStates: upload-v3.yaml is the state file this
+// format's first release (64f921e) left when an encrypted upload was
+// killed after two segments; upload-v3-finishing.yaml the one left by a
+// kill after segment 0's CompleteMultipartUpload reached the store and
+// before its answer did (segment_finishing, added since, is what lets the
+// resume adopt that object). Both read, pass the key checks, and save
+// back as version 3 with nothing lost.
+func TestReadsTransformedUploadStates(t *testing.T) {
+	for _, tc := range []struct {
+		file            string
+		done, finishing int // finishing: the segment being completed, -1 none
+	}{
+		{"upload-v3.yaml", 2, -1},
+		{"upload-v3-finishing.yaml", 0, 0},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			p, err := readPending(filepath.Join("testdata", "state", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Edge.CheckKeys(""); err != nil || p.Upload.Key != p.Edge.Key {
+				t.Errorf("keys: %v (upload key %q, edge key %q)", err, p.Upload.Key, p.Edge.Key)
+			}
+			u := p.Upload
+			if !u.Transformed || u.UploadID == "" || len(u.Done) != tc.done {
+				t.Fatalf("upload read: transformed %v, upload id %q, %d segments done; want transformed, an upload id, %d done", u.Transformed, u.UploadID, len(u.Done), tc.done)
+			}
+			switch {
+			case tc.finishing < 0 && u.Finishing != nil:
+				t.Errorf("a segment is finishing in a state file that has none: %+v", u.Finishing)
+			case tc.finishing >= 0 && (u.Finishing == nil || u.Finishing.Index != tc.finishing || u.Finishing.StoredSHA256 == "" || len(u.Parts) == 0):
+				t.Errorf("segment %d finishing: %+v with %d parts; want its record with the stored digest, and its parts", tc.finishing, u.Finishing, len(u.Parts))
+			}
+			p.path = filepath.Join(t.TempDir(), "state.yaml")
+			if err := p.save(); err != nil {
+				t.Fatal(err)
+			}
+			q, err := readPending(p.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.Version != 3 || !reflect.DeepEqual(q.Upload, p.Upload) {
+				t.Errorf("saved back as version %d with upload\n%+v\nread\n%+v", q.Version, q.Upload, p.Upload)
+			}
+		})
 	}
 }

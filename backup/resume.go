@@ -64,7 +64,7 @@ func (b *Backup) abort(ctx context.Context, p *pending) error {
 	if err := b.S3.AbortUpload(ctx, &u); err != nil {
 		return err
 	}
-	if u.Completing || len(u.Full) > 0 || len(u.Done) > 0 {
+	if u.Completing || len(u.Full) > 0 || len(u.Done) > 0 || u.Finishing != nil {
 		// Completed objects may exist without a ledger edge: delete them,
 		// unless a run that crashed before cleaning up had recorded the edge.
 		err := b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {

@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"regexp"
 	"strconv"
 	"sync"
 
@@ -37,14 +39,22 @@ const (
 // that open returns is cut, compressed and encrypted by seg into one
 // object per segment (ledger.SegmentKey(u.Key, i)), each its own multipart
 // upload. Segments an earlier run finished (u.Done) are re-read and proved
-// by their plaintext digests, never uploaded again; the multipart upload of
-// the segment that was in flight is aborted, as it was encrypted under a
-// file key nobody kept, and that segment starts over. A run that finished
-// every segment (u.Completing) returns at once, without open.
+// by their plaintext digests, never uploaded again. A segment whose
+// completion was under way (u.Finishing) is adopted if its object is in
+// the bucket, or completed again from its saved parts (resumeFinishing).
+// Otherwise the multipart upload of the segment that was in flight is
+// aborted, as it was encrypted under a file key nobody kept, and that
+// segment starts over. A run that finished every segment (u.Completing)
+// returns at once, without open.
 func (up *Uploader) RunSegments(ctx context.Context, u *Upload, seg *transform.Segmenter, open func() (Source, error)) (transform.Result, error) {
 	if u.Completing {
 		sum, err := transform.StreamSHA256(u.Done)
 		return transform.Result{Segments: u.Done, PlainBytes: u.StreamBytes, StreamSHA256: sum}, err
+	}
+	if u.Finishing != nil {
+		if err := up.resumeFinishing(ctx, u); err != nil {
+			return transform.Result{}, err
+		}
 	}
 	if u.UploadID != "" {
 		if err := up.Client.Abort(ctx, u.current(), u.UploadID); err != nil {
@@ -105,7 +115,10 @@ type segmentSink struct {
 	digests       map[int32][sha256.Size]byte
 	err           error
 	next          int32
-	finished      bool
+	// finishing: the segment's CompleteMultipartUpload may have been sent
+	// (u.Finishing is saved), so its upload must not be aborted: the object
+	// may exist, and only a resume can tell. finished: it is done.
+	finishing, finished bool
 }
 
 // create starts the segment's multipart upload, after aborting any that a
@@ -275,6 +288,9 @@ func presetPayloadHash(hexSum string) func(*s3.Options) {
 
 // Finish uploads the last part, completes the object and records the
 // segment as done in the upload state: from then on a resume skips it.
+// The record and parts are saved before the completion (u.Finishing), so
+// that a crash or a failed save after it leaves a state from which a
+// resume recognises the completed object (resumeFinishing).
 func (s *segmentSink) Finish(rec transform.Record) (string, error) {
 	if len(s.buf) > 0 || s.next == 0 {
 		if s.buf == nil {
@@ -294,27 +310,33 @@ func (s *segmentSink) Finish(rec transform.Record) (string, error) {
 		return "", fmt.Errorf("segment %s: %d parts uploaded of %d", s.key, len(s.parts), s.next)
 	}
 	stored := transform.CompositeSHA256(digests)
-	if err := s.complete(rec.StoredBytes); err != nil {
+	rec.StoredSHA256 = stored
+	s.u.Parts, s.u.Finishing = append([]Part(nil), s.parts...), &rec
+	if err := s.up.Save(s.u); err != nil {
+		return "", fmt.Errorf("save upload state: %w", err)
+	}
+	s.finishing = true
+	if err := s.up.completeSegment(s.ctx, s.u, s.key, s.uploadID, rec, s.parts); err != nil {
 		return "", err
 	}
 	s.finished = true
-	rec.StoredSHA256 = stored
 	s.u.Done = append(s.u.Done, rec)
-	s.u.UploadID, s.u.Parts = "", nil
+	s.u.UploadID, s.u.Parts, s.u.Finishing = "", nil, nil
 	if err := s.up.Save(s.u); err != nil {
 		return "", fmt.Errorf("save upload state: %w", err)
 	}
 	return stored, nil
 }
 
-// complete completes the multipart upload, with If-None-Match: * first, as
-// completeObject does. A lost answer is recognized by the object's size and
-// ETag.
-func (s *segmentSink) complete(size int64) error {
+// completeSegment completes the multipart upload of segment rec at key
+// from parts, with If-None-Match: * first, as completeObject does. A lost
+// answer (or a 412 for the object an earlier attempt completed) is
+// recognised by segmentAt.
+func (up *Uploader) completeSegment(ctx context.Context, u *Upload, key, uploadID string, rec transform.Record, parts []Part) error {
 	var cps []types.CompletedPart
-	for _, p := range s.parts {
+	for _, p := range parts {
 		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-		if s.u.checksum() == "crc32c" {
+		if u.checksum() == "crc32c" {
 			cp.ChecksumSHA256 = aws.String(p.Checksum)
 		}
 		cps = append(cps, cp)
@@ -322,31 +344,135 @@ func (s *segmentSink) complete(size int64) error {
 	var err error
 	for _, conditional := range []bool{true, false} {
 		in := &s3.CompleteMultipartUploadInput{
-			Bucket: &s.up.Client.bucket, Key: &s.key, UploadId: &s.uploadID,
+			Bucket: &up.Client.bucket, Key: &key, UploadId: &uploadID,
 			MultipartUpload: &types.CompletedMultipartUpload{Parts: cps},
 		}
 		if conditional {
 			in.IfNoneMatch = aws.String("*")
 		}
-		_, err = s.up.Client.s3.CompleteMultipartUpload(s.ctx, in)
+		_, err = up.Client.s3.CompleteMultipartUpload(ctx, in)
 		if err == nil {
 			return nil
 		}
-		if obj, herr := s.up.Client.Head(s.ctx, s.key); herr == nil && obj.Size == size && obj.ETag != "" && obj.ETag == MultipartETag(s.parts) {
+		if _, found, same, verr := up.segmentAt(ctx, u, key, rec, parts); verr == nil && found && same {
 			return nil // completed, and the answer was lost
 		}
 		if !conditional || !conditionRefused(err) {
 			break
 		}
-		slog.Info("completing without If-None-Match", "key", s.key, "error", err)
+		slog.Info("completing without If-None-Match", "key", key, "error", err)
 	}
-	return wrap("complete multipart upload", s.key, err)
+	return wrap("complete multipart upload", key, err)
+}
+
+// multipartETagForm matches an ETag made as MultipartETag makes it.
+var multipartETagForm = regexp.MustCompile(`^[0-9a-f]{32}-[0-9]+$`)
+
+// segmentAt looks at the object at key and reports whether it is segment
+// rec as uploaded from parts: its size must be rec.StoredBytes, and its
+// ETag the MD5 of the parts' MD5s. Where the store makes ETags otherwise
+// (versitygw, rclone), the object is read back instead, cut into parts of
+// u.PartSize as it was uploaded, and must hash to rec.StoredSHA256. obj is
+// what HeadObject said; found is false when there is no object at key.
+func (up *Uploader) segmentAt(ctx context.Context, u *Upload, key string, rec transform.Record, parts []Part) (obj Object, found, same bool, err error) {
+	obj, err = up.Client.Head(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return obj, false, false, nil
+	}
+	if err != nil {
+		return obj, false, false, fmt.Errorf("check segment %d: %w", rec.Index, err)
+	}
+	if obj.Size != rec.StoredBytes {
+		return obj, true, false, nil
+	}
+	etag := MultipartETag(parts)
+	if etag != "" && multipartETagForm.MatchString(obj.ETag) {
+		// Both are MD5-based: they differ only if the bytes do (a redo of
+		// the segment under a new age key has the same size).
+		return obj, true, obj.ETag == etag, nil
+	}
+	if u.PartSize <= 0 {
+		return obj, true, false, fmt.Errorf("check segment %d at s3 key %q: the upload state has no part size", rec.Index, key)
+	}
+	slog.Info("the object's ETag is not the MD5 of its parts' MD5s; reading it back to check its stored digest", "key", key, "etag", obj.ETag, "parts_give", etag)
+	h := transform.NewStoredHash(u.PartSize)
+	r := up.Client.Open(ctx, key, obj.Size)
+	n, err := io.Copy(h, r)
+	r.Close()
+	if err == nil && n != obj.Size {
+		err = fmt.Errorf("read %d bytes, want %d", n, obj.Size)
+	}
+	if err != nil {
+		return obj, true, false, fmt.Errorf("read back s3 key %q to check it: %w", key, err)
+	}
+	if h.Sum() != rec.StoredSHA256 {
+		return obj, true, false, nil
+	}
+	if etag != "" {
+		up.Client.learn(func(c *Caps) *bool { return &c.ETagNotMD5 }, "multipart ETags are not the MD5 of the parts' MD5s")
+	}
+	return obj, true, true, nil
+}
+
+// resumeFinishing settles the segment whose completion a crash (or a
+// failed save) interrupted: u.Finishing, with its parts and UploadID. If
+// its object is in the bucket it is adopted as done; if not, but the
+// multipart upload still holds the saved parts, it is completed again;
+// if neither, the segment is redone (RunSegments aborts what is left). An
+// object at the key that is not this segment is an error, never
+// overwritten: it is what makes a redo fail forever on a store or policy
+// that refuses overwrites.
+func (up *Uploader) resumeFinishing(ctx context.Context, u *Upload) error {
+	rec, key := *u.Finishing, u.current()
+	if rec.Index != len(u.Done) {
+		return fmt.Errorf("upload state: the segment being completed is %d, after %d finished ones; the state file was edited or damaged", rec.Index, len(u.Done))
+	}
+	obj, found, same, err := up.segmentAt(ctx, u, key, rec, u.Parts)
+	if err != nil {
+		return err
+	}
+	if found && !same {
+		return fmt.Errorf("%w: s3 key %q holds %d bytes with ETag %s, which are not segment %d of this upload (%d bytes, stored SHA-256 %s); it was left as it is", ErrObjectLost, key, obj.Size, obj.ETag, rec.Index, rec.StoredBytes, rec.StoredSHA256)
+	}
+	if !found && u.UploadID != "" {
+		parts, err := up.Client.listParts(ctx, key, u.UploadID)
+		if err == nil && len(parts) == 0 && len(u.Parts) > 0 {
+			err = up.goneOrCompleted(key, u.UploadID) // and the object is not there
+		}
+		switch {
+		case err == nil && len(reconcile(u.Parts, parts)) == len(u.Parts):
+			slog.Info("completing the segment an earlier run was completing", "key", key, "segment", rec.Index)
+			if err := up.completeSegment(ctx, u, key, u.UploadID, rec, u.Parts); err != nil {
+				return err
+			}
+			found = true
+		case err == nil:
+			slog.Warn("the multipart upload of the segment being completed lacks some of its parts; that segment is uploaded again", "key", key, "segment", rec.Index)
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+	}
+	if !found {
+		slog.Warn("the segment being completed is neither in the bucket nor completable; uploading it again", "key", key, "segment", rec.Index)
+		u.Finishing = nil
+		if err := up.Save(u); err != nil {
+			return fmt.Errorf("save upload state: %w", err)
+		}
+		return nil
+	}
+	slog.Info("adopted the segment an earlier run completed", "key", key, "segment", rec.Index)
+	u.Done = append(u.Done, rec)
+	u.UploadID, u.Parts, u.Finishing = "", nil, nil
+	if err := up.Save(u); err != nil {
+		return fmt.Errorf("save upload state: %w", err)
+	}
+	return nil
 }
 
 // abort drops an unfinished segment's multipart upload (best effort: a
 // later resume or abort_upload aborts it too).
 func (s *segmentSink) abort() {
-	if s.finished || s.uploadID == "" {
+	if s.finished || s.finishing || s.uploadID == "" {
 		return
 	}
 	s.wg.Wait()
@@ -355,7 +481,7 @@ func (s *segmentSink) abort() {
 		slog.Warn("could not abort the multipart upload of an unfinished segment; resume_upload or abort_upload will", "key", s.key, "error", err)
 		return
 	}
-	s.u.UploadID, s.u.Parts = "", nil
+	s.u.UploadID, s.u.Parts, s.u.Finishing = "", nil, nil
 	if err := s.up.Save(s.u); err != nil {
 		slog.Warn("save upload state", "error", err)
 	}

@@ -79,6 +79,13 @@ type Upload struct {
 	// segment len(Done), the one in flight, and Full is unused.
 	Transformed bool               `yaml:"transformed,omitempty"`
 	Done        []transform.Record `yaml:"segments_done,omitempty"`
+	// Finishing is the record of segment len(Done) (with StoredSHA256),
+	// saved with its Parts and UploadID just before its
+	// CompleteMultipartUpload: a crash between that and saving the segment
+	// as done leaves an object that a resume must recognise and adopt, not
+	// redo under a new key (which If-None-Match: * refuses, and a host may
+	// not overwrite). Absent in files of earlier releases.
+	Finishing *transform.Record `yaml:"segment_finishing,omitempty"`
 }
 
 // FullObject is an object of a stream that filled PartsPerObject parts.
