@@ -186,6 +186,7 @@ func TestForgedSegmentLeavesNothingReceived(t *testing.T) {
 			into := fmt.Sprintf("%s/%s restored %d", pool, filepath.Base(e.ds), i)
 			k := e.forgeSegment(ed, 0, rcpt, tc.stream)
 			r := e.run("restore", a, "--into", into, "--identity", key)
+			t.Logf("restore: exit %d: %s", r.code, r.stderr)
 			if r.code != 1 || !strings.Contains(r.stderr, ed.String()) || !strings.Contains(r.stderr, k) {
 				t.Errorf("restore of a forged segment: exit %d, stderr %q; want 1 naming %s and %s", r.code, r.stderr, ed, k)
 			}
@@ -229,6 +230,7 @@ func TestForgedIncrementalLeavesDestinationAsItWas(t *testing.T) {
 	k := e.forgeSegment(ed, 0, rcpt, forged)
 
 	r := e.run("restore", b, "--into", onto, "--identity", key)
+	t.Logf("restore: exit %d: %s", r.code, r.stderr)
 	if r.code != 1 || !strings.Contains(r.stderr, ed.String()) || !strings.Contains(r.stderr, k) {
 		t.Errorf("restore of a forged segment: exit %d, stderr %q; want 1 naming %s and %s", r.code, r.stderr, ed, k)
 	}
@@ -262,6 +264,7 @@ func TestForgedPlainObjectLeavesNothingReceived(t *testing.T) {
 	e.putLike(ed.Key, append(forged, make([]byte, ed.StoredBytes-int64(len(forged)))...))
 	into := pool + "/" + filepath.Base(e.ds) + " restored"
 	r := e.run("restore", a, "--into", into)
+	t.Logf("restore: exit %d: %s", r.code, r.stderr)
 	if r.code != 1 || !strings.Contains(r.stderr, ed.String()) || !strings.Contains(r.stderr, ed.Key) {
 		t.Errorf("restore of a forged object: exit %d, stderr %q; want 1 naming %s and %s", r.code, r.stderr, ed, ed.Key)
 	}
