@@ -101,29 +101,37 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	}
 	var received []string
 	for _, e := range chain {
-		if err := b.receiveEdge(ctx, e, into, force); err != nil {
-			if errors.Is(err, errStreamCut) && len(received) == 0 && (!existed || replace) {
-				// zfs-fuse keeps the dataset a killed receive of a full
-				// stream created: it is this restore's, and goes too;
-				// only while it holds no snapshot, so that a dataset
-				// someone else made meanwhile is never destroyed.
-				if snaps, xerr := b.ZFS.Snapshots(context.WithoutCancel(ctx), into); xerr == nil && len(snaps) == 0 {
+		before, err := b.ZFS.Snapshots(ctx, into)
+		if err != nil && !errors.Is(err, zfs.ErrNotExist) {
+			return b.failRestore(err, into, dest, existed, replace, start.Name, received)
+		}
+		fed, err := b.receiveEdge(ctx, e, into, force)
+		if err == nil {
+			received = append(received, into+"@"+e.Target.Short())
+			b.Out("received %s into %s", e, into)
+			continue
+		}
+		clean := context.WithoutCancel(ctx)
+		if name, ok := b.committed(clean, into, fed, before); ok {
+			// zfs receive committed a stream the objects did not
+			// verify: not what the restore asked for, and undone
+			// with the rest.
+			received = append(received, name)
+			err = fmt.Errorf("%w; zfs receive had already committed a whole stream from it (one ending early: forged?) as %s, which was destroyed", err, name)
+		} else if errors.Is(err, errStreamCut) {
+			err = fmt.Errorf("%w; nothing of it was received", err)
+			if len(received) == 0 && (!existed || replace) {
+				// zfs-fuse keeps the dataset a killed receive of a
+				// full stream created: it is this restore's, and
+				// goes too; only while it holds no snapshot, so
+				// that a dataset someone else made meanwhile is
+				// never destroyed.
+				if snaps, xerr := b.ZFS.Snapshots(clean, into); xerr == nil && len(snaps) == 0 {
 					received = append(received, into)
 				}
 			}
-			if undo := b.undoRestore(into, existed && !replace, start.Name, received); undo != nil {
-				return fmt.Errorf("%w; and undoing it failed: %w", err, undo)
-			}
-			switch {
-			case replace:
-				return fmt.Errorf("%w; %s was left as it was", err, dest)
-			case existed && len(received) > 0:
-				return fmt.Errorf("%w; %s was rolled back to %s", err, dest, start.Name)
-			}
-			return err
 		}
-		received = append(received, into+"@"+e.Target.Short())
-		b.Out("received %s into %s", e, into)
+		return b.failRestore(err, into, dest, existed, replace, start.Name, received)
 	}
 	if replace {
 		if err := b.replaceDataset(ctx, into, dest); err != nil {
@@ -132,6 +140,21 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 	}
 	b.Out("restored %s as %s@%s", target.Name, dest, target.Short())
 	return nil
+}
+
+// failRestore undoes what a failed restore received (undoRestore) and
+// says so after err.
+func (b *Backup) failRestore(err error, into, dest string, existed, replace bool, start string, received []string) error {
+	if undo := b.undoRestore(into, existed && !replace, start, received); undo != nil {
+		return fmt.Errorf("%w; and undoing it failed: %w", err, undo)
+	}
+	switch {
+	case replace:
+		return fmt.Errorf("%w; %s was left as it was", err, dest)
+	case existed && len(received) > 0:
+		return fmt.Errorf("%w; %s was rolled back to %s", err, dest, start)
+	}
+	return err
 }
 
 // restoreStart finds where a restore into dest begins: dest's newest
@@ -353,33 +376,74 @@ func (b *Backup) finishReplace(ctx context.Context, old, dest string, props map[
 	return nil
 }
 
-// receiveEdge streams one edge's objects into zfs receive, verified on the way.
-func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) error {
+// receiveEdge streams one edge's objects into zfs receive, verified on the
+// way. fed is what zfs receive was given (nil: nothing): on a failure, the
+// snapshot its BEGIN record names may have been committed, and the caller
+// undoes it (see committed).
+//
+// The digests are known only at the end of each object, and zfs receive
+// commits a stream as soon as it reads an END record. zfs2s3 holds back
+// the last MiB of an edge until it is verified, so a damaged genuine
+// stream never completes; but a forged or damaged object can hold a
+// complete stream of its own (whoever can write the bucket can make one:
+// age encrypts to a public key) with its END anywhere, early in any
+// segment, and no hold-back short of the whole edge keeps that from zfs
+// receive. Two things keep such a stream from staying received: zfs
+// receive gets nothing but a stream of the edge's own GUIDs (its BEGIN
+// record is checked first), and what it committed of a stream that then
+// failed verification is destroyed by the caller. The second is the real
+// guard: a forger can copy the GUIDs, which are in the object's key.
+func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, force bool) (fed *fedStream, err error) {
 	rc, err := b.ZFS.Receive(ctx, dest, force)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	w := &writeTracker{w: rc}
-	if err := b.copyEdge(ctx, w, e); err != nil {
-		if w.err != nil && ctx.Err() == nil {
-			// zfs receive stopped reading: its own reason is the one to show.
-			if zerr := rc.Close(); zerr != nil {
-				return receiveFailed(e, dest, force, zerr)
-			}
-		} else {
+	s := &receiveSink{rc: rc, edge: e}
+	cerr := b.copyEdge(ctx, s, e)
+	if cerr == nil && s.fed == nil && s.refused == nil {
+		cerr = fmt.Errorf("its stream has %d bytes, less than a zfs send stream's BEGIN record", len(s.head))
+	}
+	switch {
+	case s.refused != nil:
+		rc.Abort()
+		return nil, fmt.Errorf("restore stopped at %s: %w%w", e, s.refused, errStreamCut)
+	case s.zerr != nil && ctx.Err() == nil:
+		// zfs receive stopped reading: its own reason is the one to show.
+		return s.fed, receiveFailed(e, dest, force, s.zerr)
+	case cerr != nil:
+		switch {
+		case s.exited:
+		case ctx.Err() != nil || s.fed == nil:
 			rc.Abort()
+		default:
+			// End the stream rather than kill zfs receive: it then
+			// refuses a cut stream, or has committed a whole one it
+			// read before (a forged END), and either way is done
+			// with it when the caller looks at what it left.
+			s.fed.Took = rc.Close() == nil
 		}
-		return fmt.Errorf("restore stopped at %s: %w; nothing of it was received%w", e, err, errStreamCut)
+		return s.fed, fmt.Errorf("restore stopped at %s: %w%w", e, cerr, errStreamCut)
+	case s.early:
+		return s.fed, fmt.Errorf("restore stopped at %s: zfs receive took a whole stream from its objects before their end, though they match the ledger's digests: the stream is not one zfs send wrote%w", e, errStreamCut)
 	}
 	if err := rc.Close(); err != nil {
-		return receiveFailed(e, dest, force, err)
+		return s.fed, receiveFailed(e, dest, force, err)
 	}
-	return nil
+	s.fed.Took = true
+	name := dest + "@" + e.Target.Short()
+	got, err := b.ZFS.Snapshot(context.WithoutCancel(ctx), name)
+	switch {
+	case err != nil:
+		return s.fed, fmt.Errorf("restore %s into %s: zfs receive succeeded, but %w%w", e, dest, err, errStreamCut)
+	case got.GUID != e.Target.GUID:
+		return s.fed, fmt.Errorf("restore %s into %s: zfs receive made %s with guid %d, the ledger recorded %d%w", e, dest, name, got.GUID, e.Target.GUID, errStreamCut)
+	}
+	return s.fed, nil
 }
 
 // errStreamCut marks a restore that stopped feeding zfs receive (a
-// download failed, or the data was damaged) and killed it. Its text is
-// empty: it only marks the error.
+// download failed, the data was damaged or not the edge's) and ended it.
+// Its text is empty: it only marks the error.
 var errStreamCut = errors.New("")
 
 // receiveFailed is the error for a zfs receive that failed: zfs's reason,
@@ -392,19 +456,120 @@ func receiveFailed(e ledger.Edge, dest string, force bool, err error) error {
 	return fmt.Errorf("restore %s into %s: %w%s", e, dest, err, hint)
 }
 
-// writeTracker remembers the first write error, telling a receiver that
-// stopped reading apart from a download that failed.
-type writeTracker struct {
-	w   io.Writer
-	err error
+// receiveSink writes an edge's stream into zfs receive. It holds the first
+// zfs.BeginSize bytes until their BEGIN record is the edge's (its GUIDs,
+// one snapshot): a stream of anything else is refused before zfs receive
+// gets a byte. When zfs receive stops reading, it waits for it: a failure
+// is zfs's reason to show (zerr); a success (early) means zfs receive took
+// a whole stream before the objects' end, which no stream zfs send wrote
+// does, and the rest is read on, unwritten, so that the object whose
+// digest is wrong is found and named.
+type receiveSink struct {
+	rc      *zfs.Receiver
+	edge    ledger.Edge
+	head    []byte
+	fed     *fedStream // what zfs receive was given
+	refused error
+	exited  bool  // zfs receive exited (and was waited for)
+	zerr    error // its failure
+	early   bool  // it exited 0 before the end
 }
 
-func (t *writeTracker) Write(p []byte) (int, error) {
-	n, err := t.w.Write(p)
-	if err != nil && t.err == nil {
-		t.err = err
+func (s *receiveSink) Write(p []byte) (int, error) {
+	switch {
+	case s.early:
+		return len(p), nil
+	case s.exited:
+		return 0, s.zerr
+	case s.refused != nil:
+		return 0, s.refused
+	case s.fed != nil:
+		return s.write(p)
 	}
-	return n, err
+	n := min(len(p), zfs.BeginSize-len(s.head))
+	s.head = append(s.head, p[:n]...)
+	if len(s.head) < zfs.BeginSize {
+		return len(p), nil
+	}
+	begin, err := checkBegin(s.head, s.edge)
+	if err != nil {
+		s.refused = err
+		return 0, err
+	}
+	s.fed = &fedStream{Begin: begin}
+	if _, err := s.write(s.head); err != nil {
+		return 0, err
+	}
+	if _, err := s.write(p[n:]); err != nil {
+		return n, err
+	}
+	return len(p), nil
+}
+
+// write passes p to zfs receive; once it stopped reading, it waits for it.
+func (s *receiveSink) write(p []byte) (int, error) {
+	if s.early {
+		return len(p), nil
+	}
+	n, err := s.rc.Write(p)
+	if err == nil {
+		return n, nil
+	}
+	s.exited = true
+	if s.zerr = s.rc.Close(); s.zerr != nil {
+		return n, s.zerr
+	}
+	s.early = true
+	s.fed.Took = true
+	return len(p), nil
+}
+
+// fedStream is what a zfs receive was given: a stream that begins with the
+// BEGIN record Begin. Took: zfs receive exited 0, so it committed a whole
+// stream (of what it was given, perhaps not all of it).
+type fedStream struct {
+	zfs.Begin
+	Took bool
+}
+
+// checkBegin reads the BEGIN record of e's stream and refuses one that is
+// not e's: another snapshot's stream, or a compound one (zfs send -R or -I,
+// several snapshots).
+func checkBegin(head []byte, e ledger.Edge) (zfs.Begin, error) {
+	key := e.Objects()[0].Key
+	b, err := zfs.ParseBegin(head)
+	if err != nil {
+		return b, fmt.Errorf("object %s does not begin a zfs send stream (%w) (damaged or forged)", key, err)
+	}
+	var from uint64
+	if e.Base != nil {
+		from = e.Base.GUID
+	}
+	switch {
+	case b.Compound:
+		return b, fmt.Errorf("object %s holds a compound stream (%s, several snapshots), not the stream of %s alone (forged?)", key, b.ToName, e.Target.Name)
+	case b.ToGUID != e.Target.GUID || b.FromGUID != from:
+		return b, fmt.Errorf("object %s holds the stream of %s (guid %d from guid %d), the ledger recorded guid %d from %d (forged?)", key, b.ToName, b.ToGUID, b.FromGUID, e.Target.GUID, from)
+	}
+	return b, nil
+}
+
+// committed finds what a failed receive into dest committed of the stream
+// fed: the snapshot its BEGIN record names, if it was not in dest before
+// the receive (before, as listed by zfs.Runner.Snapshots) and either zfs
+// receive succeeded (then it made that name: one taken meanwhile would have
+// failed it) or it has the GUID the record gave it. A snapshot someone
+// else took meanwhile has another GUID and is never taken for it.
+func (b *Backup) committed(ctx context.Context, dest string, fed *fedStream, before []zfs.Snapshot) (string, bool) {
+	if fed == nil || fed.ToShort() == "" {
+		return "", false
+	}
+	name := dest + "@" + fed.ToShort()
+	if slices.ContainsFunc(before, func(s zfs.Snapshot) bool { return s.Name == name }) {
+		return "", false
+	}
+	s, err := b.ZFS.Snapshot(ctx, name)
+	return name, err == nil && (fed.Took || s.GUID == fed.ToGUID)
 }
 
 // holdBack is how much of a stream's end is withheld until its hash is

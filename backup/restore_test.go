@@ -5,8 +5,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
 func TestCarriedPropertiesLeaveStorageAndKeysBehind(t *testing.T) {
@@ -67,5 +71,43 @@ func TestRemoveStaleTempsSweepsOnlyOldOwnFilesOfDeadSaves(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(left, want) {
 		t.Errorf("after the sweep: %v, want %v", left, want)
+	}
+}
+
+// TestCheckBeginRefusesAnotherStream: zfs receive gets only the stream of
+// the edge's own GUIDs; another snapshot's, a full stream in an
+// incremental's place and a compound stream are refused naming the object.
+func TestCheckBeginRefusesAnotherStream(t *testing.T) {
+	incr, err := os.ReadFile("../zfs/testdata/zfs-fuse-incremental.zfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := incr[:zfs.BeginSize]
+	const a, b = 14743629485921276048, 1751617006636000446 // the recorded stream's GUIDs
+	edge := func(to, from uint64) ledger.Edge {
+		e := ledger.Edge{Key: "fxpool/ds/b.zfs", Target: ledger.Snapshot{Name: "fxpool/ds@b", GUID: to}, StoredBytes: 1}
+		if from != 0 {
+			e.Base = &ledger.Snapshot{Name: "fxpool/ds@a", GUID: from}
+		}
+		return e
+	}
+	if got, err := checkBegin(head, edge(b, a)); err != nil || got.ToShort() != "b" {
+		t.Errorf("checkBegin of the edge's own stream = %+v, %v", got, err)
+	}
+	compound := append([]byte(nil), head...)
+	compound[16] = compound[16]&^3 | 2
+	for name, tc := range map[string]struct {
+		head []byte
+		e    ledger.Edge
+	}{
+		"another target":       {head, edge(a, 0)},
+		"full in incr's place": {head, edge(b, 0)},
+		"another base":         {head, edge(b, b)},
+		"compound":             {compound, edge(b, a)},
+		"not a stream":         {make([]byte, zfs.BeginSize), edge(b, a)},
+	} {
+		if _, err := checkBegin(tc.head, tc.e); err == nil || !strings.Contains(err.Error(), "object fxpool/ds/b.zfs") {
+			t.Errorf("%s: checkBegin = %v, want a refusal naming the object", name, err)
+		}
 	}
 }

@@ -19,7 +19,10 @@ import (
 // copyEdge writes e's stream to w, verified: a plain edge's object(s) as
 // stored, a transformed edge's objects decrypted and decompressed. The last
 // bytes are written only once everything was verified, so a zfs receive
-// fed by it keeps nothing of a damaged stream.
+// fed by it keeps nothing of a damaged genuine stream, whose END record is
+// in those bytes. An object can also hold a whole stream of its own, with
+// its END early (forged); no hold-back keeps that from zfs receive, and
+// restore undoes what it committed (see receiveEdge).
 func (b *Backup) copyEdge(ctx context.Context, w io.Writer, e ledger.Edge) error {
 	if !e.Transformed() {
 		body := b.S3.OpenObjects(ctx, e.Objects(), b.Opt.Concurrency)
@@ -41,7 +44,9 @@ func (b *Backup) copyEdge(ctx context.Context, w io.Writer, e ledger.Edge) error
 }
 
 // copySegment writes one segment's plaintext; the last one holds back its
-// final bytes until its digests were checked.
+// final bytes until its digests were checked. Holding back the end of
+// every segment would not help: a genuine stream's END is in the last one,
+// and a forged END can be anywhere in a segment.
 func (b *Backup) copySegment(ctx context.Context, w io.Writer, e ledger.Edge, spec transform.Spec, ids []age.Identity, rec transform.Record, last bool) error {
 	body := b.S3.OpenParallel(ctx, ledger.SegmentKey(e.Key, rec.Index), rec.StoredBytes, s3up.DownloadChunk, b.Opt.Concurrency)
 	defer body.Close()

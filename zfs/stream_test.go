@@ -54,3 +54,30 @@ func TestStreamCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestParseBegin reads what restore checks before zfs receive gets a
+// byte: the GUIDs, the snapshot name zfs receive will give, and whether the
+// stream is a compound one.
+func TestParseBegin(t *testing.T) {
+	incr, err := os.ReadFile("testdata/zfs-fuse-incremental.zfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseBegin(incr[:BeginSize])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ToGUID != guidB || b.FromGUID != guidA || b.ToName != "fxpool/ds@b" || b.ToShort() != "b" || b.Compound {
+		t.Errorf("ParseBegin = %+v, want the stream of fxpool/ds@b (%d) from %d, not compound", b, uint64(guidB), uint64(guidA))
+	}
+	compound := append([]byte(nil), incr[:BeginSize]...)
+	compound[16] = compound[16]&^3 | 2 // versioninfo's header type, little-endian
+	if b, err := ParseBegin(compound); err != nil || !b.Compound {
+		t.Errorf("ParseBegin of a compound header = %+v, %v; want Compound", b, err)
+	}
+	for name, rec := range map[string][]byte{"short": incr[:BeginSize-1], "not a stream": make([]byte, BeginSize)} {
+		if _, err := ParseBegin(rec); !errors.Is(err, ErrNotStream) {
+			t.Errorf("ParseBegin(%s) = %v, want ErrNotStream", name, err)
+		}
+	}
+}
