@@ -42,7 +42,7 @@ func (b *Backup) Reading(dataset string) { b.reading = &dataset }
 // cannot use, and what to do.
 func unusableJournal(err error) error {
 	if errors.Is(err, ledger.ErrNewerFormat) {
-		return fmt.Errorf("%w; run a zfs2s3 that reads it to use that dataset's backups", err)
+		return err // it says to upgrade zfs2s3
 	}
 	return fmt.Errorf("%w; run zfs2s3 ledger rebuild to make a new one from the manifests", err)
 }
