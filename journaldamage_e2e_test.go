@@ -67,6 +67,9 @@ func TestDamagedJournalOnNewMachineConcernsItsDatasetOnly(t *testing.T) {
 		}
 	}
 	status()
+	if r := e.ok("status", e.ds); !strings.Contains(r.stdout, "warning: ") || !strings.HasPrefix(r.stdout, e.ds+"\n") {
+		t.Errorf("status of the other dataset:\n%s", r.stdout)
+	}
 
 	into := pool + "/" + filepath.Base(t.Name())
 	r := e.ok("restore", a, "--into", into)

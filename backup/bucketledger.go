@@ -264,7 +264,9 @@ func (b *Backup) readDatasetFrom(ctx context.Context, j *journal, ds string, mar
 // local one (a new machine). Where the bucket's journal of a dataset is
 // not the one this machine last wrote or adopted and holds other edges,
 // another machine has changed it: read-only commands use the newer one
-// and mutating ones refuse rather than overwrite it. Hold the ledger lock.
+// and mutating ones refuse rather than overwrite it. A dataset journal
+// that cannot be used concerns that dataset alone (damagedjournal.go).
+// Hold the ledger lock.
 func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, error) {
 	local, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
 	if err != nil {
