@@ -132,3 +132,42 @@ func TestDamagedJournalOfADatasetThisMachineNeverHad(t *testing.T) {
 		t.Errorf("b's notices %q, want one naming p/x and ledger rebuild", b.notices)
 	}
 }
+
+// TestNewerJournalOnNewMachine: a dataset journal in a newer format is
+// one a new machine cannot use: a read of another dataset goes on without
+// it, a read of it fails saying to upgrade, and no local ledger is saved.
+func TestNewerJournalOnNewMachine(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a := machine(t, m.Endpoint)
+	if err := add(ctx, a, edgeIn("p/x", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, a, edgeIn("p/y", 11, 0)); err != nil {
+		t.Fatal(err)
+	}
+	newer := []byte(`{"version": 99, "kind": "full", "something": "new"}`)
+	if _, err := a.S3.PutIf(ctx, ledger.JournalKey("", "p/x", 1), newer, nil, s3up.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	b := machine(t, m.Endpoint)
+	b.Reading("p/y")
+	l, err := b.readLedger(ctx)
+	if err != nil || len(l.Edges) != 1 || l.Edges[0].Target.Dataset() != "p/y" {
+		t.Fatalf("a read of p/y: %v, %v; want p/y's edge alone", l, err)
+	}
+	if len(b.notices) != 1 || !strings.Contains(b.notices[0], "p/x") || !strings.Contains(b.notices[0], "newer zfs2s3") {
+		t.Errorf("notices %q, want one naming p/x's newer journal", b.notices)
+	}
+	if b.store.Exists() {
+		t.Error("a local ledger without p/x was saved")
+	}
+	b = machine(t, m.Endpoint)
+	b.Reading("p/x")
+	if _, err := b.readLedger(ctx); !errors.Is(err, ledger.ErrNewerFormat) || !strings.Contains(err.Error(), "upgrade zfs2s3") {
+		t.Errorf("a read of p/x: %v, want the newer format, saying to upgrade", err)
+	}
+	if err := add(ctx, b, edgeIn("p/y", 12, 11)); !errors.Is(err, ledger.ErrNewerFormat) || !strings.Contains(err.Error(), "p/x") {
+		t.Errorf("a change on the new machine: %v, want a refusal naming p/x", err)
+	}
+}
