@@ -151,7 +151,7 @@ func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, lo
 		j.replace[ds] = true
 		return nil
 	}
-	refused := fmt.Errorf("%w; this machine's ledger cannot replace it: %s (another machine removed it after this machine's last entry); changes of %s are refused until zfs2s3 ledger rebuild makes its ledger from the manifests",
+	refused := fmt.Errorf("%w; this machine's ledger cannot replace it: %s (removed since this machine's last entry, as another machine's prune does); changes of %s are refused until zfs2s3 ledger rebuild makes its ledger from the manifests",
 		damaged, gone, ds)
 	if !mutate {
 		b.notice("%v", refused)
