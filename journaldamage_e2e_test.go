@@ -67,12 +67,18 @@ func TestDamagedJournalOnNewMachineConcernsItsDatasetOnly(t *testing.T) {
 		}
 	}
 	status()
+	r := e.run("status", "--max-age", "1d", "--json", bad)
+	var st backup.Status
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 1 || len(st.Datasets) != 1 || st.Datasets[0].Freshness == nil ||
+		st.Datasets[0].Freshness.Fresh || !strings.Contains(strings.Join(st.Datasets[0].Freshness.Problems, "\n"), "journal of "+bad) {
+		t.Errorf("status --max-age of the damaged dataset: exit %d (%v), want 1 and a problem naming its journal:\n%s", r.code, err, r.stdout)
+	}
 	if r := e.ok("status", e.ds); !strings.Contains(r.stdout, "warning: ") || !strings.HasPrefix(r.stdout, e.ds+"\n") {
 		t.Errorf("status of the other dataset:\n%s", r.stdout)
 	}
 
 	into := pool + "/" + filepath.Base(t.Name())
-	r := e.ok("restore", a, "--into", into)
+	r = e.ok("restore", a, "--into", into)
 	if !strings.Contains(r.stdout, "restored "+a) || !strings.Contains(r.stderr, "skipping dataset "+bad) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Errorf("restore of the other dataset: stdout %q, stderr %q (want one notice naming %s)", r.stdout, r.stderr, bad)
 	}

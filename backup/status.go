@@ -156,6 +156,13 @@ func (b *Backup) StatusOf(ctx context.Context, opt StatusOptions) (Status, error
 	st.Warnings = append(st.Warnings, b.notices...)
 	if b.j != nil {
 		st.unusable = unusableFor(b.j.unusable, opt.Dataset)
+		for _, d := range st.Datasets {
+			if err, ok := b.j.unusable[d.Dataset]; ok && d.Freshness != nil {
+				// Not "nothing is stored": what is stored cannot be read.
+				d.Freshness.Fresh = false
+				d.Freshness.Problems = append([]string{err.Error()}, d.Freshness.Problems...)
+			}
+		}
 	}
 	if ps := b.unusableKeyPrefixes(); len(ps) > 0 {
 		// Their objects are the unreadable journals' edges', not strays.
