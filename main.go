@@ -242,6 +242,7 @@ func newApp() *cli.App {
 				Usage: "write one stored stream, verified, to a file or stdout (for zfs receive elsewhere)",
 				Flags: append(append(commonFlags(), baseFlag), guidFlags...),
 				Action: withBackup([]arg{snapArg, fileArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					b.Reading(datasetOf(c.Args().Get(0)))
 					return b.Save(ctx, backup.EdgeRef{Target: c.Args().Get(0), Base: c.String("i"),
 						TargetGUID: c.Uint64("guid"), BaseGUID: c.Uint64("base-guid")}, c.Args().Get(1), c.App.Writer)
 				}),
@@ -253,6 +254,7 @@ func newApp() *cli.App {
 					&cli.BoolFlag{Name: "read-data", Usage: "download every object and check its SHA-256"},
 					&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
 				Action: withBackup([]arg{optDatasetArg}, func(ctx context.Context, c *cli.Context, b *backup.Backup) error {
+					b.Reading(c.Args().First())
 					rep, err := b.Verify(ctx, c.Args().First(), c.Bool("read-data"))
 					if err != nil {
 						return err
@@ -335,7 +337,10 @@ func runStatus(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 		if err != nil {
 			return err
 		}
-		return printStatus(c.App.Writer, st, c.Bool("json"))
+		if err := printStatus(c.App.Writer, st, c.Bool("json")); err != nil {
+			return err
+		}
+		return st.Err() // a dataset journal a new machine cannot use: the rest is printed
 	}
 	maxAge, err := config.ParseDuration(c.String("max-age"))
 	if err != nil {
@@ -352,6 +357,9 @@ func runStatus(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 		err = st.WriteFreshness(c.App.Writer)
 	}
 	if err != nil {
+		return err
+	}
+	if err := st.Err(); err != nil {
 		return err
 	}
 	checked := st.Checked()
@@ -371,6 +379,7 @@ func runStatus(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 func runRestore(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 	o := backup.RestoreOptions{Target: c.Args().First(), GUID: c.Uint64("guid"),
 		Into: c.String("into"), Force: c.Bool("force"), DryRun: c.Bool("dry-run")}
+	b.Reading(datasetOf(o.Target))
 	if !strings.Contains(o.Target, "@") {
 		if c.IsSet("guid") {
 			return usageErr{fmt.Errorf("--guid picks among snapshots of one name: give DATASET@SNAP with it, not %s alone", o.Target)}
@@ -394,6 +403,9 @@ func runRestore(ctx context.Context, c *cli.Context, b *backup.Backup) error {
 	}
 	return b.Restore(ctx, o)
 }
+
+// datasetOf is the dataset of DATASET@SNAP, or DATASET itself.
+func datasetOf(name string) string { ds, _, _ := strings.Cut(name, "@"); return ds }
 
 // printStatus prints a status as tables, or as JSON for scripts.
 func printStatus(w io.Writer, st backup.Status, asJSON bool) error {

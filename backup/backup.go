@@ -124,6 +124,13 @@ type Backup struct {
 	// j is what the last loadLedger saw of the bucket's journals, for
 	// the writes after it.
 	j *journal
+	// reading is the dataset a read-only command reads ("" for all of
+	// them), set by Reading; unusableLater is set by status, which shows
+	// such journals in its report and exit code. With neither, a dataset
+	// journal that a new machine cannot use fails the command
+	// (bucketledger.go, unusableJournals).
+	reading       *string
+	unusableLater bool
 	// central is the fleet policy this command read (backup/central.go).
 	central centralState
 	// saves counts this process's ledger saves; runCache is a backup

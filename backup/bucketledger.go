@@ -133,8 +133,19 @@ type journal struct {
 	stubIfMatch string
 	// legacy: the bucket holds only the whole copy of before the journal.
 	legacy bool
-	// deleteWarned is set once a superseded entry could not be deleted.
-	deleteWarned bool
+	// unusable are the datasets whose journal a new machine could not
+	// use (damaged, or in a newer format), with why and what to do: a
+	// read-only command goes on without them, and nothing is saved
+	// locally that would later pass for the whole ledger.
+	unusable map[string]error
+	// blocked are the datasets whose damaged journal this machine's
+	// ledger cannot supersede (an edge's object is gone: another machine
+	// removed it after this machine's entry). Their journal is left as it
+	// is, and a change of their edges is refused (checkBlocked).
+	blocked map[string]blockedJournal
+	// deleteWarned is set once a superseded entry could not be deleted;
+	// blockedWarned once the blocked journals were named.
+	deleteWarned, blockedWarned bool
 }
 
 // head is the newest entry of ds in the listing.
@@ -152,7 +163,8 @@ func (b *Backup) listJournal(ctx context.Context) (*journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &journal{entries: map[string][]journalObj{}, base: map[string][]ledger.Edge{}, replace: map[string]bool{}}
+	j := &journal{entries: map[string][]journalObj{}, base: map[string][]ledger.Edge{}, replace: map[string]bool{},
+		unusable: map[string]error{}, blocked: map[string]blockedJournal{}}
 	for _, o := range objs {
 		if o.Key == LedgerKey(b.Opt.Prefix) {
 			j.copyETag = o.ETag
@@ -252,7 +264,9 @@ func (b *Backup) readDatasetFrom(ctx context.Context, j *journal, ds string, mar
 // local one (a new machine). Where the bucket's journal of a dataset is
 // not the one this machine last wrote or adopted and holds other edges,
 // another machine has changed it: read-only commands use the newer one
-// and mutating ones refuse rather than overwrite it. Hold the ledger lock.
+// and mutating ones refuse rather than overwrite it. A dataset journal
+// that cannot be used concerns that dataset alone (damagedjournal.go).
+// Hold the ledger lock.
 func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, error) {
 	local, err := b.store.Load(b.S3.Bucket(), b.Opt.Prefix)
 	if err != nil {
@@ -323,6 +337,11 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		}
 		remote, m, reached, err := b.readDatasetFrom(ctx, j, ds, mp, from)
 		switch {
+		case errors.Is(err, ledger.ErrDamaged) && !exists && !mutate && (b.reading != nil || b.unusableLater):
+			// A new machine: the other datasets are still read (and
+			// restored) from the bucket; this one is named, not dropped.
+			j.unusable[ds] = unusableJournal(err)
+			continue
 		case errors.Is(err, ledger.ErrNewerFormat) && mutate:
 			return nil, fmt.Errorf("%w; this zfs2s3 changes nothing while the bucket holds a newer ledger", err)
 		case errors.Is(err, ledger.ErrNewerFormat) && exists:
@@ -331,9 +350,9 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		case errors.Is(err, ledger.ErrNewerFormat):
 			return nil, err
 		case errors.Is(err, ledger.ErrDamaged) && exists:
-			// Replaced by a full entry on the next change, never overwritten.
-			b.notice("%v; this machine's ledger is used, and a new full entry supersedes it on the next change", err)
-			j.replace[ds] = true
+			if err := b.supersedeDamaged(ctx, j, ds, loc, marked, mutate, err); err != nil {
+				return nil, err
+			}
 			continue
 		case errors.Is(err, ledger.ErrDamaged):
 			return nil, fmt.Errorf("%w; run zfs2s3 ledger rebuild to make a new one from the manifests", err)
@@ -386,6 +405,15 @@ func (b *Backup) loadLedger(ctx context.Context, mutate bool) (*ledger.Ledger, e
 		l := ledger.New(b.S3.Bucket(), b.Opt.Prefix)
 		for _, ds := range sorted {
 			l.Edges = append(l.Edges, shown[ds]...)
+		}
+		if len(j.unusable) > 0 {
+			// Not saved: a local ledger without these datasets would make
+			// the next command take them for datasets never backed up,
+			// and its next change would supersede their journals.
+			if err := b.unusableJournals(j, sorted); err != nil {
+				return nil, err
+			}
+			return l, nil
 		}
 		if len(l.Edges) == 0 {
 			return local, nil // nothing anywhere: a first run
@@ -540,6 +568,9 @@ var errCopyBehind = errors.New("ledger saved locally but not to the bucket")
 // bucket's journals. A failed bucket write is repaired by the next command
 // (loadLedger); a conflicting one is reported and left to the user.
 func (b *Backup) saveLedger(ctx context.Context, l *ledger.Ledger) error {
+	if err := b.checkBlocked(l); err != nil {
+		return err
+	}
 	l.Generation++
 	b.saves++
 	if err := b.store.Save(l); err != nil {
@@ -564,6 +595,7 @@ func (b *Backup) pushLedger(ctx context.Context, l *ledger.Ledger) error {
 		}
 		j.state.Migrated, j.needStub, j.stubIfMatch = b.remoteETag, true, b.remoteETag
 	}
+	b.warnBlocked(j)
 	now := ledger.ByDataset(l.Edges)
 	names := map[string]bool{}
 	for ds := range now {

@@ -29,7 +29,16 @@ type Status struct {
 	// Warnings say what is wrong with the bucket's ledger copy: damaged,
 	// tampered with, rolled back, written by a newer zfs2s3.
 	Warnings []string `json:"warnings"`
+	// unusable is set when a new machine could not use the bucket's
+	// journal of a dataset the status is about: the other datasets are
+	// shown, and the command fails after (Err).
+	unusable error
 }
+
+// Err is why the status is incomplete: a dataset journal in the bucket
+// that this machine, without a ledger of its own, cannot use (named in
+// Warnings too). Status prints the rest, then fails with it.
+func (s Status) Err() error { return s.unusable }
 
 // DatasetStatus lists one dataset's stored edges and unstored snapshots.
 type DatasetStatus struct {
@@ -112,6 +121,7 @@ func (b *Backup) StatusOf(ctx context.Context, opt StatusOptions) (Status, error
 			return Status{}, usagef("status --max-age checks the datasets of a config file, and none is configured: add them under datasets:, or name one (zfs2s3 status --max-age %s DATASET)", health.Age(opt.MaxAge))
 		}
 	}
+	b.unusableLater = true // named in the warnings and by Err, not on stderr too
 	l, err := b.readLedger(ctx)
 	if err != nil {
 		return Status{}, err
@@ -144,6 +154,20 @@ func (b *Backup) StatusOf(ctx context.Context, opt StatusOptions) (Status, error
 	}
 	st := in.report()
 	st.Warnings = append(st.Warnings, b.notices...)
+	if b.j != nil {
+		st.unusable = unusableFor(b.j.unusable, opt.Dataset)
+		for _, d := range st.Datasets {
+			if err, ok := b.j.unusable[d.Dataset]; ok && d.Freshness != nil {
+				// Not "nothing is stored": what is stored cannot be read.
+				d.Freshness.Fresh = false
+				d.Freshness.Problems = append([]string{err.Error()}, d.Freshness.Problems...)
+			}
+		}
+	}
+	if ps := b.unusableKeyPrefixes(); len(ps) > 0 {
+		// Their objects are the unreadable journals' edges', not strays.
+		st.UnknownObjects = slices.DeleteFunc(st.UnknownObjects, func(k string) bool { return inTree(k, ps) })
+	}
 	if len(l.Edges) == 0 {
 		n := 0
 		for _, k := range st.UnknownObjects {

@@ -49,6 +49,11 @@ func (b *Backup) Verify(ctx context.Context, dataset string, readData bool) (Ver
 		return VerifyReport{}, err
 	}
 	rep := VerifyReport{OK: true, Unknown: unknownObjects(l, objs, LedgerKey(b.Opt.Prefix))}
+	if ps := b.unusableKeyPrefixes(); len(ps) > 0 {
+		// The streams of a dataset whose journal cannot be used (on a new
+		// machine, verifying another dataset) are not unknown.
+		rep.Unknown = slices.DeleteFunc(rep.Unknown, func(k string) bool { return inTree(k, ps) })
+	}
 	missing, damaged := map[ledger.ID]bool{}, map[ledger.ID]bool{}
 	var ids []ledger.ID // of rep.Edges
 	for _, e := range l.Edges {

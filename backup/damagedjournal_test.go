@@ -1,0 +1,173 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/transform"
+)
+
+func TestGoneObject(t *testing.T) {
+	full, inc := edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1)
+	split := edgeIn("p/d", 3, 2)
+	split.Segments = []ledger.Segment{{Key: ledger.SegmentKey(split.Key, 1), Bytes: 4}}
+	removing := edgeIn("p/d", 4, 1)
+	removing.Removing = true
+	sealed := edgeIn("p/d", 5, 1)
+	sealed.Transform, sealed.Records = "zstd", []transform.Record{{StoredBytes: 5}, {StoredBytes: 5}}
+	have := func(keys ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, k := range keys {
+			m[k] = true
+		}
+		return m
+	}
+	tests := []struct {
+		name  string
+		edges []ledger.Edge
+		have  map[string]bool
+		gone  string // "" for none, else the key named
+	}{
+		{"all there", []ledger.Edge{full, inc}, have(full.Key, inc.Key), ""},
+		{"an incremental gone", []ledger.Edge{full, inc}, have(full.Key), inc.Key},
+		{"a further object gone", []ledger.Edge{split}, have(split.Key), ledger.SegmentKey(split.Key, 1)},
+		{"a transformed edge's second record gone", []ledger.Edge{sealed}, have(sealed.Key), ledger.SegmentKey(sealed.Key, 1)},
+		{"being removed: its objects go anyway", []ledger.Edge{full, removing}, have(full.Key), ""},
+		{"no edges", nil, have(), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := goneObject(tt.edges, tt.have)
+			if (got == "") != (tt.gone == "") || !strings.Contains(got, tt.gone) {
+				t.Errorf("goneObject = %q, want one naming %q", got, tt.gone)
+			}
+		})
+	}
+}
+
+func TestUnusableFor(t *testing.T) {
+	x, y := errors.New("journal of p/x is damaged"), errors.New("journal of p/y is damaged")
+	un := map[string]error{"p/x": x, "p/y": y}
+	if err := unusableFor(un, "p/z"); err != nil {
+		t.Errorf("a command reading p/z fails with %v", err)
+	}
+	if err := unusableFor(un, "p/y"); err != y {
+		t.Errorf("a command reading p/y fails with %v, want p/y's error", err)
+	}
+	if err := unusableFor(un, ""); !errors.Is(err, x) || !strings.Contains(err.Error(), "p/y") {
+		t.Errorf("a command reading everything fails with %v, want p/x's error naming p/y too", err)
+	}
+	if err := unusableFor(nil, ""); err != nil {
+		t.Errorf("no unusable journal: %v", err)
+	}
+}
+
+// TestDatasetKeyPrefix: the prefix derived for a dataset is the one its
+// edges' keys have, escaped names and nested datasets included.
+func TestDatasetKeyPrefix(t *testing.T) {
+	for _, ds := range []string{"p/d", "p/my data", "p/d/child", "p/ü"} {
+		want := datasetKeyPrefix(ledger.ObjectKey("host1/", ledger.Snapshot{Name: ds + "@x"}, nil))
+		e := edgeIn(ds, 2, 1)
+		e.Key = ledger.ObjectKey("host1/", e.Target, e.Base)
+		if !strings.HasPrefix(e.Key, want) || strings.Contains(strings.TrimPrefix(e.Key, want), "/") {
+			t.Errorf("%s: key %s, prefix %s", ds, e.Key, want)
+		}
+	}
+}
+
+func TestCheckBlocked(t *testing.T) {
+	x1, x2, y1 := edgeIn("p/x", 1, 0), edgeIn("p/x", 2, 1), edgeIn("p/y", 1, 0)
+	refused := errors.New("refused")
+	b := &Backup{j: &journal{blocked: map[string]blockedJournal{"p/x": {digest: ledger.Digest([]ledger.Edge{x1, x2}), err: refused}}}}
+	l := ledger.New("bkt", "")
+	l.Edges = []ledger.Edge{x1, x2, y1}
+	if err := b.checkBlocked(l); err != nil {
+		t.Errorf("a change of p/y only: %v", err)
+	}
+	l.Edges = []ledger.Edge{x1, y1}
+	if err := b.checkBlocked(l); err != refused {
+		t.Errorf("a change of p/x: %v, want the refusal", err)
+	}
+	b.rebuilding = true
+	if err := b.checkBlocked(l); err != nil {
+		t.Errorf("a rebuild: %v", err)
+	}
+}
+
+// TestDamagedJournalOfADatasetThisMachineNeverHad: a machine whose ledger
+// has no edge of p/x and no record of its journal wrote an empty full
+// entry over p/x's damaged journal with its next change of p/y, dropping
+// every edge of p/x for the machines reading it. Now it leaves it.
+func TestDamagedJournalOfADatasetThisMachineNeverHad(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	if err := add(ctx, b, edgeIn("p/y", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, a, edgeIn("p/x", 11, 0)); err != nil {
+		t.Fatal(err)
+	}
+	key := ledger.JournalKey("", "p/x", 1)
+	damaged := []byte(`{"version": 1, "kind": "full", "edges": [`)
+	if _, err := a.S3.PutIf(ctx, key, damaged, nil, s3up.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, b, edgeIn("p/y", 2, 1)); err != nil {
+		t.Fatalf("b's change of p/y: %v", err)
+	}
+	objs, err := b.S3.List(ctx, strings.TrimSuffix(key, "000000000001.json"))
+	if err != nil || len(objs) != 1 || objs[0].Key != key {
+		t.Fatalf("p/x's journal after b's change: %v (%v), want its damaged entry alone", objs, err)
+	}
+	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
+		t.Errorf("p/x's damaged entry was replaced: %q (%v)", data, err)
+	}
+	if len(b.notices) != 1 || !strings.Contains(b.notices[0], "p/x") || !strings.Contains(b.notices[0], "ledger rebuild") {
+		t.Errorf("b's notices %q, want one naming p/x and ledger rebuild", b.notices)
+	}
+}
+
+// TestNewerJournalOnNewMachine: a dataset journal in a newer format is
+// one a new machine cannot use: a read of another dataset goes on without
+// it, a read of it fails saying to upgrade, and no local ledger is saved.
+func TestNewerJournalOnNewMachine(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a := machine(t, m.Endpoint)
+	if err := add(ctx, a, edgeIn("p/x", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, a, edgeIn("p/y", 11, 0)); err != nil {
+		t.Fatal(err)
+	}
+	newer := []byte(`{"version": 99, "kind": "full", "something": "new"}`)
+	if _, err := a.S3.PutIf(ctx, ledger.JournalKey("", "p/x", 1), newer, nil, s3up.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	b := machine(t, m.Endpoint)
+	b.Reading("p/y")
+	l, err := b.readLedger(ctx)
+	if err != nil || len(l.Edges) != 1 || l.Edges[0].Target.Dataset() != "p/y" {
+		t.Fatalf("a read of p/y: %v, %v; want p/y's edge alone", l, err)
+	}
+	if len(b.notices) != 1 || !strings.Contains(b.notices[0], "p/x") || !strings.Contains(b.notices[0], "newer zfs2s3") {
+		t.Errorf("notices %q, want one naming p/x's newer journal", b.notices)
+	}
+	if b.store.Exists() {
+		t.Error("a local ledger without p/x was saved")
+	}
+	b = machine(t, m.Endpoint)
+	b.Reading("p/x")
+	if _, err := b.readLedger(ctx); !errors.Is(err, ledger.ErrNewerFormat) || !strings.Contains(err.Error(), "upgrade zfs2s3") {
+		t.Errorf("a read of p/x: %v, want the newer format, saying to upgrade", err)
+	}
+	if err := add(ctx, b, edgeIn("p/y", 12, 11)); !errors.Is(err, ledger.ErrNewerFormat) || !strings.Contains(err.Error(), "p/x") {
+		t.Errorf("a change on the new machine: %v, want a refusal naming p/x", err)
+	}
+}
