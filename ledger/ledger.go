@@ -56,11 +56,11 @@ func (s Snapshot) Short() string { _, short, _ := strings.Cut(s.Name, "@"); retu
 
 // Edge is one stored stream.
 type Edge struct {
-	Target       Snapshot  `yaml:"target" json:"target"`
-	Base         *Snapshot `yaml:"base,omitempty" json:"base,omitzero"` // nil for a full stream
-	Key          string    `yaml:"key" json:"key"`
-	StreamBytes  int64     `yaml:"stream_bytes" json:"stream_bytes"`
-	StoredBytes  int64     `yaml:"stored_bytes" json:"stored_bytes"`
+	Target      Snapshot  `yaml:"target" json:"target"`
+	Base        *Snapshot `yaml:"base,omitempty" json:"base,omitzero"` // nil for a full stream
+	Key         string    `yaml:"key" json:"key"`
+	StreamBytes int64     `yaml:"stream_bytes" json:"stream_bytes"`
+	StoredBytes int64     `yaml:"stored_bytes" json:"stored_bytes"`
 	// SHA256 is the stream's digest: the hex SHA-256 of a plain edge's
 	// whole stream; with PartDigest, the composite of the SHA-256s of its
 	// parts of PartSize over all its objects ("hex-N",
