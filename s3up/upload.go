@@ -752,7 +752,7 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 // and says so once.
 func (up *Uploader) md5Fallback(in *s3.UploadPartInput, data []byte) {
 	up.Client.md5Once.Do(func() {
-		slog.Warn("the store does not echo the x-amz-checksum-crc32c header, so it does not check it; parts also carry Content-MD5 from now on (or use --checksum md5 for this store)", "bucket", up.Client.bucket)
+		slog.Warn("the store does not echo the x-amz-checksum header, so it does not check it; parts also carry Content-MD5 from now on (or use --checksum md5 for this store)", "bucket", up.Client.bucket)
 	})
 	sum := md5.Sum(data)
 	in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
