@@ -117,7 +117,7 @@ func (e *env) stored(target, base string) {
 		e.t.Fatal(err)
 	}
 	obj := e.object(ed.Key)
-	if got, want := sha(obj), e.sendSHA(target, base); got != want || ed.SHA256 != want || int64(len(obj)) != ed.StreamBytes {
+	if got, want := sha(obj), e.sendSHA(target, base); got != want || ed.SHA256 != ledgerDigest(ed, obj) || int64(len(obj)) != ed.StreamBytes {
 		e.t.Errorf("%s: object sha256 %s (%d bytes), ledger %s (%d bytes), zfs send %s", ed, got, len(obj), ed.SHA256, ed.StreamBytes, want)
 	}
 }

@@ -159,7 +159,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "state-dir", EnvVars: []string{"ZFS2S3_STATE_DIR"}, Usage: "where the ledger and upload state live (default $XDG_DATA_HOME/zfs2s3 or ~/.local/share/zfs2s3)"},
 		&cli.StringFlag{Name: "zfs", EnvVars: []string{"ZFS2S3_ZFS"}, Value: "zfs", Usage: "the zfs command"},
 		&cli.StringFlag{Name: "part-size", EnvVars: []string{"ZFS2S3_PART_SIZE"}, Usage: "multipart part size, e.g. 16MiB or 64M (default: planned from the stream's size)"},
-		&cli.StringFlag{Name: "checksum", EnvVars: []string{"ZFS2S3_CHECKSUM"}, Value: "crc32c", Usage: "checksum S3 verifies on every part: crc32c, md5 (for Backblaze B2, Ceph) or none"},
+		&cli.StringFlag{Name: "checksum", EnvVars: []string{"ZFS2S3_CHECKSUM"}, Value: "sha256", Usage: "checksum S3 verifies on every part: sha256 (the part digest zfs2s3 computes anyway), crc32c, md5 (for Backblaze B2, Ceph) or none"},
 		&cli.StringFlag{Name: "conditional-writes", EnvVars: []string{"ZFS2S3_CONDITIONAL_WRITES"}, Value: "auto", Usage: "how the bucket's ledger copy is guarded: auto (If-Match) or off (compare generations; for stores without usable conditional writes)"},
 		&cli.IntFlag{Name: "concurrency", EnvVars: []string{"ZFS2S3_CONCURRENCY"}, Value: 4, Usage: "parts uploaded in parallel"},
 		&cli.IntFlag{Name: "lock-days", EnvVars: []string{"ZFS2S3_LOCK_DAYS"}, Usage: "store new stream objects and manifests with an S3 object lock of `N` days (the bucket must have been created with object lock; see Object Lock in README.md)"},
@@ -793,7 +793,7 @@ func newBackup(c *cli.Context) (*backup.Backup, error) {
 		return nil, usageErr{fmt.Errorf("--lock-days, --lock-mode: %w", err)}
 	}
 	if lock != nil && c.String("checksum") == "none" {
-		return nil, usageErr{errors.New("--lock-days with --checksum none: S3 requires a checksum on every write with object lock; use --checksum crc32c or md5")}
+		return nil, usageErr{errors.New("--lock-days with --checksum none: S3 requires a checksum on every write with object lock; use --checksum sha256, crc32c or md5")}
 	}
 	stateDir, err := defaultStateDir(c.String("state-dir"))
 	if err != nil {

@@ -148,7 +148,7 @@ func TestConfigPrecedenceFlagEnvConfigDefault(t *testing.T) {
 		"part-size":     "32MiB",
 		"concurrency":   "8", // flag over config
 		"state-dir":     "/cfg/state",
-		"checksum":      "crc32c", // default: neither set
+		"checksum":      "sha256", // default: neither set
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("settings (-want +got):\n%s", d)

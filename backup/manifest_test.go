@@ -19,6 +19,7 @@ func TestParseManifestsOfEarlierReleases(t *testing.T) {
 		"manifest-v1.yaml": "host1/tank/my%20data/tue@83e742d3c709233a.from.mon@f553cdab2fc018e6.zfs",
 		"manifest-v2.yaml": "host1/tank/db/big@0000000000000042.full.zfs",
 		"manifest-v3.yaml": "host1/tank/secret/fri@00000000005eeded.full.zfs",
+		"manifest-v4.yaml": "host1/tank/plain/mon@0000000000000051.from.sun@0000000000000050.zfs", // this release's: a part digest
 	} {
 		data, err := os.ReadFile("testdata/" + name)
 		if err != nil {

@@ -21,9 +21,12 @@ import (
 // pendingVersion is the format of upload state files. Version 2 added the
 // objects a long stream filled (s3up.Upload.Full); version 3 the segments
 // of a transformed stream (s3up.Upload.Done), and only such uploads are
-// saved as 3, so that a plain upload stays resumable by a release before
-// it. Older files are read too, so an upgrade does not strand an upload.
-const pendingVersion = 3
+// saved as 3; version 4 the part digests of a plain upload
+// (s3up.Upload.PartDigests), which every plain upload begun by this
+// release has. A plain upload begun by an earlier release stays version 2
+// and finishes as it began. Older files are read too, so an upgrade does
+// not strand an upload.
+const pendingVersion = 4
 
 // pending is an upload that was started and not yet recorded in the ledger:
 // the edge it will become and the multipart upload's progress.
@@ -45,9 +48,13 @@ func (b *Backup) pendingPath(key string) string {
 
 // save writes the state file atomically.
 func (p *pending) save() error {
-	p.Version = 2
-	if p.Upload.Transformed {
+	switch {
+	case p.Upload.Transformed:
 		p.Version = 3
+	case p.Upload.PartDigests:
+		p.Version = 4
+	default:
+		p.Version = 2
 	}
 	out, err := yaml.Marshal(p)
 	if err != nil {

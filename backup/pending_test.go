@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -23,7 +24,7 @@ func TestReadsUploadStateOfThePreviousRelease(t *testing.T) {
 	if err := p.Edge.CheckKeys(""); err != nil || p.Upload.Key != p.Edge.Key {
 		t.Errorf("keys of the previous release's state file: %v (upload key %q, edge key %q)", err, p.Upload.Key, p.Edge.Key)
 	}
-	if len(p.Upload.Parts) == 0 || p.Upload.UploadID == "" || p.Upload.PartSize != 5<<20 || p.Upload.Transformed {
+	if len(p.Upload.Parts) == 0 || p.Upload.UploadID == "" || p.Upload.PartSize != 5<<20 || p.Upload.Transformed || p.Upload.PartDigests || p.Upload.Parts[0].PrefixSHA256 == "" {
 		t.Errorf("upload read from the previous release's state file: %+v", p.Upload)
 	}
 	p.path = filepath.Join(t.TempDir(), "state.yaml")
@@ -37,6 +38,36 @@ func TestReadsUploadStateOfThePreviousRelease(t *testing.T) {
 	var v struct{ Version int }
 	if err := yaml.Unmarshal(data, &v); err != nil || v.Version != 2 {
 		t.Errorf("a plain upload is saved as version %d (%v), want 2, which the previous release reads", v.Version, err)
+	}
+}
+
+// TestPlainUploadStateVersion4: a plain upload this release begins has
+// part digests and is saved as version 4, which the release before
+// refuses rather than resume it the old way; read back, it keeps them.
+func TestPlainUploadStateVersion4(t *testing.T) {
+	p, err := readPending(filepath.Join("testdata", "state", "upload-v2.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Upload.PartDigests = true
+	for i := range p.Upload.Parts {
+		p.Upload.Parts[i].PrefixSHA256, p.Upload.Parts[i].SHA256 = "", strings.Repeat("ab", 32)
+	}
+	p.path = filepath.Join(t.TempDir(), "state.yaml")
+	if err := p.save(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ Version int }
+	if err := yaml.Unmarshal(data, &v); err != nil || v.Version != 4 {
+		t.Errorf("a plain upload with part digests is saved as version %d (%v), want 4", v.Version, err)
+	}
+	q, err := readPending(p.path)
+	if err != nil || !q.Upload.PartDigests || q.Upload.Parts[0].SHA256 != strings.Repeat("ab", 32) || q.Upload.Parts[0].PrefixSHA256 != "" {
+		t.Errorf("read back: %+v, %v", q, err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"maps"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/zfs2s3/zfs2s3/ledger"
 	"github.com/zfs2s3/zfs2s3/s3up"
+	"github.com/zfs2s3/zfs2s3/transform"
 	"github.com/zfs2s3/zfs2s3/zfs"
 )
 
@@ -578,9 +580,14 @@ func (b *Backup) committed(ctx context.Context, dest string, fed *fedStream, bef
 const holdBack = 1 << 20
 
 // copyVerified copies e's object from r to w, checking its size and
-// SHA-256 against the ledger before the last bytes are written.
+// digest against the ledger before the last bytes are written: the SHA-256
+// of the whole stream, or with a part digest (ledger format 4), the
+// composite of its parts' SHA-256s.
 func copyVerified(w io.Writer, r io.Reader, e ledger.Edge) error {
-	h := sha256.New()
+	var h streamHash = wholeHash{sha256.New()}
+	if e.PartDigest() {
+		h = transform.NewStoredHash(e.PartSize)
+	}
 	head := max(e.StoredBytes-holdBack, 0)
 	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, head))
 	if err != nil {
@@ -594,12 +601,24 @@ func copyVerified(w io.Writer, r io.Reader, e ledger.Edge) error {
 		return fmt.Errorf("object %s has %d bytes or more, the ledger recorded %d", e.Key, got, e.StoredBytes)
 	}
 	h.Write(tail)
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != e.SHA256 {
+	if sum := h.Sum(); sum != e.SHA256 {
 		return fmt.Errorf("object %s has sha256 %s, the ledger recorded %s (damaged in the bucket?)", e.Key, sum, e.SHA256)
 	}
 	_, err = w.Write(tail)
 	return err
 }
+
+// streamHash is a stream's digest as the ledger records it.
+type streamHash interface {
+	io.Writer
+	Sum() string
+}
+
+// wholeHash is the hex SHA-256 of everything written.
+type wholeHash struct{ h hash.Hash }
+
+func (w wholeHash) Write(p []byte) (int, error) { return w.h.Write(p) }
+func (w wholeHash) Sum() string                 { return hex.EncodeToString(w.h.Sum(nil)) }
 
 // Save writes one stored stream to path ("-": stdout), verified. A regular
 // file (or a new one) is written beside path and renamed into place only

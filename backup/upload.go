@@ -136,6 +136,8 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 			edge.Recipients = append(edge.Recipients, r.String())
 		}
 		up.PartSize, up.Transformed, up.PartsPerObject = partSize, true, 0
+	} else {
+		up.PartDigests = true // hashed once per part (ledger format 4)
 	}
 	up.Metadata = objectMetadata(edge)
 	p := &pending{Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate, Upload: up}
@@ -409,6 +411,9 @@ func (b *Backup) send(ctx context.Context, e ledger.Edge) (s3up.Source, error) {
 func (b *Backup) record(ctx context.Context, p *pending, res s3up.Result) error {
 	e := p.Edge
 	e.StreamBytes, e.StoredBytes, e.SHA256 = res.Bytes, res.Bytes, res.SHA256
+	if p.Upload.PartDigests {
+		e.PartSize = p.Upload.PartSize // res.SHA256 is made of its parts' digests
+	}
 	e.Segments = p.Upload.Segments()
 	return b.recordEdge(ctx, p, e)
 }

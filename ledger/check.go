@@ -45,23 +45,47 @@ func (e Edge) Check(prefix string) error {
 	if e.Transformed() {
 		return e.checkTransform()
 	}
-	if e.SegmentSize != 0 || e.PartSize != 0 || len(e.Recipients) > 0 || len(e.Records) > 0 {
-		return errors.New("segment_size, part_size, recipients or objects on an edge without a transform")
+	if e.SegmentSize != 0 || e.PartSize < 0 || len(e.Recipients) > 0 || len(e.Records) > 0 {
+		return errors.New("segment_size, recipients or objects on an edge without a transform")
 	}
 	first := e.StoredBytes // e.Objects() without its allocation: this runs per edge on every load
-	for _, o := range e.Segments {
+	for i, o := range e.Segments {
 		first -= o.Bytes
 		if o.Bytes <= 0 || o.Bytes > MaxObjectBytes {
 			return fmt.Errorf("object %s of %d bytes: S3 objects hold 1 byte to 5 TiB", o.Key, o.Bytes)
+		}
+		if e.PartSize > 0 && i < len(e.Segments)-1 && o.Bytes%e.PartSize != 0 {
+			return fmt.Errorf("object %s of %d bytes is not whole parts of %d bytes, though another object follows it", o.Key, o.Bytes, e.PartSize)
 		}
 	}
 	if first <= 0 || first > MaxObjectBytes {
 		return fmt.Errorf("object %s of %d bytes: S3 objects hold 1 byte to 5 TiB", e.Key, first)
 	}
-	if !isSHA256(e.SHA256) {
-		return fmt.Errorf("sha256 %q is not 64 hex digits", e.SHA256)
+	if !e.PartDigest() {
+		if !isSHA256(e.SHA256) {
+			return fmt.Errorf("sha256 %q is not 64 hex digits", e.SHA256)
+		}
+		return nil
+	}
+	if e.PartSize > MaxPartSize {
+		return fmt.Errorf("part size %d: S3 parts hold 1 byte to 5 GiB", e.PartSize)
+	}
+	if len(e.Segments) > 0 && first%e.PartSize != 0 {
+		return fmt.Errorf("object %s of %d bytes is not whole parts of %d bytes, though another object follows it", e.Key, first, e.PartSize)
+	}
+	if !isPartDigest(e.SHA256, e.StoredBytes, e.PartSize) {
+		return fmt.Errorf("sha256 %q is not a digest of the %d parts of %d bytes the stream was uploaded in (64 hex digits, '-', the part count)", e.SHA256, (e.StoredBytes+e.PartSize-1)/e.PartSize, e.PartSize)
 	}
 	return nil
+}
+
+// isPartDigest reports whether s has the form of the composite digest of
+// bytes uploaded in parts of partSize: 64 hex digits, '-', the number of
+// parts (transform.CompositeSHA256).
+func isPartDigest(s string, bytes, partSize int64) bool {
+	sum, count, ok := strings.Cut(s, "-")
+	want := max((bytes+partSize-1)/partSize, 1)
+	return ok && isSHA256(sum) && count == strconv.FormatInt(want, 10)
 }
 
 // MaxPartSize is S3's largest part (5 GiB): stored digests are made of

@@ -51,7 +51,7 @@ func TestStoreRoundTrip(t *testing.T) {
 func TestLoadRefusesDamage(t *testing.T) {
 	for name, content := range map[string]string{
 		"not yaml":         "version: 1\nedges: [\n",
-		"future version":   "version: 4\nbucket: b\nprefix: \"\"\nedges: []\n",
+		"future version":   "version: 5\nbucket: b\nprefix: \"\"\nedges: []\n",
 		"unknown field":    "version: 1\nbucket: b\nprefix: \"\"\nedges: []\nextra: 1\n",
 		"edge w/o guid":    "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- target: {name: a@b}\n  key: k\n",
 		"duplicate edge":   "version: 1\nbucket: b\nprefix: \"\"\nedges:\n- {target: {name: a@b, guid: 1}, key: k}\n- {target: {name: a@b, guid: 1}, key: k}\n",
@@ -245,9 +245,9 @@ func TestFormatVersions(t *testing.T) {
 	}
 	// An older release, whose newest format is 2, refuses it with its
 	// newer-format message: the check it runs is the version number.
-	v3 := bytes.Replace(readFixture(t, "ledger-v3.yaml"), []byte(`"version": 3`), []byte(`"version": 4`), 1)
+	v3 := bytes.Replace(readFixture(t, "ledger-v3.yaml"), []byte(`"version": 3`), fmt.Appendf(nil, `"version": %d`, FormatVersion+1), 1)
 	if _, err := Parse(v3); !errors.Is(err, ErrNewerFormat) {
-		t.Errorf("Parse of version 4 = %v, want ErrNewerFormat", err)
+		t.Errorf("Parse of version %d = %v, want ErrNewerFormat", FormatVersion+1, err)
 	}
 }
 
@@ -437,6 +437,63 @@ func TestLoadRefusesUnsafeFiles(t *testing.T) {
 				if strings.Contains(name, "dir") {
 					t.Error("Lock took a lock in an unsafe state dir")
 				}
+			}
+		})
+	}
+}
+
+// TestPartDigestEdges reads plain edges whose digest is made of their
+// parts' digests (testdata/ledger-v4.yaml: one object, and three objects
+// of whole parts), writes them back byte for byte as version 4, and
+// refuses such a digest that does not fit the edge.
+func TestPartDigestEdges(t *testing.T) {
+	data := readFixture(t, "ledger-v4.yaml")
+	l, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Edges) != 10 {
+		t.Fatalf("parsed %d edges", len(l.Edges))
+	}
+	for _, e := range l.Edges[8:] {
+		if !e.PartDigest() || e.Format() != 4 || e.Transformed() {
+			t.Errorf("edge %s: part digest %v, format %d", e, e.PartDigest(), e.Format())
+		}
+	}
+	if again, _ := Marshal(l); !bytes.Equal(again, data) {
+		t.Errorf("written back as\n%s\nwant\n%s", again, data)
+	}
+	l.Edges = l.Edges[:8]
+	if again, _ := Marshal(l); !bytes.HasPrefix(again, []byte(`{"version": 3,`)) {
+		t.Errorf("without part digests written as %.20s, want version 3", again)
+	}
+	for name, change := range map[string]func(e *Edge){
+		"whole-stream digest":    func(e *Edge) { e.SHA256 = e.SHA256[:64] },
+		"wrong part count":       func(e *Edge) { e.SHA256 = e.SHA256[:65] + "4" },
+		"part count with a sign": func(e *Edge) { e.SHA256 = e.SHA256[:65] + "+5" },
+		"not hex":                func(e *Edge) { e.SHA256 = "x" + e.SHA256[1:] },
+		"part over 5 GiB":        func(e *Edge) { e.PartSize = MaxPartSize + 1 },
+		"first object not whole parts": func(e *Edge) {
+			e.Segments[0].Bytes++
+			e.StoredBytes, e.StreamBytes = e.StoredBytes-1, e.StreamBytes-1
+		},
+		"middle object not whole parts": func(e *Edge) {
+			e.Segments[0].Bytes--
+			e.Segments[1].Bytes++
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l, err := Parse(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			change(&l.Edges[9])
+			out, err := Marshal(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Parse(out); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "tank/db@huge") {
+				t.Errorf("Parse = %v, want ErrDamaged naming the edge", err)
 			}
 		})
 	}

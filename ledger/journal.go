@@ -33,8 +33,23 @@ import (
 // could. Readers take the newest full and the deltas after it; entries
 // older than the newest full are superseded and deleted when possible.
 
-// JournalFormat is the format version of the bucket's journal entries.
-const JournalFormat = 3
+// JournalFormat is the newest format version of the bucket's journal
+// entries. Version 3 is the first; version 4 may hold edges of ledger
+// format 4 (part digests). An entry is written in the oldest version that
+// holds its edges, so that the release before keeps reading a bucket
+// until an edge needs the newer format, and then refuses it as newer.
+const JournalFormat = 4
+
+// entryFormat is the oldest journal format that holds edges.
+func entryFormat(edges []Edge) int {
+	v := 3
+	for i := range edges {
+		if edges[i].Format() > 3 {
+			v = 4
+		}
+	}
+	return v
+}
 
 // StubFormat is the version of the ledger.yaml stub that tells older
 // zfs2s3 (which read versions 1 and 2 there, as a whole ledger) that the
@@ -119,7 +134,7 @@ func MarshalEntry(e *Entry) ([]byte, error) {
 		Prefix  string `json:"prefix"`
 		Dataset string `json:"dataset"`
 		Seq     uint64 `json:"seq"`
-	}{JournalFormat, e.Kind, e.Bucket, e.Prefix, e.Dataset, e.Seq}
+	}{entryFormat(e.Edges), e.Kind, e.Bucket, e.Prefix, e.Dataset, e.Seq}
 	h, err := json.Marshal(head)
 	if err != nil {
 		return nil, err
@@ -176,7 +191,7 @@ func ParseEntry(data []byte, bucket, prefix, key string) (*Entry, error) {
 		return fmt.Errorf("%w: journal entry %s: %s; it was edited or tampered with", ErrDamaged, key, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case e.Version != JournalFormat:
+	case e.Version < 3 || e.Version > JournalFormat:
 		return nil, bad("format version %d", e.Version)
 	case e.Bucket != bucket || e.Prefix != prefix:
 		return nil, bad("it is for bucket %q prefix %q", e.Bucket, e.Prefix)
@@ -191,6 +206,9 @@ func ParseEntry(data []byte, bucket, prefix, key string) (*Entry, error) {
 	for i, ed := range e.Edges {
 		if err := ed.Check(prefix); err != nil {
 			return nil, bad("edge %d (%s): %v", i+1, ed, err)
+		}
+		if ed.Format() > 3 && e.Version < 4 {
+			return nil, bad("edge %d (%s) needs format %d, the entry is version %d", i+1, ed, ed.Format(), e.Version)
 		}
 		if ed.Target.Dataset() != dataset {
 			return nil, bad("edge %s is of another dataset", ed)

@@ -1,7 +1,9 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -68,7 +70,7 @@ func TestEntryRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParseEntry(%s): %v", data, err)
 		}
-		e.Version = JournalFormat
+		e.Version = entryFormat(e.Edges)
 		if diff := cmp.Diff(e, got); diff != "" {
 			t.Errorf("round trip (-want +got):\n%s", diff)
 		}
@@ -118,7 +120,7 @@ func TestParseEntryRefusesTampering(t *testing.T) {
 			t.Errorf("%s: ParseEntry = %v, want ErrDamaged", name, err)
 		}
 	}
-	newer := `{"version":4,"kind":"snapshot","bucket":"b","prefix":"","dataset":"tank/data","seq":2,"what":"ever"}`
+	newer := `{"version":5,"kind":"snapshot","bucket":"b","prefix":"","dataset":"tank/data","seq":2,"what":"ever"}`
 	if _, err := ParseEntry([]byte(newer), "b", "", key); !errors.Is(err, ErrNewerFormat) {
 		t.Errorf("a newer format: ParseEntry = %v, want ErrNewerFormat", err)
 	}
@@ -204,5 +206,41 @@ func TestStubIsRefusedByThePreviousRelease(t *testing.T) {
 	}
 	if _, err := ParseCopy(readFixture(t, "ledger-v2.yaml")); err != nil {
 		t.Errorf("ParseCopy of a whole copy: %v", err)
+	}
+}
+
+// TestEntryFormatFollowsItsEdges: an entry is written as version 3 until
+// it holds an edge with a part digest (ledger format 4), so the release
+// before reads it until then and refuses it as newer after; a version 3
+// entry that holds such an edge was edited.
+func TestEntryFormatFollowsItsEdges(t *testing.T) {
+	l, err := Parse(readFixture(t, "ledger-v4.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, huge := l.Edges[4], l.Edges[9] // tank/db: whole-stream digest, part digest
+	key := JournalKey("host1/", "tank/db", 7)
+	for _, tc := range []struct {
+		edges []Edge
+		want  int
+	}{{[]Edge{big}, 3}, {[]Edge{big, huge}, 4}} {
+		e := &Entry{Kind: EntryFull, Bucket: "backups", Prefix: "host1/", Dataset: "tank/db", Seq: 7, Edges: tc.edges}
+		data, err := MarshalEntry(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, fmt.Appendf(nil, `{"version":%d,`, tc.want)) {
+			t.Errorf("%d edges written as %.20s, want version %d", len(tc.edges), data, tc.want)
+		}
+		got, err := ParseEntry(data, "backups", "host1/", key)
+		if err != nil || got.Version != tc.want || len(got.Edges) != len(tc.edges) {
+			t.Errorf("ParseEntry = %+v, %v", got, err)
+		}
+		if tc.want == 4 {
+			v3 := bytes.Replace(data, []byte(`{"version":4,`), []byte(`{"version":3,`), 1)
+			if _, err := ParseEntry(v3, "backups", "host1/", key); !errors.Is(err, ErrDamaged) || errors.Is(err, ErrNewerFormat) {
+				t.Errorf("a version 3 entry with a format 4 edge: ParseEntry = %v, want ErrDamaged", err)
+			}
+		}
 	}
 }

@@ -20,15 +20,18 @@ import (
 // FormatVersion is the newest ledger format, which this code reads along
 // with the older ones. Version 2 added Edge.Segments; version 3 the
 // transform of a compressed or encrypted edge (transform/FORMAT.md) and
-// the zfs send flags. A ledger or manifest is written in the oldest
+// the zfs send flags; version 4 the part digest of a plain edge (its
+// SHA256 made of its parts' SHA-256s, with its PartSize). A ledger or manifest is written in the oldest
 // version that holds it, so older zfs2s3 sharing the bucket keep working
 // until an edge needs the newer format; then they refuse it with a message
 // instead of misreading it.
-const FormatVersion = 3
+const FormatVersion = 4
 
 // Format is the oldest format version that holds the edge.
 func (e Edge) Format() int {
 	switch {
+	case e.PartDigest():
+		return 4
 	case e.Transform != "" || e.SendFlags != "":
 		return 3
 	case len(e.Segments) > 0:
@@ -53,12 +56,16 @@ func (s Snapshot) Short() string { _, short, _ := strings.Cut(s.Name, "@"); retu
 
 // Edge is one stored stream.
 type Edge struct {
-	Target       Snapshot  `yaml:"target" json:"target"`
-	Base         *Snapshot `yaml:"base,omitempty" json:"base,omitzero"` // nil for a full stream
-	Key          string    `yaml:"key" json:"key"`
-	StreamBytes  int64     `yaml:"stream_bytes" json:"stream_bytes"`
-	StoredBytes  int64     `yaml:"stored_bytes" json:"stored_bytes"`
-	SHA256       string    `yaml:"sha256" json:"sha256"` // of the stored object
+	Target      Snapshot  `yaml:"target" json:"target"`
+	Base        *Snapshot `yaml:"base,omitempty" json:"base,omitzero"` // nil for a full stream
+	Key         string    `yaml:"key" json:"key"`
+	StreamBytes int64     `yaml:"stream_bytes" json:"stream_bytes"`
+	StoredBytes int64     `yaml:"stored_bytes" json:"stored_bytes"`
+	// SHA256 is the stream's digest: the hex SHA-256 of a plain edge's
+	// whole stream; with PartDigest, the composite of the SHA-256s of its
+	// parts of PartSize over all its objects ("hex-N",
+	// transform.CompositeSHA256); for a transformed edge, see Transform.
+	SHA256       string    `yaml:"sha256" json:"sha256"`
 	Uploaded     time.Time `yaml:"uploaded" json:"uploaded"`
 	StorageClass string    `yaml:"storage_class" json:"storage_class"`
 	// Segments are the objects after Key that hold the rest of a stream
@@ -73,7 +80,8 @@ type Edge struct {
 	// stored bytes. See transform/FORMAT.md.
 	Transform   string `yaml:"transform,omitempty" json:"transform,omitzero"`
 	SegmentSize int64  `yaml:"segment_size,omitempty" json:"segment_size,omitzero"`
-	// PartSize is the part size the records' stored digests were made with.
+	// PartSize is the part size the records' stored digests were made
+	// with, or on a plain edge, the part size of its PartDigest.
 	PartSize int64 `yaml:"part_size,omitempty" json:"part_size,omitzero"`
 	// Recipients are the age public keys an encrypted edge was written to:
 	// they tell which identity restores it.
@@ -86,6 +94,11 @@ type Edge struct {
 	// remove is finished, not forgotten. The rule treats such an edge as gone.
 	Removing bool `yaml:"removing,omitempty" json:"removing,omitzero"`
 }
+
+// PartDigest reports whether e is a plain edge whose SHA256 is made of
+// its parts' digests (format 4): uploads hash each part once, and that one
+// hash is also the request's payload hash and S3's checksum.
+func (e Edge) PartDigest() bool { return e.Transform == "" && e.PartSize > 0 }
 
 // Segment is one object of a stream stored in several.
 type Segment struct {

@@ -160,7 +160,7 @@ func TestNonMD5ETagsAreCheckedBySHA256(t *testing.T) {
 			if err != nil {
 				t.Fatalf("resume after a crash after complete: %v", err)
 			}
-			if res.SHA256 != shaHex(data) || !c.Caps().ETagNotMD5 {
+			if res.SHA256 != streamDigest(data) || !c.Caps().ETagNotMD5 {
 				t.Errorf("result %+v, caps %+v", res, c.Caps())
 			}
 			// Same size, other bytes: refused, whatever the ETag.
@@ -192,7 +192,7 @@ func TestEmptyListPartsMeansGoneOrCompleted(t *testing.T) {
 		opened = true
 		return source{Reader: bytes.NewReader(data)}, nil
 	})
-	if err != nil || opened || res.SHA256 != shaHex(data) {
+	if err != nil || opened || res.SHA256 != streamDigest(data) {
 		t.Fatalf("resume of a completed upload: %+v, %v, zfs send re-run %v; want it recorded as is", res, err, opened)
 	}
 	if !c.Caps().ListPartsEmptyWhenGone {

@@ -141,7 +141,7 @@ func (s *segmentSink) create() error {
 		StorageClass: types.StorageClass(u.StorageClass),
 		ContentType:  aws.String("application/octet-stream"),
 	}
-	if u.checksum() == "crc32c" {
+	if u.segmentSHA256() {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmSha256
 	}
 	lockMultipart(in, u.Lock)
@@ -239,7 +239,7 @@ func (s *segmentSink) uploadPart(num int32, data []byte) (Part, [sha256.Size]byt
 	}
 	p := Part{Number: num, Size: int64(len(data))}
 	switch s.u.checksum() {
-	case "crc32c":
+	case "sha256", "crc32c":
 		p.Checksum = base64.StdEncoding.EncodeToString(sum[:])
 		in.ChecksumSHA256 = aws.String(p.Checksum)
 		if s.up.Client.Caps().ChecksumNotEchoed {
@@ -269,8 +269,9 @@ func (s *segmentSink) uploadPart(num int32, data []byte) (Part, [sha256.Size]byt
 
 // presetPayloadHash gives SigV4 the part's SHA-256, already computed for
 // the checksum header and the stored digest, so that the SDK does not hash
-// the part a second time. Where the SDK signs without a payload hash
-// (UNSIGNED-PAYLOAD) it changes nothing.
+// the part a second time. Over HTTPS, where the SDK would send
+// UNSIGNED-PAYLOAD, the payload is then signed too: at no cost, and a part
+// changed after TLS is refused even with --checksum none.
 func presetPayloadHash(hexSum string) func(*s3.Options) {
 	const computeID = "ComputePayloadHash" // aws/signer/v4's middleware
 	return func(o *s3.Options) {
@@ -336,7 +337,7 @@ func (up *Uploader) completeSegment(ctx context.Context, u *Upload, key, uploadI
 	var cps []types.CompletedPart
 	for _, p := range parts {
 		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-		if u.checksum() == "crc32c" {
+		if u.segmentSHA256() {
 			cp.ChecksumSHA256 = aws.String(p.Checksum)
 		}
 		cps = append(cps, cp)
@@ -485,6 +486,14 @@ func (s *segmentSink) abort() {
 	if err := s.up.Save(s.u); err != nil {
 		slog.Warn("save upload state", "error", err)
 	}
+}
+
+// segmentSHA256 reports whether a transformed upload's parts carry
+// x-amz-checksum-sha256: for --checksum sha256 and, as since segments
+// began, crc32c (each part's SHA-256 is computed anyway).
+func (u *Upload) segmentSHA256() bool {
+	c := u.checksum()
+	return c == "sha256" || c == "crc32c"
 }
 
 // segmentKeys lists the keys of a transformed upload's finished segments

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -41,11 +42,16 @@ type Part struct {
 	Number   int32  `yaml:"number"`
 	Size     int64  `yaml:"size"`
 	ETag     string `yaml:"etag"`
-	Checksum string `yaml:"checksum"` // base64 CRC32C or MD5 of the part, per Upload.Checksum
-	// PrefixSHA256 is the SHA-256 of the stream from its first byte to the
-	// end of this part. The whole stream is hashed once, in order; on resume
-	// the re-read stream must reach the same value at each uploaded part.
-	PrefixSHA256 string `yaml:"prefix_sha256"`
+	Checksum string `yaml:"checksum"` // base64 SHA-256, CRC32C or MD5 of the part, per Upload.Checksum
+	// SHA256 is the part's own SHA-256 (hex), in an upload with
+	// PartDigests: on resume the re-read part must hash to it again.
+	SHA256 string `yaml:"sha256,omitempty"`
+	// PrefixSHA256 is, in an upload without PartDigests (begun by an
+	// earlier release), the SHA-256 of the stream from its first byte to
+	// the end of this part: that stream is hashed once, in order, and on
+	// resume the re-read stream must reach the same value at each
+	// uploaded part.
+	PrefixSHA256 string `yaml:"prefix_sha256,omitempty"`
 }
 
 // Upload is the saved progress of one multipart upload. Everything needed
@@ -79,6 +85,14 @@ type Upload struct {
 	// segment len(Done), the one in flight, and Full is unused.
 	Transformed bool               `yaml:"transformed,omitempty"`
 	Done        []transform.Record `yaml:"segments_done,omitempty"`
+	// PartDigests is set for every plain upload this release begins: each
+	// part is hashed once, in the goroutine that sends it, and that one
+	// SHA-256 is the request's payload hash, the checksum S3 verifies
+	// (--checksum sha256) and, combined (transform.CompositeSHA256 over
+	// all the stream's parts), the digest the ledger records. Uploads an
+	// earlier release began, without it, hash the whole stream in order
+	// as before (PrefixSHA256) and record that.
+	PartDigests bool `yaml:"part_digests,omitempty"`
 	// Finishing is the record of segment len(Done) (with StoredSHA256),
 	// saved with its Parts and UploadID just before its
 	// CompleteMultipartUpload: a crash between that and saving the segment
@@ -92,8 +106,9 @@ type Upload struct {
 type FullObject struct {
 	Key          string `yaml:"key"`
 	Bytes        int64  `yaml:"bytes"`
-	PrefixSHA256 string `yaml:"prefix_sha256"` // of the stream up to this object's end
-	ETag         string `yaml:"etag"`          // the multipart ETag it gets
+	PrefixSHA256 string `yaml:"prefix_sha256,omitempty"` // of the stream up to this object's end (without PartDigests)
+	StoredSHA256 string `yaml:"stored_sha256,omitempty"` // of its parts (transform.CompositeSHA256; with PartDigests)
+	ETag         string `yaml:"etag"`                    // the multipart ETag it gets
 	// UploadID and Parts are kept until CompleteMultipartUpload is known to
 	// have succeeded, so a crash in between is completed by the next run.
 	UploadID string `yaml:"upload_id,omitempty"`
@@ -187,11 +202,13 @@ func (u *Upload) Keys() []string {
 	return append(keys, u.current())
 }
 
-// Checksums S3 verifies on every part: CRC32C (the default, cheap to
-// compute, carried into CompleteMultipartUpload), MD5 as Content-MD5 for
-// stores that reject the newer checksum headers (Backblaze B2, some Ceph),
-// or none (then only the SigV4 signature, on plain HTTP, or TLS guards it).
-var Checksums = []string{"crc32c", "md5", "none"}
+// Checksums S3 verifies on every part: SHA-256 (the default: the part's
+// digest zfs2s3 computes anyway, carried into CompleteMultipartUpload),
+// CRC32C, MD5 as Content-MD5 for stores that reject the newer checksum
+// headers (Backblaze B2, some Ceph), or none (then only the SigV4
+// signature, on plain HTTP, or TLS guards it). A transformed upload sends
+// SHA-256 for crc32c too (it always has).
+var Checksums = []string{"sha256", "crc32c", "md5", "none"}
 
 func (u *Upload) checksum() string {
 	if u.Checksum == "" {
@@ -212,8 +229,12 @@ type Source interface {
 
 // Result describes a completed stream.
 type Result struct {
-	Bytes  int64
-	SHA256 string // hex, of the whole stream
+	Bytes int64
+	parts int // in the whole stream
+	// SHA256 is the stream's digest: with PartDigests, the composite of
+	// its parts' SHA-256s ("hex-N", transform.CompositeSHA256); without,
+	// the hex SHA-256 of the whole stream.
+	SHA256 string
 }
 
 // ErrStreamChanged means the re-read stream differs from what was uploaded.
@@ -327,8 +348,11 @@ func (up *Uploader) create(ctx context.Context, u *Upload) error {
 		StorageClass: types.StorageClass(u.StorageClass),
 		ContentType:  aws.String("application/octet-stream"),
 	}
-	if u.checksum() == "crc32c" {
+	switch u.checksum() {
+	case "crc32c":
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
+	case "sha256":
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmSha256
 	}
 	lockMultipart(in, u.Lock)
 	out, err := up.Client.s3.CreateMultipartUpload(ctx, in)
@@ -355,6 +379,7 @@ func reconcile(saved []Part, server map[int32]types.Part) []Part {
 type chunk struct {
 	key, uploadID string
 	part          Part
+	index         int // of the part in the whole stream, from 0
 	buf           []byte
 }
 
@@ -370,9 +395,18 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 	}
 	work := make(chan chunk)
 	var wg sync.WaitGroup
-	var mu sync.Mutex       // guards u and the progress counters
+	var mu sync.Mutex       // guards u, digests and the progress counters
 	var sent sync.WaitGroup // parts handed to workers and not yet saved
 	_, doneBytes := u.Progress()
+	// With PartDigests, the SHA-256 of every part of the stream, by its
+	// index: hashed by the worker that sends it, or by read for a part
+	// uploaded by an earlier run.
+	digests := map[int][sha256.Size]byte{}
+	digest := func(i int, sum [sha256.Size]byte) {
+		mu.Lock()
+		digests[i] = sum
+		mu.Unlock()
+	}
 	var inFlight int
 	report := func() { // hold mu
 		if up.Progress != nil {
@@ -393,6 +427,9 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 				mu.Lock()
 				inFlight--
 				if err == nil {
+					if u.PartDigests {
+						digests[c.index], err = partSum(p)
+					}
 					u.Parts = insertPart(u.Parts, p)
 					doneBytes += p.Size
 					if err = up.Save(u); err != nil {
@@ -429,20 +466,58 @@ func (up *Uploader) transfer(ctx context.Context, u *Upload, src Source) (Result
 			return context.Cause(ctx)
 		}
 	}
-	res, readErr := up.read(ctx, u, src, bufs, send, fill)
+	res, readErr := up.read(ctx, u, src, bufs, send, fill, digest)
 	close(work)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && readErr == nil {
 		readErr = err
 	}
+	if readErr == nil && u.PartDigests {
+		sums := make([][sha256.Size]byte, res.parts)
+		for i := range sums {
+			sum, ok := digests[i]
+			if !ok {
+				return Result{}, fmt.Errorf("upload %s: part %d of %d has no digest", u.Key, i+1, res.parts)
+			}
+			sums[i] = sum
+		}
+		res.SHA256 = transform.CompositeSHA256(sums)
+	}
 	return res, readErr
+}
+
+// partSum is the binary SHA-256 of a part, from its record.
+func partSum(p Part) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	b, err := hex.DecodeString(p.SHA256)
+	if err != nil || len(b) != sha256.Size {
+		return sum, fmt.Errorf("part %d: sha256 %q is not a hex SHA-256 (the upload state was edited or damaged)", p.Number, p.SHA256)
+	}
+	copy(sum[:], b)
+	return sum, nil
+}
+
+// partsComposite is the stored digest of an object made of parts
+// (transform.CompositeSHA256), from their records.
+func partsComposite(parts []Part) (string, error) {
+	sums := make([][sha256.Size]byte, 0, len(parts))
+	for _, p := range parts {
+		sum, err := partSum(p)
+		if err != nil {
+			return "", err
+		}
+		sums = append(sums, sum)
+	}
+	return transform.CompositeSHA256(sums), nil
 }
 
 // read splits src into parts and sends the missing ones. Parts of objects
 // filled in an earlier run are only hashed, and must reach the same hash at
 // each object's end. When the current object has all its parts and the
-// stream goes on, fill completes it and starts the next.
-func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan []byte, send func(chunk) error, fill func(end Part) error) (Result, error) {
+// stream goes on, fill completes it and starts the next. With PartDigests
+// read hashes only the parts it does not send, and gives their digests to
+// digest; without, it hashes the whole stream.
+func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan []byte, send func(chunk) error, fill func(end Part) error, digest func(int, [sha256.Size]byte)) (Result, error) {
 	// u changes as workers finish; decide from what was there at the start.
 	filled, fullBytes := len(u.Full), u.fullBytes()
 	full := append([]FullObject(nil), u.Full...)
@@ -452,9 +527,11 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 	}
 	per := u.partsPerObject()
 	whole := sha256.New()
+	var objParts [][sha256.Size]byte // of the filled object being re-read
 	var total int64
 	var prev Part // the last part read
 	var buf []byte
+	parts := 0
 	for i := 0; ; i++ {
 		obj, num := i/per, int32(i%per+1)
 		select {
@@ -490,23 +567,42 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 			}
 		}
 		data := buf[:size]
-		whole.Write(data)
 		total += int64(size)
-		p := Part{Number: num, Size: int64(size), PrefixSHA256: hex.EncodeToString(whole.Sum(nil))}
+		parts = i + 1
+		p := Part{Number: num, Size: int64(size)}
+		old, ok := saved[num]
+		switch {
+		case !u.PartDigests:
+			whole.Write(data)
+			p.PrefixSHA256 = hex.EncodeToString(whole.Sum(nil))
+		case obj < filled || obj == filled && ok:
+			sum := sha256.Sum256(data)
+			p.SHA256 = hex.EncodeToString(sum[:])
+			digest(i, sum)
+			if obj < filled {
+				objParts = append(objParts, sum)
+			}
+		}
 		prev = p
-		switch old, ok := saved[num]; {
+		switch {
 		case obj < filled:
 			bufs <- buf
-			if int(num) == per && p.PrefixSHA256 != full[obj].PrefixSHA256 || last {
+			end := int(num) == per
+			same := p.PrefixSHA256 == full[obj].PrefixSHA256
+			if u.PartDigests && end {
+				same = transform.CompositeSHA256(objParts) == full[obj].StoredSHA256
+				objParts = objParts[:0]
+			}
+			if end && !same || last {
 				return Result{}, fmt.Errorf("%w: object %s (bytes %d to %d) hashes differently now", ErrStreamChanged, full[obj].Key, total-int64(num)*u.PartSize, total)
 			}
 		case obj == filled && ok:
 			bufs <- buf
-			if old.PrefixSHA256 != p.PrefixSHA256 || old.Size != p.Size {
+			if old.PrefixSHA256 != p.PrefixSHA256 || old.SHA256 != p.SHA256 || old.Size != p.Size {
 				return Result{}, fmt.Errorf("%w: part %d (bytes %d to %d) hashes differently now", ErrStreamChanged, num, total-p.Size, total)
 			}
 		default:
-			if err := send(chunk{key: u.current(), uploadID: u.UploadID, part: p, buf: buf}); err != nil {
+			if err := send(chunk{key: u.current(), uploadID: u.UploadID, part: p, index: i, buf: buf}); err != nil {
 				return Result{}, err
 			}
 		}
@@ -529,7 +625,11 @@ func (up *Uploader) read(ctx context.Context, u *Upload, src Source, bufs chan [
 	if err := src.Wait(); err != nil {
 		return Result{}, fmt.Errorf("zfs send failed, upload not completed: %w", err)
 	}
-	return Result{Bytes: total, SHA256: hex.EncodeToString(whole.Sum(nil))}, nil
+	res := Result{Bytes: total, parts: parts}
+	if !u.PartDigests {
+		res.SHA256 = hex.EncodeToString(whole.Sum(nil))
+	}
+	return res, nil
 }
 
 // nextObject records the current object as full, completes it and starts
@@ -540,6 +640,13 @@ func (up *Uploader) nextObject(ctx context.Context, u *Upload, end Part) error {
 		return fmt.Errorf("object %s has %d parts at its end, want %d", u.current(), len(u.Parts), u.partsPerObject())
 	}
 	f := FullObject{Key: u.current(), PrefixSHA256: end.PrefixSHA256, ETag: MultipartETag(u.Parts), UploadID: u.UploadID, Parts: u.Parts}
+	if u.PartDigests {
+		sum, err := partsComposite(u.Parts)
+		if err != nil {
+			return err
+		}
+		f.StoredSHA256 = sum
+	}
 	for _, p := range u.Parts {
 		f.Bytes += p.Size
 	}
@@ -590,31 +697,49 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 		Bucket: &up.Client.bucket, Key: &c.key, UploadId: &c.uploadID,
 		PartNumber: aws.Int32(p.Number), Body: bytes.NewReader(data), ContentLength: aws.Int64(p.Size),
 	}
-	crc := u.checksum() == "crc32c"
-	switch u.checksum() {
+	// With PartDigests the part is hashed here, once: the digest is the
+	// request's payload hash, the sha256 checksum, and the ledger's.
+	var sum [sha256.Size]byte
+	var opts []func(*s3.Options)
+	if u.PartDigests {
+		sum = sha256.Sum256(data)
+		p.SHA256 = hex.EncodeToString(sum[:])
+		opts = append(opts, presetPayloadHash(p.SHA256))
+	}
+	header := u.checksum() // sent in an x-amz-checksum-* header: sha256 or crc32c
+	switch header {
+	case "sha256":
+		if !u.PartDigests {
+			sum = sha256.Sum256(data)
+		}
+		p.Checksum = base64.StdEncoding.EncodeToString(sum[:])
+		in.ChecksumSHA256 = aws.String(p.Checksum)
 	case "crc32c":
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
 		p.Checksum = base64.StdEncoding.EncodeToString(b[:])
 		in.ChecksumCRC32C = aws.String(p.Checksum)
-		if up.Client.Caps().ChecksumNotEchoed {
-			up.md5Fallback(in, data)
-		}
 	case "md5":
 		sum := md5.Sum(data)
 		p.Checksum = base64.StdEncoding.EncodeToString(sum[:])
 		in.ContentMD5 = aws.String(p.Checksum)
+		header = ""
+	default:
+		header = ""
 	}
-	out, err := up.Client.s3.UploadPart(ctx, in)
-	if err == nil && crc && in.ContentMD5 == nil && aws.ToString(out.ChecksumCRC32C) == "" {
+	if header != "" && up.Client.Caps().ChecksumNotEchoed {
+		up.md5Fallback(in, data)
+	}
+	out, err := up.Client.s3.UploadPart(ctx, in, opts...)
+	if err == nil && header != "" && in.ContentMD5 == nil && aws.ToString(out.ChecksumCRC32C) == "" && aws.ToString(out.ChecksumSHA256) == "" {
 		// A store that checks the checksum echoes it; one that does not
 		// echo it stored the part unchecked (Ceph RGW, rclone). Send the
 		// part again with Content-MD5, which such stores do check, and so
 		// every later part.
-		up.Client.learn(func(c *Caps) *bool { return &c.ChecksumNotEchoed }, "x-amz-checksum-crc32c is not echoed, so not checked")
+		up.Client.learn(func(c *Caps) *bool { return &c.ChecksumNotEchoed }, "x-amz-checksum-"+header+" is not echoed, so not checked")
 		up.md5Fallback(in, data)
 		in.Body = bytes.NewReader(data)
-		out, err = up.Client.s3.UploadPart(ctx, in)
+		out, err = up.Client.s3.UploadPart(ctx, in, opts...)
 	}
 	if err != nil {
 		return Part{}, wrap(fmt.Sprintf("upload part %d of", p.Number), c.key, err)
@@ -627,7 +752,7 @@ func (up *Uploader) uploadPart(ctx context.Context, u *Upload, c chunk) (Part, e
 // and says so once.
 func (up *Uploader) md5Fallback(in *s3.UploadPartInput, data []byte) {
 	up.Client.md5Once.Do(func() {
-		slog.Warn("the store does not echo the x-amz-checksum-crc32c header, so it does not check it; parts also carry Content-MD5 from now on (or use --checksum md5 for this store)", "bucket", up.Client.bucket)
+		slog.Warn("the store does not echo the x-amz-checksum header, so it does not check it; parts also carry Content-MD5 from now on (or use --checksum md5 for this store)", "bucket", up.Client.bucket)
 	})
 	sum := md5.Sum(data)
 	in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
@@ -680,8 +805,11 @@ func (up *Uploader) completeObject(ctx context.Context, u *Upload, i int, parts 
 	var cps []types.CompletedPart
 	for _, p := range parts {
 		cp := types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-		if u.checksum() == "crc32c" {
+		switch u.checksum() {
+		case "crc32c":
 			cp.ChecksumCRC32C = aws.String(p.Checksum)
+		case "sha256":
+			cp.ChecksumSHA256 = aws.String(p.Checksum)
 		}
 		cps = append(cps, cp)
 	}
@@ -739,13 +867,23 @@ func conditionRefused(err error) bool {
 // upload's; its ETag should be the MD5 of the parts' MD5s (or, for a
 // filled object, the ETag the store gave when it completed it). Stores
 // whose ETags are made otherwise (rclone, versitygw) are not taken at
-// their ETag: the object is read back and must hash to the SHA-256
-// recorded while uploading.
+// their ETag: the object is read back and must hash to the digest
+// recorded while uploading (with PartDigests, the object's own stored
+// digest; without, the SHA-256 of the stream up to its end).
 func (up *Uploader) verifyCompleted(ctx context.Context, u *Upload, i int) (string, error) {
 	key, size, etag, want := u.current(), u.StreamBytes-u.fullBytes(), MultipartETag(u.Parts), u.SHA256
 	if i < len(u.Full) {
 		f := u.Full[i]
 		key, size, etag, want = f.Key, f.Bytes, f.ETag, f.PrefixSHA256
+		if u.PartDigests {
+			want = f.StoredSHA256
+		}
+	} else if u.PartDigests {
+		sum, err := partsComposite(u.Parts)
+		if err != nil {
+			return "", err
+		}
+		want = sum
 	}
 	obj, err := up.Client.Head(ctx, key)
 	if errors.Is(err, ErrNotFound) {
@@ -760,23 +898,31 @@ func (up *Uploader) verifyCompleted(ctx context.Context, u *Upload, i int) (stri
 	if etag != "" && obj.ETag == etag {
 		return obj.ETag, nil
 	}
-	slog.Info("the object's ETag is not the MD5 of its parts' MD5s; reading it back to check its SHA-256", "key", key, "etag", obj.ETag, "parts_give", etag)
+	slog.Info("the object's ETag is not the MD5 of its parts' MD5s; reading it back to check its digest", "key", key, "etag", obj.ETag, "parts_give", etag)
 	got, err := up.hashObjects(ctx, u, i)
 	if err != nil {
 		return "", fmt.Errorf("read back object %q to check it: %w", key, err)
 	}
 	if got != want {
-		return "", fmt.Errorf("%w: object %q does not hold what was uploaded (the stream up to its end has SHA-256 %s, the upload's %s)", ErrObjectLost, key, got, want)
+		return "", fmt.Errorf("%w: object %q does not hold what was uploaded (its digest read back is %s, the upload's %s)", ErrObjectLost, key, got, want)
 	}
 	up.Client.learn(func(c *Caps) *bool { return &c.ETagNotMD5 }, "multipart ETags are not the MD5 of the parts' MD5s")
 	return obj.ETag, nil
 }
 
-// hashObjects returns the SHA-256 of u's stream from its start to the end
-// of object i, read back from the bucket.
+// hashObjects reads back object i of u and returns its stored digest
+// (transform.CompositeSHA256 of its parts) with PartDigests; without, the
+// SHA-256 of u's stream from its start to the end of object i.
 func (up *Uploader) hashObjects(ctx context.Context, u *Upload, i int) (string, error) {
-	h := sha256.New()
-	for j := 0; j <= i; j++ {
+	var h interface {
+		io.Writer
+		sum() string
+	} = wholeHash{sha256.New()}
+	first := 0
+	if u.PartDigests {
+		h, first = storedHash{transform.NewStoredHash(u.PartSize)}, i
+	}
+	for j := first; j <= i; j++ {
 		key, size := u.current(), u.StreamBytes-u.fullBytes()
 		if j < len(u.Full) {
 			key, size = u.Full[j].Key, u.Full[j].Bytes
@@ -791,8 +937,16 @@ func (up *Uploader) hashObjects(ctx context.Context, u *Upload, i int) (string, 
 			return "", fmt.Errorf("s3 key %q: read %d bytes, want %d", key, n, size)
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return h.sum(), nil
 }
+
+type wholeHash struct{ hash.Hash }
+
+func (w wholeHash) sum() string { return hex.EncodeToString(w.Sum(nil)) }
+
+type storedHash struct{ *transform.StoredHash }
+
+func (s storedHash) sum() string { return s.Sum() }
 
 // MultipartETag is the ETag S3 gives an object made of parts: the MD5 of
 // the parts' binary MD5s, a dash, and the part count.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/zfs2s3/zfs2s3/internal/testbed"
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/transform"
 )
 
 var minio struct {
@@ -77,6 +79,22 @@ func randomBytes(t *testing.T, n int) []byte {
 
 func shaHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
+// partDigests makes the uploads of the tests PartDigests ones (persist sets
+// it): TestPartDigests runs them so; alone they run as uploads an earlier
+// release began, which must stay resumable.
+var partDigests bool
+
+// streamDigest is what Result.SHA256 must be for data uploaded in parts of
+// MinPartSize (the tests' part size) in the current mode.
+func streamDigest(data []byte) string {
+	if !partDigests {
+		return shaHex(data)
+	}
+	h := transform.NewStoredHash(MinPartSize)
+	h.Write(data)
+	return h.Sum()
+}
+
 // persist copies u as a state file on disk would hold it.
 func persist(t *testing.T, u *Upload) Upload {
 	b, err := yaml.Marshal(u)
@@ -86,6 +104,9 @@ func persist(t *testing.T, u *Upload) Upload {
 	var c Upload
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
+	}
+	if partDigests && !c.Transformed {
+		c.PartDigests = true
 	}
 	return c
 }
@@ -118,8 +139,8 @@ func TestUploadStoresExactBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Bytes != int64(size) || res.SHA256 != shaHex(data) {
-				t.Errorf("result %+v, want %d bytes sha %s", res, size, shaHex(data))
+			if res.Bytes != int64(size) || res.SHA256 != streamDigest(data) {
+				t.Errorf("result %+v, want %d bytes sha %s", res, size, streamDigest(data))
 			}
 			if got := c.bytesOf(t, u.Key); !bytes.Equal(got, data) {
 				t.Errorf("object has %d bytes, differs from the %d sent", len(got), size)
@@ -207,7 +228,7 @@ func TestResumeUploadsOnlyMissingPartsAndVerifiesTheRest(t *testing.T) {
 	if n := puts.Load(); n > 4 {
 		t.Errorf("resume sent %d parts, want at most the 4 missing", n)
 	}
-	if got := c.bytesOf(t, "resume"); !bytes.Equal(got, data) || res.SHA256 != shaHex(data) {
+	if got := c.bytesOf(t, "resume"); !bytes.Equal(got, data) || res.SHA256 != streamDigest(data) {
 		t.Errorf("resumed object differs from the stream")
 	}
 }
@@ -306,8 +327,8 @@ func TestStreamContinuesInFurtherObjects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Bytes != int64(tt.size) || res.SHA256 != shaHex(data) {
-				t.Errorf("result %+v, want %d bytes sha %s", res, tt.size, shaHex(data))
+			if res.Bytes != int64(tt.size) || res.SHA256 != streamDigest(data) {
+				t.Errorf("result %+v, want %d bytes sha %s", res, tt.size, streamDigest(data))
 			}
 			var sizes []int64
 			for i, k := range u.Keys() {
@@ -399,7 +420,9 @@ func TestResumeAcrossObjects(t *testing.T) {
 // over HTTPS the SDK sends UNSIGNED-PAYLOAD, TLS guards the transport and
 // the checksum S3 verifies (crc32c, md5) catches a part changed on its way,
 // such as by the proxy here after TLS. Only --checksum none over HTTPS
-// leaves that last case to TLS alone, as README says.
+// leaves that last case to TLS alone, as README says. With PartDigests the
+// part's SHA-256 is at hand, so the payload is signed over HTTPS too, at
+// no cost, and a changed part is always refused.
 func TestPayloadSignedUnlessTLSGuardsIt(t *testing.T) {
 	for _, tt := range []struct {
 		tls      bool
@@ -437,14 +460,14 @@ func TestPayloadSignedUnlessTLSGuardsIt(t *testing.T) {
 				t.Errorf("saw %d UploadPart requests, want 3", len(hashes))
 			}
 			for _, h := range hashes {
-				if (h == "UNSIGNED-PAYLOAD") != tt.unsigned || h == "" {
-					t.Errorf("x-amz-content-sha256 %q, want unsigned=%v", h, tt.unsigned)
+				if (h == "UNSIGNED-PAYLOAD") != (tt.unsigned && !partDigests) || h == "" {
+					t.Errorf("x-amz-content-sha256 %q, want unsigned=%v", h, tt.unsigned && !partDigests)
 				}
 			}
 			proxy.SetRule(testbed.Every(1, 1, testbed.IsUploadPart, testbed.Fault{Corrupt: true}))
 			bad := &Upload{Key: "changed", PartSize: MinPartSize, Checksum: tt.checksum}
 			_, err := run(t, c, bad, source{Reader: bytes.NewReader(data)})
-			if refused := err != nil; refused != (tt.checksum != "none" || !tt.tls) {
+			if refused := err != nil; refused != (tt.checksum != "none" || !tt.tls || partDigests) {
 				t.Errorf("a part changed after TLS: refused=%v (%v)", refused, err)
 			}
 			if err != nil && !errors.Is(err, ErrTransient) {
@@ -553,5 +576,71 @@ func TestMissingFullObjectIsNeverRecorded(t *testing.T) {
 	}
 	if u.Completing {
 		t.Error("the upload was marked completing")
+	}
+}
+
+// TestPartDigests runs the upload tests again as uploads of this release
+// make them (Upload.PartDigests): every part hashed once, by its sender.
+func TestPartDigests(t *testing.T) {
+	partDigests = true
+	defer func() { partDigests = false }()
+	for name, test := range map[string]func(*testing.T){
+		"StoresExactBytes":           TestUploadStoresExactBytes,
+		"FailedSourceNeverCompletes": TestFailedSourceNeverCompletes,
+		"Resume":                     TestResumeUploadsOnlyMissingPartsAndVerifiesTheRest,
+		"ServerLost":                 TestResumeRestartsAnUploadTheServerLost,
+		"CorruptedPart":              TestServerRejectsACorruptedPart,
+		"FurtherObjects":             TestStreamContinuesInFurtherObjects,
+		"ResumeAcrossObjects":        TestResumeAcrossObjects,
+		"PayloadSigned":              TestPayloadSignedUnlessTLSGuardsIt,
+		"KillAtEverySave":            TestKillAtEverySave,
+		"MissingFullObject":          TestMissingFullObjectIsNeverRecorded,
+		"NonMD5ETags":                TestNonMD5ETagsAreCheckedBySHA256,
+		"EmptyListParts":             TestEmptyListPartsMeansGoneOrCompleted,
+		"UnechoedChecksum":           TestUnechoedChecksumFallsBackToMD5,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// TestOneDigestPerPart pins the one pass: each part's single SHA-256 is
+// the payload hash SigV4 signs, the x-amz-checksum-sha256 S3 verifies, and
+// (combined) the digest the ledger records.
+func TestOneDigestPerPart(t *testing.T) {
+	proxy := testbed.StartProxy(t, minio.Endpoint)
+	var mu sync.Mutex
+	headers := map[string][2]string{} // part number: payload hash, checksum
+	proxy.SetRule(func(r *http.Request) testbed.Fault {
+		if testbed.IsUploadPart(r) {
+			mu.Lock()
+			headers[r.URL.Query().Get("partNumber")] = [2]string{r.Header.Get("X-Amz-Content-Sha256"), r.Header.Get("X-Amz-Checksum-Sha256")}
+			mu.Unlock()
+		}
+		return testbed.Fault{}
+	})
+	c := newBucket(t, proxy)
+	data := randomBytes(t, 2*MinPartSize+5)
+	u := &Upload{Key: "one-pass", PartSize: MinPartSize, Checksum: "sha256", PartDigests: true}
+	res, err := run(t, c, u, source{Reader: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sums [][sha256.Size]byte
+	for i := 0; i*MinPartSize < len(data); i++ {
+		sum := sha256.Sum256(data[i*MinPartSize : min((i+1)*MinPartSize, len(data))])
+		sums = append(sums, sum)
+		got := headers[fmt.Sprint(i+1)]
+		if got[0] != hex.EncodeToString(sum[:]) || got[1] != base64.StdEncoding.EncodeToString(sum[:]) {
+			t.Errorf("part %d sent payload hash %q and checksum %q, want its SHA-256 %x in both", i+1, got[0], got[1], sum)
+		}
+	}
+	if len(headers) != len(sums) {
+		t.Errorf("saw %d UploadPart requests, want %d", len(headers), len(sums))
+	}
+	if want := transform.CompositeSHA256(sums); res.SHA256 != want {
+		t.Errorf("recorded digest %s, want %s", res.SHA256, want)
+	}
+	if got := c.bytesOf(t, u.Key); !bytes.Equal(got, data) {
+		t.Error("stored object differs from the stream")
 	}
 }

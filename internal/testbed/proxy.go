@@ -318,7 +318,7 @@ type Quirks struct {
 	// PlainMultipartETag: a multipart object's ETag is a plain MD5-like
 	// hex string, not MD5-of-MD5s-N (rclone serve s3, versitygw).
 	PlainMultipartETag bool
-	// NoChecksumEcho: x-amz-checksum-crc32c is not echoed by UploadPart
+	// NoChecksumEcho: x-amz-checksum-crc32c and -sha256 are not echoed by UploadPart
 	// (Ceph RGW, rclone, which ignore it).
 	NoChecksumEcho bool
 	// EmptyListPartsWhenGone: ListParts on a completed or aborted
@@ -381,6 +381,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	query := r.URL.Query()
 	if q.NoChecksumEcho && r.Method == http.MethodPut && query.Has("partNumber") {
 		resp.Header.Del("X-Amz-Checksum-Crc32c")
+		resp.Header.Del("X-Amz-Checksum-Sha256")
 	}
 	if q.PlainMultipartETag {
 		if m := multipartETag.FindStringSubmatch(resp.Header.Get("ETag")); m != nil {
@@ -452,6 +453,7 @@ func (p *Proxy) completeItself(w http.ResponseWriter, r *http.Request, f Fault) 
 			PartNumber     int32
 			ETag           string
 			ChecksumCRC32C string
+			ChecksumSHA256 string
 		} `xml:"Part"`
 	}
 	if err := xml.NewDecoder(r.Body).Decode(&in); err != nil {
@@ -464,6 +466,9 @@ func (p *Proxy) completeItself(w http.ResponseWriter, r *http.Request, f Fault) 
 		cp := types.CompletedPart{PartNumber: aws.Int32(pt.PartNumber), ETag: aws.String(strings.Replace(pt.ETag, "Z", "", 1))}
 		if pt.ChecksumCRC32C != "" {
 			cp.ChecksumCRC32C = aws.String(pt.ChecksumCRC32C)
+		}
+		if pt.ChecksumSHA256 != "" {
+			cp.ChecksumSHA256 = aws.String(pt.ChecksumSHA256)
 		}
 		parts = append(parts, cp)
 	}
