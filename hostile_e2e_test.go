@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"slices"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
