@@ -172,18 +172,22 @@ func TestDamagedJournalNeverResurrectsRemovedEdges(t *testing.T) {
 	if !strings.Contains(r.stderr, "left as it is") || !slices.Equal(e.object(key), damaged) {
 		t.Errorf("upload of another dataset: stderr %q; the damaged entry %s was overwritten or not named", r.stderr, key)
 	}
-	// An upload of the blocked dataset is refused when it is recorded,
-	// and stays pending.
+	// An upload of the blocked dataset is refused before it sends
+	// anything, changing nothing.
 	f := e.snap("f", 1)
-	if r := e.run("upload", f, "-i", d); r.code != 1 || !strings.Contains(r.stderr, "not recorded") || !strings.Contains(r.stderr, bypass) {
+	before = e.snapshotState()
+	if r := e.run("upload", f, "-i", d); r.code != 1 || !strings.Contains(r.stderr, "ledger rebuild") || !strings.Contains(r.stderr, bypass) {
 		t.Errorf("upload into the blocked dataset: exit %d, stderr %s", r.code, r.stderr)
 	}
+	if after := e.snapshotState(); after != before {
+		t.Errorf("the refused upload changed state:\nbefore %s\nafter  %s", before, after)
+	}
 	// The advice works: the rebuilt ledger lacks the removed edge, and
-	// the guard keeps d's only path; the pending upload is finished.
+	// the guard keeps d's only path; the upload then goes through.
 	e.ok("ledger", "rebuild")
-	e.ok("resume_upload", f)
+	e.ok("upload", f, "-i", d)
 	if got := e.edges(); !slices.Contains(got, d+" -> "+f) || len(e.stateFiles()) != 0 {
-		t.Errorf("after the rebuild and resume_upload: edges %v, %d upload state files", got, len(e.stateFiles()))
+		t.Errorf("after the rebuild and upload: edges %v, %d upload state files", got, len(e.stateFiles()))
 	}
 	if slices.Contains(e.edges(), a+" -> "+c) {
 		t.Errorf("the rebuilt ledger has the removed edge: %v", e.edges())

@@ -177,6 +177,15 @@ func goneObject(edges []ledger.Edge, have map[string]bool) string {
 	return ""
 }
 
+// blockedFor is the block on ds's journal, if it has one.
+func (j *journal) blockedFor(ds string) (blockedJournal, bool) {
+	if j == nil {
+		return blockedJournal{}, false
+	}
+	bl, ok := j.blocked[ds]
+	return bl, ok
+}
+
 // checkBlocked refuses, before anything is saved, a change of the edges
 // of a dataset whose damaged journal this machine may not supersede.
 func (b *Backup) checkBlocked(l *ledger.Ledger) error {

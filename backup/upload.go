@@ -145,6 +145,11 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 		if err := l.CheckAdd(edge); err != nil {
 			return false, err
 		}
+		if bl, ok := b.j.blockedFor(edge.Target.Dataset()); ok {
+			// Refused now, not after the whole stream was sent: the edge
+			// could not be recorded until ledger rebuild.
+			return false, bl.err
+		}
 		if err := b.checkCentralQuota(ctx, l, edge, estimate); err != nil {
 			return false, err
 		}
