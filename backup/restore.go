@@ -411,7 +411,10 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		return nil, fmt.Errorf("restore stopped at %s: %w%w", e, s.refused, errStreamCut)
 	case s.zerr != nil && ctx.Err() == nil:
 		// zfs receive stopped reading: its own reason is the one to show.
-		return s.fed, receiveFailed(e, dest, force, s.zerr)
+		// It failed, so it committed nothing of this stream (fed is nil):
+		// a snapshot of the edge's GUID in dest is another restore's
+		// (into the same new dataset), never undone by this one.
+		return nil, receiveFailed(e, dest, force, s.zerr)
 	case cerr != nil:
 		switch {
 		case s.exited:
@@ -426,10 +429,10 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		}
 		return s.fed, fmt.Errorf("restore stopped at %s: %w%w", e, cerr, errStreamCut)
 	case s.early:
-		return s.fed, fmt.Errorf("restore stopped at %s: zfs receive took a whole stream from its objects before their end, though they match the ledger's digests: the stream is not one zfs send wrote%w", e, errStreamCut)
+		return s.fed, fmt.Errorf("restore stopped at %s: zfs receive took a whole stream from its objects before their end, though they match the ledger's digests: the stream is not one zfs send wrote%s%w", e, forgedHint, errStreamCut)
 	}
 	if err := rc.Close(); err != nil {
-		return s.fed, receiveFailed(e, dest, force, err)
+		return nil, receiveFailed(e, dest, force, err) // nothing committed, as above
 	}
 	s.fed.Took = true
 	name := dest + "@" + e.Target.Short()
@@ -541,7 +544,7 @@ func checkBegin(head []byte, e ledger.Edge) (zfs.Begin, error) {
 	key := e.Objects()[0].Key
 	b, err := zfs.ParseBegin(head)
 	if err != nil {
-		return b, fmt.Errorf("object %s does not begin a zfs send stream (%w) (damaged or forged)", key, err)
+		return b, fmt.Errorf("object %s does not begin a zfs send stream (%w) (damaged or forged)%s", key, err, forgedHint)
 	}
 	var from uint64
 	if e.Base != nil {
@@ -549,12 +552,15 @@ func checkBegin(head []byte, e ledger.Edge) (zfs.Begin, error) {
 	}
 	switch {
 	case b.Compound:
-		return b, fmt.Errorf("object %s holds a compound stream (%s, several snapshots), not the stream of %s alone (forged?)", key, b.ToName, e.Target.Name)
+		return b, fmt.Errorf("object %s holds a compound stream (%s, several snapshots), not the stream of %s alone (forged?)%s", key, b.ToName, e.Target.Name, forgedHint)
 	case b.ToGUID != e.Target.GUID || b.FromGUID != from:
-		return b, fmt.Errorf("object %s holds the stream of %s (guid %d from guid %d), the ledger recorded guid %d from %d (forged?)", key, b.ToName, b.ToGUID, b.FromGUID, e.Target.GUID, from)
+		return b, fmt.Errorf("object %s holds the stream of %s (guid %d from guid %d), the ledger recorded guid %d from %d (forged?)%s", key, b.ToName, b.ToGUID, b.FromGUID, e.Target.GUID, from, forgedHint)
 	}
 	return b, nil
 }
+
+// forgedHint is what to do about an object that is not the edge's stream.
+const forgedHint = "; check who can write the bucket, and run zfs2s3 verify --read-data, which names every object that fails"
 
 // committed finds what a failed receive into dest committed of the stream
 // fed: the snapshot its BEGIN record names, if it was not in dest before
