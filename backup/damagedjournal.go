@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/zfs2s3/zfs2s3/ledger"
+	"github.com/zfs2s3/zfs2s3/s3up"
 )
 
 // A dataset's journal in the bucket that cannot be used (an entry that is
@@ -24,12 +25,15 @@ import (
 //     journal with an empty one;
 //   - on a machine with its own ledger, a new full entry of that ledger
 //     supersedes the damaged journal on the next change, but only while
-//     every edge of it still has its objects in the bucket. An edge whose
-//     object is gone was removed by another machine (an admin's fleet
-//     prune) in the entries that are now damaged: writing it back would
-//     make the safety rule count on a stream that no longer exists. Such a
-//     journal is left as it is, and changes of its dataset are refused
-//     until ledger rebuild makes its ledger from the manifests.
+//     the bucket holds exactly that ledger's edges of the dataset: each
+//     still has its objects and manifest, and no other manifest is there.
+//     An edge whose object is gone was removed by another machine (an
+//     admin's fleet prune) in the entries that are now damaged: writing it
+//     back would make the safety rule count on a stream that no longer
+//     exists; an edge this ledger lacks was stored by another machine, and
+//     leaving it out would lose it. Such a journal is left as it is, and
+//     changes of its dataset are refused until ledger rebuild makes its
+//     ledger from the manifests.
 
 // Reading tells the ledger read of a read-only command (restore, save,
 // verify) which dataset it reads, "" for all of them. On a new machine, a
@@ -114,25 +118,25 @@ type blockedJournal struct {
 // supersedeDamaged decides what becomes of ds's journal, found damaged
 // (damaged says how), on a machine with a local ledger whose edges of ds
 // are loc. It is superseded by a full entry of loc on the next change
-// (j.replace), except
-//
-//   - when this machine has no edge of ds and no record of its journal: a
-//     full entry of nothing would drop every edge of ds, so it is left for
-//     ledger rebuild;
-//   - when an edge of loc has an object missing from the bucket (one LIST
-//     of ds's keys): it is left, and a mutating command refuses changes of
-//     ds (checkBlocked), since another machine removed that edge after this
-//     machine's entry.
+// (j.replace) only when the bucket holds exactly loc's edges of ds (one
+// LIST of ds's keys): each edge of loc still has its objects and its
+// manifest, and every manifest of ds is one of loc's edges or of this
+// machine's pending uploads. Otherwise another machine changed ds in the
+// entries that are now damaged (its prune removed an edge, or it stored
+// one), and a full entry of loc would undo that change: the journal is
+// left as it is, and a mutating command refuses changes of ds
+// (checkBlocked) until ledger rebuild. So is it when this machine has no
+// edge of ds and no record of its journal: a full entry of nothing would
+// drop every edge of ds.
 //
 // Only a failed listing in a mutating command is an error.
 func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, loc []ledger.Edge, marked, mutate bool, damaged error) error {
+	why := ""
 	if !marked && len(loc) == 0 {
-		b.notice("%v; this machine's ledger has no edge of %s to replace it with: run zfs2s3 ledger rebuild to make a new one from the manifests", damaged, ds)
-		return nil
-	}
-	gone := ""
-	if len(loc) > 0 {
-		objs, err := b.S3.List(ctx, datasetKeyPrefix(loc[0].Key))
+		why = fmt.Sprintf("this machine's ledger has no edge of %s to replace it with", ds)
+	} else {
+		prefix := datasetKeyPrefix(ledger.ObjectKey(b.Opt.Prefix, ledger.Snapshot{Name: ds + "@x"}, nil))
+		objs, err := b.S3.List(ctx, prefix)
 		if err != nil {
 			if mutate {
 				return fmt.Errorf("%w; and the objects of %s cannot be listed to check that this machine's ledger may replace it (%w); try again", damaged, ds, err)
@@ -141,18 +145,25 @@ func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, lo
 			return nil
 		}
 		have := make(map[string]bool, len(objs))
+		var manifests []string
 		for _, o := range objs {
 			have[o.Key] = true
+			if obj, ok := s3up.ManifestOf(o.Key); ok && datasetKeyPrefix(o.Key) == prefix {
+				manifests = append(manifests, obj)
+			}
 		}
-		gone = goneObject(loc, have)
+		if gone := goneObject(loc, have); gone != "" {
+			why = fmt.Sprintf("this machine's ledger cannot replace it: %s (removed since this machine's last entry, as another machine's prune does)", gone)
+		} else if extra := foreignEdge(manifests, loc, b.pendingKeys()); extra != "" {
+			why = fmt.Sprintf("this machine's ledger cannot replace it: the bucket holds the manifest of %s, an edge it does not have (stored by another machine since this machine's last entry)", extra)
+		}
 	}
-	if gone == "" {
+	if why == "" {
 		b.notice("%v; this machine's ledger is used, and a new full entry supersedes it on the next change", damaged)
 		j.replace[ds] = true
 		return nil
 	}
-	refused := fmt.Errorf("%w; this machine's ledger cannot replace it: %s (removed since this machine's last entry, as another machine's prune does); changes of %s are refused until zfs2s3 ledger rebuild makes its ledger from the manifests",
-		damaged, gone, ds)
+	refused := fmt.Errorf("%w; %s; changes of %s are refused until zfs2s3 ledger rebuild makes its ledger from the manifests", damaged, why, ds)
 	if !mutate {
 		b.notice("%v", refused)
 		return nil
@@ -162,19 +173,52 @@ func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, lo
 }
 
 // goneObject describes the first edge of edges, not being removed, with
-// an object that have (the keys in the bucket) lacks; "" when there is none.
+// an object or manifest that have (the keys in the bucket) lacks; "" when
+// there is none. A removal deletes the manifest first, so an edge whose
+// manifest alone is gone is being removed by another machine.
 func goneObject(edges []ledger.Edge, have map[string]bool) string {
 	for _, e := range edges {
 		if e.Removing {
 			continue // its objects go anyway
 		}
-		for _, o := range e.Objects() {
-			if !have[o.Key] {
-				return fmt.Sprintf("its edge %s needs the object %s, which is gone from the bucket", e, o.Key)
+		for _, key := range append(e.Keys(), s3up.ManifestKey(e.Key)) {
+			if !have[key] {
+				return fmt.Sprintf("its edge %s needs the object %s, which is gone from the bucket", e, key)
 			}
 		}
 	}
 	return ""
+}
+
+// foreignEdge is the first of manifests (the object keys of the dataset's
+// manifests in the bucket) that belongs neither to an edge of edges nor to
+// a pending upload (pending, by object key); "" when there is none.
+func foreignEdge(manifests []string, edges []ledger.Edge, pending map[string]bool) string {
+	own := make(map[string]bool, len(edges))
+	for _, e := range edges {
+		own[e.Key] = true
+	}
+	for _, key := range manifests {
+		if !own[key] && !pending[key] {
+			return key
+		}
+	}
+	return ""
+}
+
+// pendingKeys are the object keys of this machine's pending uploads; a
+// manifest is written before its edge is recorded. An unreadable state
+// dir gives none: then a pending upload's manifest blocks, the safe way.
+func (b *Backup) pendingKeys() map[string]bool {
+	ps, err := b.loadPending()
+	if err != nil {
+		return nil
+	}
+	keys := make(map[string]bool, len(ps))
+	for _, p := range ps {
+		keys[p.Edge.Key] = true
+	}
+	return keys
 }
 
 // blockedFor is the block on ds's journal, if it has one.

@@ -27,17 +27,19 @@ func TestGoneObject(t *testing.T) {
 		}
 		return m
 	}
+	mf := s3up.ManifestKey
 	tests := []struct {
 		name  string
 		edges []ledger.Edge
 		have  map[string]bool
 		gone  string // "" for none, else the key named
 	}{
-		{"all there", []ledger.Edge{full, inc}, have(full.Key, inc.Key), ""},
-		{"an incremental gone", []ledger.Edge{full, inc}, have(full.Key), inc.Key},
-		{"a further object gone", []ledger.Edge{split}, have(split.Key), ledger.SegmentKey(split.Key, 1)},
-		{"a transformed edge's second record gone", []ledger.Edge{sealed}, have(sealed.Key), ledger.SegmentKey(sealed.Key, 1)},
-		{"being removed: its objects go anyway", []ledger.Edge{full, removing}, have(full.Key), ""},
+		{"all there", []ledger.Edge{full, inc}, have(full.Key, mf(full.Key), inc.Key, mf(inc.Key)), ""},
+		{"an incremental gone", []ledger.Edge{full, inc}, have(full.Key, mf(full.Key), mf(inc.Key)), inc.Key},
+		{"a manifest gone: a removal began", []ledger.Edge{full, inc}, have(full.Key, mf(full.Key), inc.Key), mf(inc.Key)},
+		{"a further object gone", []ledger.Edge{split}, have(split.Key, mf(split.Key)), ledger.SegmentKey(split.Key, 1)},
+		{"a transformed edge's second record gone", []ledger.Edge{sealed}, have(sealed.Key, mf(sealed.Key)), ledger.SegmentKey(sealed.Key, 1)},
+		{"being removed: its objects go anyway", []ledger.Edge{full, removing}, have(full.Key, mf(full.Key)), ""},
 		{"no edges", nil, have(), ""},
 	}
 	for _, tt := range tests {
@@ -128,8 +130,26 @@ func TestDamagedJournalOfADatasetThisMachineNeverHad(t *testing.T) {
 	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
 		t.Errorf("p/x's damaged entry was replaced: %q (%v)", data, err)
 	}
-	if len(b.notices) != 1 || !strings.Contains(b.notices[0], "p/x") || !strings.Contains(b.notices[0], "ledger rebuild") {
-		t.Errorf("b's notices %q, want one naming p/x and ledger rebuild", b.notices)
+	// Nor may b add to p/x: its edges would be written over the others'.
+	if err := add(ctx, b, edgeIn("p/x", 12, 0)); err == nil || !strings.Contains(err.Error(), "ledger rebuild") || !strings.Contains(err.Error(), "no edge of p/x") {
+		t.Errorf("b's change of p/x: %v, want a refusal naming ledger rebuild", err)
+	}
+	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
+		t.Errorf("p/x's damaged entry was replaced by the refused change: %q (%v)", data, err)
+	}
+}
+
+func TestForeignEdge(t *testing.T) {
+	mine, theirs, pend := edgeIn("p/d", 1, 0), edgeIn("p/d", 2, 1), edgeIn("p/d", 3, 1)
+	pending := map[string]bool{pend.Key: true}
+	if got := foreignEdge([]string{mine.Key, pend.Key}, []ledger.Edge{mine}, pending); got != "" {
+		t.Errorf("own edge and pending upload: %q, want none", got)
+	}
+	if got := foreignEdge([]string{mine.Key, theirs.Key}, []ledger.Edge{mine}, pending); got != theirs.Key {
+		t.Errorf("another machine's edge: %q, want %s", got, theirs.Key)
+	}
+	if got := foreignEdge(nil, []ledger.Edge{mine}, nil); got != "" {
+		t.Errorf("no manifests: %q", got)
 	}
 }
 
@@ -169,5 +189,64 @@ func TestNewerJournalOnNewMachine(t *testing.T) {
 	}
 	if err := add(ctx, b, edgeIn("p/y", 12, 11)); !errors.Is(err, ledger.ErrNewerFormat) || !strings.Contains(err.Error(), "p/x") {
 		t.Errorf("a change on the new machine: %v, want a refusal naming p/x", err)
+	}
+}
+
+// TestDamagedJournalNeverDropsAnotherMachinesEdge: b last read p/x with
+// one edge; a then stored a second, in an entry now damaged. A full entry
+// of b's ledger would drop a's edge for every machine: b leaves the
+// journal and refuses changes of p/x, naming the edge's manifest.
+func TestDamagedJournalNeverDropsAnotherMachinesEdge(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	a, b := machine(t, m.Endpoint), machine(t, m.Endpoint)
+	x1, x2 := edgeIn("p/x", 1, 0), edgeIn("p/x", 2, 1)
+	for _, e := range []ledger.Edge{x1, x2} {
+		for _, key := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+			if _, err := a.S3.PutIf(ctx, key, []byte("x"), nil, s3up.AnyVersion); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := add(ctx, a, x1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.readLedger(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, a, x2); err != nil {
+		t.Fatal(err)
+	}
+	key := ledger.JournalKey("", "p/x", 2)
+	damaged := []byte(`{"version": 1, "kind": "add", "edges": [`)
+	if _, err := a.S3.PutIf(ctx, key, damaged, nil, s3up.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(ctx, b, edgeIn("p/y", 21, 0)); err != nil {
+		t.Fatalf("b's change of p/y: %v", err)
+	}
+	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
+		t.Errorf("p/x's damaged entry was superseded: %q (%v)", data, err)
+	}
+	err := add(ctx, b, edgeIn("p/x", 3, 1))
+	if err == nil || !strings.Contains(err.Error(), x2.Key) || !strings.Contains(err.Error(), "ledger rebuild") {
+		t.Errorf("b's change of p/x: %v, want a refusal naming %s and ledger rebuild", err, x2.Key)
+	}
+}
+
+// TestFinishRemovalsLeavesABlockedDataset: dropping a removing edge of a
+// blocked dataset would be refused when saved, failing every command of
+// every dataset; it waits for ledger rebuild, untouched.
+func TestFinishRemovalsLeavesABlockedDataset(t *testing.T) {
+	x := edgeIn("p/x", 1, 0)
+	x.Removing = true
+	b := &Backup{j: &journal{blocked: map[string]blockedJournal{"p/x": {digest: ledger.Digest([]ledger.Edge{x}), err: errors.New("refused")}}}}
+	l := ledger.New("bkt", "")
+	l.Edges = []ledger.Edge{x}
+	if err := b.finishRemovals(context.Background(), l); err != nil { // b.S3 is nil: no request may be made
+		t.Fatalf("finishRemovals: %v", err)
+	}
+	if len(l.Edges) != 1 || !l.Edges[0].Removing {
+		t.Errorf("the blocked dataset's removing edge was dropped: %v", l.Edges)
 	}
 }
