@@ -73,18 +73,20 @@ func TestPlainUploadStateVersion4(t *testing.T) {
 
 // TestReadsTransformedUploadStates: upload-v3.yaml is the state file this
 // format's first release (64f921e) left when an encrypted upload was
-// killed after two segments; upload-v3-finishing.yaml the one left by a
-// kill after segment 0's CompleteMultipartUpload reached the store and
-// before its answer did (segment_finishing, added since, is what lets the
-// resume adopt that object). Both read, pass the key checks, and save
-// back as version 3 with nothing lost.
+// killed after two segments; upload-v4-finishing.yaml the one this
+// release leaves after a kill between segment 0's CompleteMultipartUpload
+// reaching the store and its answer (segment_finishing, what lets the
+// resume adopt that object, is version 4: the release before would redo
+// the segment over the completed object). Both read, pass the key checks,
+// and save back in their version with nothing lost.
 func TestReadsTransformedUploadStates(t *testing.T) {
 	for _, tc := range []struct {
 		file            string
 		done, finishing int // finishing: the segment being completed, -1 none
+		version         int
 	}{
-		{"upload-v3.yaml", 2, -1},
-		{"upload-v3-finishing.yaml", 0, 0},
+		{"upload-v3.yaml", 2, -1, 3},
+		{"upload-v4-finishing.yaml", 0, 0, 4},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			p, err := readPending(filepath.Join("testdata", "state", tc.file))
@@ -112,7 +114,7 @@ func TestReadsTransformedUploadStates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if q.Version != 3 || !reflect.DeepEqual(q.Upload, p.Upload) {
+			if q.Version != tc.version || !reflect.DeepEqual(q.Upload, p.Upload) {
 				t.Errorf("saved back as version %d with upload\n%+v\nread\n%+v", q.Version, q.Upload, p.Upload)
 			}
 		})

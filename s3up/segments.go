@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"regexp"
 	"strconv"
 	"sync"
 
@@ -366,14 +365,12 @@ func (up *Uploader) completeSegment(ctx context.Context, u *Upload, key, uploadI
 	return wrap("complete multipart upload", key, err)
 }
 
-// multipartETagForm matches an ETag made as MultipartETag makes it.
-var multipartETagForm = regexp.MustCompile(`^[0-9a-f]{32}-[0-9]+$`)
-
 // segmentAt looks at the object at key and reports whether it is segment
 // rec as uploaded from parts: its size must be rec.StoredBytes, and its
-// ETag the MD5 of the parts' MD5s. Where the store makes ETags otherwise
-// (versitygw, rclone), the object is read back instead, cut into parts of
-// u.PartSize as it was uploaded, and must hash to rec.StoredSHA256. obj is
+// ETag the MD5 of the parts' MD5s. Where the ETag is another (other
+// bytes, or a store that makes ETags otherwise: versitygw, rclone), the
+// object is read back instead, cut into parts of u.PartSize as it was
+// uploaded, and must hash to rec.StoredSHA256. obj is
 // what HeadObject said; found is false when there is no object at key.
 func (up *Uploader) segmentAt(ctx context.Context, u *Upload, key string, rec transform.Record, parts []Part) (obj Object, found, same bool, err error) {
 	obj, err = up.Client.Head(ctx, key)
@@ -387,15 +384,16 @@ func (up *Uploader) segmentAt(ctx context.Context, u *Upload, key string, rec tr
 		return obj, true, false, nil
 	}
 	etag := MultipartETag(parts)
-	if etag != "" && multipartETagForm.MatchString(obj.ETag) {
-		// Both are MD5-based: they differ only if the bytes do (a redo of
-		// the segment under a new age key has the same size).
-		return obj, true, obj.ETag == etag, nil
+	if etag != "" && obj.ETag == etag {
+		return obj, true, true, nil // the MD5s of these very parts
 	}
+	// Another ETag: other bytes (a redo of the segment under a new age
+	// key has the same size), or a store whose multipart ETags only look
+	// like MD5s of MD5s. The stored digest decides.
 	if u.PartSize <= 0 {
 		return obj, true, false, fmt.Errorf("check segment %d at s3 key %q: the upload state has no part size", rec.Index, key)
 	}
-	slog.Info("the object's ETag is not the MD5 of its parts' MD5s; reading it back to check its stored digest", "key", key, "etag", obj.ETag, "parts_give", etag)
+	slog.Info("the object's ETag is not the one of its parts; reading it back to check its stored digest", "key", key, "etag", obj.ETag, "parts_give", etag)
 	h := transform.NewStoredHash(u.PartSize)
 	r := up.Client.Open(ctx, key, obj.Size)
 	n, err := io.Copy(h, r)
@@ -433,7 +431,7 @@ func (up *Uploader) resumeFinishing(ctx context.Context, u *Upload) error {
 		return err
 	}
 	if found && !same {
-		return fmt.Errorf("%w: s3 key %q holds %d bytes with ETag %s, which are not segment %d of this upload (%d bytes, stored SHA-256 %s); it was left as it is", ErrObjectLost, key, obj.Size, obj.ETag, rec.Index, rec.StoredBytes, rec.StoredSHA256)
+		return fmt.Errorf("%w: s3 key %q holds %d bytes with ETag %s, which are not segment %d of this upload (%d bytes, stored SHA-256 %s); it was left as it is: check who wrote it, then run zfs2s3 abort_upload to give the upload up (which deletes that object)", ErrObjectLost, key, obj.Size, obj.ETag, rec.Index, rec.StoredBytes, rec.StoredSHA256)
 	}
 	if !found && u.UploadID != "" {
 		parts, err := up.Client.listParts(ctx, key, u.UploadID)
