@@ -21,14 +21,32 @@ import (
 const FrameSize = 4 << 20
 
 // EncoderMemory is what an Encoder for spec holds beyond the upload's part
-// buffers, at most: with zstd, per core, a frame being filled or
-// compressed, its output, a spare, and the zstd encoder's own window and
-// tables (BenchmarkEncode measures it). age streams through 64 KiB chunks.
+// buffers, at most. With zstd and w cores: up to 2w+2 frame buffers (a
+// frame being filled, w compressing with their outputs, one being
+// written), and per core a zstd encoder's history (a frame, with
+// WithLowerEncoderMem) and match tables, which grow with the level
+// (TestEncoderMemory measures it). age streams through 64 KiB chunks.
 func EncoderMemory(spec Spec) int64 {
 	if spec.compress() == CompressNone {
 		return 0
 	}
-	return int64(runtime.GOMAXPROCS(0)) * 4 * FrameSize
+	w := int64(runtime.GOMAXPROCS(0))
+	return (2*w+2)*(FrameSize+FrameSize/64) + w*(FrameSize+1<<20+zstdTables(spec.Level))
+}
+
+// zstdTables is a bound on one klauspost zstd encoder's match tables at a
+// zfs2s3 level (zstd.EncoderLevelFromZstd: 1 fastest, 2-5 default, 6-9
+// better, 10 and above best).
+func zstdTables(level int) int64 {
+	switch zstd.EncoderLevelFromZstd(level) {
+	case zstd.SpeedFastest:
+		return 1 << 20
+	case zstd.SpeedDefault:
+		return 2 << 20
+	case zstd.SpeedBetterCompression:
+		return 5 << 20
+	}
+	return 35 << 20
 }
 
 // Encoder makes the segments of one stream, one at a time. It holds the
@@ -61,14 +79,16 @@ func NewEncoder(spec Spec, recipients []age.Recipient) (*Encoder, error) {
 		}
 		// One frame per core at a time: each EncodeAll runs on one core,
 		// in one of the encoder's `workers` states, and holds a frame's
-		// plaintext and output (about 3 x FrameSize per core in all).
+		// plaintext and output (EncoderMemory).
 		e.workers = runtime.GOMAXPROCS(0)
 		zenc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(spec.Level)),
 			zstd.WithEncoderConcurrency(e.workers),
 			// A frame is never longer than FrameSize, so a longer window
-			// would only cost each encoder memory.
+			// (or the double-size history kept by default) would only
+			// cost each encoder memory.
 			zstd.WithWindowSize(FrameSize),
+			zstd.WithLowerEncoderMem(true),
 			// The frame checksum lets zstd -d, by hand, catch what an
 			// unencrypted object's damage did to the data.
 			zstd.WithEncoderCRC(true),
