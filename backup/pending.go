@@ -23,9 +23,10 @@ import (
 // of a transformed stream (s3up.Upload.Done), and only such uploads are
 // saved as 3; version 4 the part digests of a plain upload
 // (s3up.Upload.PartDigests), which every plain upload begun by this
-// release has, and the segment a transformed upload is completing
-// (s3up.Upload.Finishing, saved only for that moment), which the release
-// before would ignore and redo over the completed object. A plain upload begun by an earlier release stays version 2
+// release has, and of a transformed upload, the segment it is completing
+// (s3up.Upload.Finishing, saved only for that moment) or the checksum
+// sha256 (this release's default), both of which the release before would
+// misread. A plain upload begun by an earlier release stays version 2
 // and finishes as it began. Older files are read too, so an upgrade does
 // not strand an upload.
 const pendingVersion = 4
@@ -51,8 +52,11 @@ func (b *Backup) pendingPath(key string) string {
 // save writes the state file atomically.
 func (p *pending) save() error {
 	switch {
-	case p.Upload.Transformed && p.Upload.Finishing != nil:
-		p.Version = 4 // the release before would redo the segment over its completed object
+	case p.Upload.Transformed && (p.Upload.Finishing != nil || p.Upload.Checksum == "sha256"):
+		// The release before would redo the finishing segment over its
+		// completed object, and takes a checksum it does not know for
+		// none: it must refuse the file.
+		p.Version = 4
 	case p.Upload.Transformed:
 		p.Version = 3
 	case p.Upload.PartDigests:

@@ -120,3 +120,31 @@ func TestReadsTransformedUploadStates(t *testing.T) {
 		})
 	}
 }
+
+// TestTransformedUploadWithSHA256IsVersion4: the release before knows
+// only crc32c and md5 checksums and would resume a transformed upload with
+// checksum sha256 sending parts with none; saved as version 4, it refuses
+// the file instead. With crc32c the file stays version 3, which it reads.
+func TestTransformedUploadWithSHA256IsVersion4(t *testing.T) {
+	for _, tc := range []struct {
+		checksum string
+		version  int
+	}{{"sha256", 4}, {"crc32c", 3}} {
+		p, err := readPending(filepath.Join("testdata", "state", "upload-v3.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Upload.Checksum = tc.checksum
+		p.path = filepath.Join(t.TempDir(), "state.yaml")
+		if err := p.save(); err != nil {
+			t.Fatal(err)
+		}
+		q, err := readPending(p.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Version != tc.version || q.Upload.Checksum != tc.checksum {
+			t.Errorf("checksum %s: saved as version %d with checksum %q, want version %d", tc.checksum, q.Version, q.Upload.Checksum, tc.version)
+		}
+	}
+}

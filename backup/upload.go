@@ -139,7 +139,11 @@ func (b *Backup) begin(ctx context.Context, edge ledger.Edge) (*pending, error) 
 	} else {
 		up.PartDigests = true // hashed once per part (ledger format 4)
 	}
-	up.Metadata = objectMetadata(edge)
+	recorded := edge // as record will make it: its format is the objects' zfs2s3-format
+	if up.PartDigests {
+		recorded.PartSize = partSize
+	}
+	up.Metadata = objectMetadata(recorded)
 	p := &pending{Edge: edge, Started: time.Now().UTC(), path: b.pendingPath(edge.Key), Estimate: estimate, Upload: up}
 	err = b.withLedger(ctx, func(l *ledger.Ledger) (bool, error) {
 		if err := l.CheckAdd(edge); err != nil {
