@@ -160,6 +160,9 @@ func (b *Backup) hostStatus(ctx context.Context, prefix string, rules func(ds st
 	}
 	defer done()
 	hb.readOnly = true // nothing of the host is kept here
+	// A dataset journal this (new) machine cannot use is one of the
+	// host's problems, not a reason to show none of its datasets.
+	hb.unusableLater = true
 	if old, err := hb.oldCopyOnly(ctx); err != nil {
 		return h, fmt.Errorf("cannot read the ledger: %w", err)
 	} else if old {

@@ -308,3 +308,45 @@ func TestFleetLostRaceSaysRunFleetPruneAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetStatusShowsAHostWithADamagedJournal: one dataset journal of a
+// host that is damaged is one of the host's problems, naming it and
+// ledger rebuild; the host's other datasets are still shown.
+func TestFleetStatusShowsAHostWithADamagedJournal(t *testing.T) {
+	m := startMinIO(t)
+	ctx := context.Background()
+	admin := machine(t, m.Endpoint)
+	c, err := s3up.NewClient(ctx, s3up.Config{Bucket: "bkt", Endpoint: m.Endpoint, Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(zfs.Runner{}, c, Options{StateDir: t.TempDir(), Prefix: "h1/"}, func(string, ...any) {})
+	for i, ds := range []string{"p/d", "p/e"} {
+		e := edgeIn(ds, uint64(i+1), 0)
+		e.Key = ledger.ObjectKey("h1/", e.Target, nil)
+		e.Uploaded = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for _, k := range []string{e.Key, s3up.ManifestKey(e.Key)} {
+			if _, err := h.S3.PutIf(ctx, k, []byte("x"), nil, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := add(ctx, h, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.S3.PutIf(ctx, ledger.JournalKey("h1/", "p/e", 1), []byte(`{"version": 1, "kind": "full", "edges": [`), nil, s3up.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	rules := FleetRules(&config.Config{Defaults: config.Dataset{Keep: &retention.Policy{Last: 1}}})
+	st, err := admin.FleetStatus(ctx, "", rules, time.Now())
+	if err != nil || len(st.Hosts) != 1 {
+		t.Fatalf("fleet status = %+v, %v; want one host", st, err)
+	}
+	hs := st.Hosts[0]
+	if len(hs.Datasets) != 1 || hs.Datasets[0].Dataset != "p/d" {
+		t.Errorf("h1/'s datasets = %+v, want p/d shown", hs.Datasets)
+	}
+	if !slices.ContainsFunc(hs.Problems, func(p string) bool { return strings.Contains(p, "p/e") && strings.Contains(p, "ledger rebuild") }) {
+		t.Errorf("h1/'s problems = %q, want one naming p/e and ledger rebuild", hs.Problems)
+	}
+}
