@@ -13,7 +13,8 @@
 #   restore: zfs2s3 restore (zstd+age) | the printed hand script (restore
 #            --dry-run | sh: aws s3 cp | age -d | zstd -d | zfs receive)
 # Wall and CPU seconds and peak RSS come from GNU time and cover the whole
-# pipeline, zfs send or zfs receive included. Machines here are noisy: each
+# pipeline, zfs send or zfs receive included. Each waits for the machine to
+# be idle first (settle). Machines here are noisy: each
 # group of tools runs BENCH_ROUNDS times (default 3), alternating, and the
 # summary at the end gives each tool's median and the ratios the issues set
 # targets for. Compare ratios within one run, not absolute times across runs.
@@ -34,10 +35,25 @@ export RCLONE_CONFIG_M_TYPE=s3 RCLONE_CONFIG_M_PROVIDER=Minio RCLONE_CONFIG_M_EN
 results=$work/results
 printf '%-9s %-28s %7s %8s %9s %9s %8s\n' size tool wall_s cpu_s cpu_s/GiB rss_MiB MB/s | tee "$results"
 
+# settle waits (at most 20 s) until the CPUs are 90% idle for half a
+# second: zfs-fuse frees a destroyed dataset and writes back a new one in
+# the background, and the tool timed next would pay for it.
+settle() {
+  local _c u n s idle u2 n2 s2 idle2 busy
+  for _ in $(seq 40); do
+    read -r _c u n s idle _ </proc/stat
+    sleep 0.5
+    read -r _c u2 n2 s2 idle2 _ </proc/stat
+    busy=$(( u2 + n2 + s2 - u - n - s ))
+    (( busy * 9 <= idle2 - idle )) && return 0
+  done
+}
+
 # measure LABEL SIZE_MiB CMD...: run CMD under GNU time, print one row.
 measure() {
   local label=$1 mib=$2; shift 2
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  settle
   /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || {
     echo "bench: $label failed:" >&2; cat "$work/err" >&2; exit 1; }
   read -r wall user sys rss <"$work/time"
