@@ -1,13 +1,10 @@
 package backup
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-
-	"gopkg.in/yaml.v3"
 )
 
 // TestReadsUploadStateOfThePreviousRelease: testdata/state/upload-v2.yaml
@@ -27,18 +24,23 @@ func TestReadsUploadStateOfThePreviousRelease(t *testing.T) {
 	if len(p.Upload.Parts) == 0 || p.Upload.UploadID == "" || p.Upload.PartSize != 5<<20 || p.Upload.Transformed || p.Upload.PartDigests || p.Upload.Parts[0].PrefixSHA256 == "" {
 		t.Errorf("upload read from the previous release's state file: %+v", p.Upload)
 	}
+	if v := resaved(t, p).Version; v != 2 {
+		t.Errorf("a plain upload is saved as version %d, want 2, which the previous release reads", v)
+	}
+}
+
+// resaved saves p to a new file and reads it back.
+func resaved(t *testing.T, p *pending) *pending {
+	t.Helper()
 	p.path = filepath.Join(t.TempDir(), "state.yaml")
 	if err := p.save(); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(p.path)
+	q, err := readPending(p.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v struct{ Version int }
-	if err := yaml.Unmarshal(data, &v); err != nil || v.Version != 2 {
-		t.Errorf("a plain upload is saved as version %d (%v), want 2, which the previous release reads", v.Version, err)
-	}
+	return q
 }
 
 // TestPlainUploadStateVersion4: a plain upload this release begins has
@@ -53,17 +55,8 @@ func TestPlainUploadStateVersion4(t *testing.T) {
 	for i := range p.Upload.Parts {
 		p.Upload.Parts[i].PrefixSHA256, p.Upload.Parts[i].SHA256 = "", strings.Repeat("ab", 32)
 	}
-	p.path = filepath.Join(t.TempDir(), "state.yaml")
-	if err := p.save(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(p.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct{ Version int }
-	if err := yaml.Unmarshal(data, &v); err != nil || v.Version != 4 {
-		t.Errorf("a plain upload with part digests is saved as version %d (%v), want 4", v.Version, err)
+	if v := resaved(t, p).Version; v != 4 {
+		t.Errorf("a plain upload with part digests is saved as version %d, want 4", v)
 	}
 	q, err := readPending(p.path)
 	if err != nil || !q.Upload.PartDigests || q.Upload.Parts[0].SHA256 != strings.Repeat("ab", 32) || q.Upload.Parts[0].PrefixSHA256 != "" {
@@ -106,14 +99,7 @@ func TestReadsTransformedUploadStates(t *testing.T) {
 			case tc.finishing >= 0 && (u.Finishing == nil || u.Finishing.Index != tc.finishing || u.Finishing.StoredSHA256 == "" || len(u.Parts) == 0):
 				t.Errorf("segment %d finishing: %+v with %d parts; want its record with the stored digest, and its parts", tc.finishing, u.Finishing, len(u.Parts))
 			}
-			p.path = filepath.Join(t.TempDir(), "state.yaml")
-			if err := p.save(); err != nil {
-				t.Fatal(err)
-			}
-			q, err := readPending(p.path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := resaved(t, p)
 			if q.Version != tc.version || !reflect.DeepEqual(q.Upload, p.Upload) {
 				t.Errorf("saved back as version %d with upload\n%+v\nread\n%+v", q.Version, q.Upload, p.Upload)
 			}
@@ -135,15 +121,7 @@ func TestTransformedUploadWithSHA256IsVersion4(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.Upload.Checksum = tc.checksum
-		p.path = filepath.Join(t.TempDir(), "state.yaml")
-		if err := p.save(); err != nil {
-			t.Fatal(err)
-		}
-		q, err := readPending(p.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q.Version != tc.version || q.Upload.Checksum != tc.checksum {
+		if q := resaved(t, p); q.Version != tc.version || q.Upload.Checksum != tc.checksum {
 			t.Errorf("checksum %s: saved as version %d with checksum %q, want version %d", tc.checksum, q.Version, q.Upload.Checksum, tc.version)
 		}
 	}
