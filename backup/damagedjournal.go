@@ -26,7 +26,7 @@ import (
 //   - on a machine with its own ledger, a new full entry of that ledger
 //     supersedes the damaged journal on the next change, but only while
 //     the bucket holds exactly that ledger's edges of the dataset: each
-//     still has its objects and manifest, and no other manifest is there.
+//     still has its objects and manifest, and no other edge is there.
 //     An edge whose object is gone was removed by another machine (an
 //     admin's fleet prune) in the entries that are now damaged: writing it
 //     back would make the safety rule count on a stream that no longer
@@ -120,8 +120,8 @@ type blockedJournal struct {
 // are loc. It is superseded by a full entry of loc on the next change
 // (j.replace) only when the bucket holds exactly loc's edges of ds (one
 // LIST of ds's keys): each edge of loc still has its objects and its
-// manifest, and every manifest of ds is one of loc's edges or of this
-// machine's pending uploads. Otherwise another machine changed ds in the
+// manifest, and every edge of ds there (by its manifest or first object)
+// is one of loc's or of this machine's pending uploads. Otherwise another machine changed ds in the
 // entries that are now damaged (its prune removed an edge, or it stored
 // one), and a full entry of loc would undo that change: the journal is
 // left as it is, and a mutating command refuses changes of ds
@@ -145,17 +145,22 @@ func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, lo
 			return nil
 		}
 		have := make(map[string]bool, len(objs))
-		var manifests []string
+		var stored []string // the first object keys of the edges of ds there
 		for _, o := range objs {
 			have[o.Key] = true
-			if obj, ok := s3up.ManifestOf(o.Key); ok && datasetKeyPrefix(o.Key) == prefix {
-				manifests = append(manifests, obj)
+			if datasetKeyPrefix(o.Key) != prefix {
+				continue // a child dataset's
+			}
+			if obj, ok := s3up.ManifestOf(o.Key); ok {
+				stored = append(stored, obj)
+			} else if strings.HasSuffix(o.Key, ".zfs") {
+				stored = append(stored, o.Key) // its manifest may be lost
 			}
 		}
 		if gone := goneObject(loc, have); gone != "" {
 			why = fmt.Sprintf("this machine's ledger cannot replace it: %s (removed since this machine's last entry, as another machine's prune does)", gone)
-		} else if extra := foreignEdge(manifests, loc, b.pendingKeys()); extra != "" {
-			why = fmt.Sprintf("this machine's ledger cannot replace it: the bucket holds the manifest of %s, an edge it does not have (stored by another machine since this machine's last entry)", extra)
+		} else if extra := foreignEdge(stored, loc, b.pendingKeys()); extra != "" {
+			why = fmt.Sprintf("this machine's ledger cannot replace it: the bucket holds %s, an edge it does not have (stored by another machine since this machine's last entry)", extra)
 		}
 	}
 	if why == "" {
@@ -190,15 +195,16 @@ func goneObject(edges []ledger.Edge, have map[string]bool) string {
 	return ""
 }
 
-// foreignEdge is the first of manifests (the object keys of the dataset's
-// manifests in the bucket) that belongs neither to an edge of edges nor to
-// a pending upload (pending, by object key); "" when there is none.
-func foreignEdge(manifests []string, edges []ledger.Edge, pending map[string]bool) string {
+// foreignEdge is the first of stored (the first object keys of the
+// dataset's edges in the bucket, known by their manifests or objects) that
+// belongs neither to an edge of edges nor to a pending upload (pending, by
+// object key); "" when there is none.
+func foreignEdge(stored []string, edges []ledger.Edge, pending map[string]bool) string {
 	own := make(map[string]bool, len(edges))
 	for _, e := range edges {
 		own[e.Key] = true
 	}
-	for _, key := range manifests {
+	for _, key := range stored {
 		if !own[key] && !pending[key] {
 			return key
 		}

@@ -115,11 +115,15 @@ func (b *Backup) Restore(ctx context.Context, o RestoreOptions) error {
 		}
 		clean := context.WithoutCancel(ctx)
 		if name, ok := b.committed(clean, into, fed, before); ok {
-			// zfs receive committed a stream the objects did not
-			// verify: not what the restore asked for, and undone
-			// with the rest.
+			// zfs receive committed a stream, and the restore failed:
+			// undone with the rest.
 			received = append(received, name)
-			err = fmt.Errorf("%w; zfs receive had already committed a whole stream from it (one ending early: forged?) as %s, which was destroyed", err, name)
+			if errors.Is(err, errStreamCut) {
+				// The objects did not verify: not what the restore asked for.
+				err = fmt.Errorf("%w; zfs receive had already committed a whole stream from it (one ending early: forged?) as %s, which was destroyed", err, name)
+			} else {
+				err = fmt.Errorf("%w; zfs receive had committed %s, which was destroyed with the rest", err, name)
+			}
 		} else if errors.Is(err, errStreamCut) {
 			err = fmt.Errorf("%w; nothing of it was received", err)
 			if len(received) == 0 && (!existed || replace) {
@@ -411,10 +415,7 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		return nil, fmt.Errorf("restore stopped at %s: %w%w", e, s.refused, errStreamCut)
 	case s.zerr != nil && ctx.Err() == nil:
 		// zfs receive stopped reading: its own reason is the one to show.
-		// It failed, so it committed nothing of this stream (fed is nil):
-		// a snapshot of the edge's GUID in dest is another restore's
-		// (into the same new dataset), never undone by this one.
-		return nil, receiveFailed(e, dest, force, s.zerr)
+		return fedUnlessRefused(s.fed, s.zerr), receiveFailed(e, dest, force, s.zerr)
 	case cerr != nil:
 		switch {
 		case s.exited:
@@ -432,7 +433,7 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		return s.fed, fmt.Errorf("restore stopped at %s: zfs receive took a whole stream from its objects before their end, though they match the ledger's digests: the stream is not one zfs send wrote%s%w", e, forgedHint, errStreamCut)
 	}
 	if err := rc.Close(); err != nil {
-		return nil, receiveFailed(e, dest, force, err) // nothing committed, as above
+		return fedUnlessRefused(s.fed, err), receiveFailed(e, dest, force, err)
 	}
 	s.fed.Took = true
 	name := dest + "@" + e.Target.Short()
@@ -444,6 +445,19 @@ func (b *Backup) receiveEdge(ctx context.Context, e ledger.Edge, dest string, fo
 		return s.fed, fmt.Errorf("restore %s into %s: zfs receive made %s with guid %d, the ledger recorded %d%w", e, dest, name, got.GUID, e.Target.GUID, errStreamCut)
 	}
 	return s.fed, nil
+}
+
+// fedUnlessRefused is what a zfs receive that failed with zerr may have
+// committed. One that refused the destination as existing committed
+// nothing, and a snapshot of the edge's GUID there is another restore's
+// (into the same new dataset, finished meanwhile): nil, so it is never
+// undone. Any other failure may come after the commit (a new dataset
+// that cannot be mounted): fed, so the caller finds what it committed.
+func fedUnlessRefused(fed *fedStream, zerr error) *fedStream {
+	if errors.Is(zerr, zfs.ErrExist) {
+		return nil
+	}
+	return fed
 }
 
 // errStreamCut marks a restore that stopped feeding zfs receive (a

@@ -21,8 +21,8 @@ import (
 var (
 	ErrNotExist   = errors.New("does not exist")
 	ErrPermission = errors.New("permission denied")
-	// ErrExist is a snapshot (or dataset) that zfs was asked to create
-	// but that already exists.
+	// ErrExist is a snapshot (or dataset) that zfs was asked to create,
+	// or to receive a full stream into, but that already exists.
 	ErrExist = errors.New("already exists")
 )
 
@@ -52,7 +52,8 @@ func classify(stderr string, err error) error {
 		return ErrNotExist
 	case strings.Contains(s, "permission denied"), strings.Contains(s, "insufficient privileges"):
 		return ErrPermission
-	case strings.Contains(s, "already exists"):
+	case strings.Contains(s, "already exists"),
+		strings.Contains(s, "destination '") && strings.Contains(s, "' exists"): // zfs receive of a full stream
 		return ErrExist
 	}
 	return err

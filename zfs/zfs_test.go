@@ -40,11 +40,13 @@ func TestParseEstimate(t *testing.T) {
 func TestClassify(t *testing.T) {
 	exit := &exec.ExitError{}
 	for stderr, want := range map[string]error{
-		"cannot open 'tank/nope': dataset does not exist":           ErrNotExist,
-		"cannot open 'tank/x': permission denied":                   ErrPermission,
-		"cannot send 'tank/x@a': insufficient privileges":           ErrPermission,
-		"cannot send 'tank/x@a': I/O error":                         exit,
-		"cannot create snapshot 'tank/x@a': dataset already exists": ErrExist,
+		"cannot open 'tank/nope': dataset does not exist":                                                     ErrNotExist,
+		"cannot open 'tank/x': permission denied":                                                             ErrPermission,
+		"cannot send 'tank/x@a': insufficient privileges":                                                     ErrPermission,
+		"cannot send 'tank/x@a': I/O error":                                                                   exit,
+		"cannot create snapshot 'tank/x@a': dataset already exists":                                           ErrExist,
+		"cannot receive new filesystem stream: destination 'tank/r' exists\nmust specify -F to overwrite it":  ErrExist,
+		"cannot receive incremental stream: destination tank/r has been modified\nsince most recent snapshot": exit,
 	} {
 		if got := classify(stderr, exit); !errors.Is(got, want) {
 			t.Errorf("classify(%q) = %v, want %v", stderr, got, want)
