@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,7 +72,30 @@ func main() {
 		}
 		os.Exit(code)
 	}()
-	os.Exit(run(ctx, os.Args))
+	stop := cpuProfile(os.Getenv("ZFS2S3_CPUPROFILE"))
+	code := run(ctx, os.Args)
+	stop()
+	os.Exit(code)
+}
+
+// cpuProfile writes a Go CPU profile of the command to path (none when
+// empty), for `go tool pprof -top zfs2s3 PATH`; the returned func ends it.
+// It is how README's Performance section tells where upload CPU goes.
+func cpuProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "zfs2s3: ZFS2S3_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // interrupt is the cause of a context cancelled by a signal.
