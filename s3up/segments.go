@@ -442,7 +442,7 @@ func (up *Uploader) resumeFinishing(ctx context.Context, u *Upload) error {
 		case err == nil && len(reconcile(u.Parts, parts)) == len(u.Parts):
 			slog.Info("completing the segment an earlier run was completing", "key", key, "segment", rec.Index)
 			if err := up.completeSegment(ctx, u, key, u.UploadID, rec, u.Parts); err != nil {
-				return err
+				return fmt.Errorf("%w (completing segment %d again, as the run that was killed did; run zfs2s3 resume_upload again, or abort_upload to give the upload up)", err, rec.Index)
 			}
 			found = true
 		case err == nil:
