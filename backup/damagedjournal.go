@@ -98,9 +98,14 @@ func (b *Backup) unusableKeyPrefixes() []string {
 	}
 	var ps []string
 	for ds := range b.j.unusable {
-		ps = append(ps, datasetKeyPrefix(ledger.ObjectKey(b.Opt.Prefix, ledger.Snapshot{Name: ds + "@x"}, nil)))
+		ps = append(ps, b.keyPrefix(ds))
 	}
 	return ps
+}
+
+// keyPrefix is the key prefix of dataset ds's objects, PREFIX/DATASET/.
+func (b *Backup) keyPrefix(ds string) string {
+	return datasetKeyPrefix(ledger.ObjectKey(b.Opt.Prefix, ledger.Snapshot{Name: ds + "@x"}, nil))
 }
 
 // datasetKeyPrefix is the part of an edge's key before its snapshot's
@@ -121,13 +126,13 @@ type blockedJournal struct {
 // (j.replace) only when the bucket holds exactly loc's edges of ds (one
 // LIST of ds's keys): each edge of loc still has its objects and its
 // manifest, and every edge of ds there (by its manifest or first object)
-// is one of loc's or of this machine's pending uploads. Otherwise another machine changed ds in the
-// entries that are now damaged (its prune removed an edge, or it stored
-// one), and a full entry of loc would undo that change: the journal is
-// left as it is, and a mutating command refuses changes of ds
-// (checkBlocked) until ledger rebuild. So is it when this machine has no
-// edge of ds and no record of its journal: a full entry of nothing would
-// drop every edge of ds.
+// is one of loc's or of this machine's pending uploads. Otherwise another
+// machine changed ds in the entries that are now damaged (its prune
+// removed an edge, or it stored one), and a full entry of loc would undo
+// that change: the journal is left as it is, and a mutating command
+// refuses changes of ds (checkBlocked) until ledger rebuild. So is it when
+// this machine has no edge of ds and no record of its journal: a full
+// entry of nothing would drop every edge of ds.
 //
 // Only a failed listing in a mutating command is an error.
 func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, loc []ledger.Edge, marked, mutate bool, damaged error) error {
@@ -135,7 +140,7 @@ func (b *Backup) supersedeDamaged(ctx context.Context, j *journal, ds string, lo
 	if !marked && len(loc) == 0 {
 		why = fmt.Sprintf("this machine's ledger has no edge of %s to replace it with", ds)
 	} else {
-		prefix := datasetKeyPrefix(ledger.ObjectKey(b.Opt.Prefix, ledger.Snapshot{Name: ds + "@x"}, nil))
+		prefix := b.keyPrefix(ds)
 		objs, err := b.S3.List(ctx, prefix)
 		if err != nil {
 			if mutate {
@@ -221,8 +226,8 @@ func (b *Backup) pendingKeys() map[string]bool {
 		return nil
 	}
 	keys := make(map[string]bool, len(ps))
-	for _, p := range ps {
-		keys[p.Edge.Key] = true
+	for _, e := range pendingEdges(ps) {
+		keys[e.Key] = true
 	}
 	return keys
 }

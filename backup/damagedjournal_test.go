@@ -117,9 +117,7 @@ func TestDamagedJournalOfADatasetThisMachineNeverHad(t *testing.T) {
 	}
 	key := ledger.JournalKey("", "p/x", 1)
 	damaged := []byte(`{"version": 1, "kind": "full", "edges": [`)
-	if _, err := a.S3.PutIf(ctx, key, damaged, nil, s3up.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
+	put(t, a, key, damaged)
 	if err := add(ctx, b, edgeIn("p/y", 2, 1)); err != nil {
 		t.Fatalf("b's change of p/y: %v", err)
 	}
@@ -127,16 +125,12 @@ func TestDamagedJournalOfADatasetThisMachineNeverHad(t *testing.T) {
 	if err != nil || len(objs) != 1 || objs[0].Key != key {
 		t.Fatalf("p/x's journal after b's change: %v (%v), want its damaged entry alone", objs, err)
 	}
-	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
-		t.Errorf("p/x's damaged entry was replaced: %q (%v)", data, err)
-	}
+	entryLeft(t, b, key, damaged, "b's change of p/y")
 	// Nor may b add to p/x: its edges would be written over the others'.
 	if err := add(ctx, b, edgeIn("p/x", 12, 0)); err == nil || !strings.Contains(err.Error(), "ledger rebuild") || !strings.Contains(err.Error(), "no edge of p/x") {
 		t.Errorf("b's change of p/x: %v, want a refusal naming ledger rebuild", err)
 	}
-	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
-		t.Errorf("p/x's damaged entry was replaced by the refused change: %q (%v)", data, err)
-	}
+	entryLeft(t, b, key, damaged, "the refused change")
 }
 
 func TestForeignEdge(t *testing.T) {
@@ -219,15 +213,11 @@ func TestDamagedJournalNeverDropsAnotherMachinesEdge(t *testing.T) {
 	}
 	key := ledger.JournalKey("", "p/x", 2)
 	damaged := []byte(`{"version": 1, "kind": "add", "edges": [`)
-	if _, err := a.S3.PutIf(ctx, key, damaged, nil, s3up.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
+	put(t, a, key, damaged)
 	if err := add(ctx, b, edgeIn("p/y", 21, 0)); err != nil {
 		t.Fatalf("b's change of p/y: %v", err)
 	}
-	if data, _, err := b.S3.ReadAll(ctx, key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
-		t.Errorf("p/x's damaged entry was superseded: %q (%v)", data, err)
-	}
+	entryLeft(t, b, key, damaged, "b's change of p/y")
 	err := add(ctx, b, edgeIn("p/x", 3, 1))
 	if err == nil || !strings.Contains(err.Error(), x2.Key) || !strings.Contains(err.Error(), "ledger rebuild") {
 		t.Errorf("b's change of p/x: %v, want a refusal naming %s and ledger rebuild", err, x2.Key)
@@ -248,5 +238,22 @@ func TestFinishRemovalsLeavesABlockedDataset(t *testing.T) {
 	}
 	if len(l.Edges) != 1 || !l.Edges[0].Removing {
 		t.Errorf("the blocked dataset's removing edge was dropped: %v", l.Edges)
+	}
+}
+
+// put writes data at key, whatever is there.
+func put(t *testing.T, b *Backup, key string, data []byte) {
+	t.Helper()
+	if _, err := b.S3.PutIf(context.Background(), key, data, nil, s3up.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// entryLeft fails unless the damaged journal entry at key is still there,
+// as it was, after what.
+func entryLeft(t *testing.T, b *Backup, key string, damaged []byte, what string) {
+	t.Helper()
+	if data, _, err := b.S3.ReadAll(context.Background(), key, 1<<20); err != nil || !bytes.Equal(data, damaged) {
+		t.Errorf("the damaged entry %s was replaced by %s: %q (%v)", key, what, data, err)
 	}
 }

@@ -166,11 +166,11 @@ awk -v rounds="$ROUNDS" -v storedfile="$work/stored" '
       W[k] = med(wall, k, n[k]); C[k] = med(cpu, k, n[k])
       printf "%-9s %-28s %7.2f %8.2f %8.0f %13s\n", f[1], f[2], W[k], C[k], med(rss, k, n[k]), (f[2] in st) ? st[f[2]] : "" }
     print "\nratios (zfs2s3 / peer, medians)"
-    for (o = 1; o <= m; o++) { k = order[o]; split(k, f, SUBSEP); s = f[1]
-      if (f[2] == "zfs2s3 upload" && (s SUBSEP "sdk manager.Uploader 16M x8") in W)
-        printf "%-9s plain upload vs SDK manager.Uploader: cpu %.2fx, wall %.2fx\n", s, C[k] / C[s SUBSEP "sdk manager.Uploader 16M x8"], W[k] / W[s SUBSEP "sdk manager.Uploader 16M x8"]
-      if (f[2] == "zfs2s3 upload (crc32c)" && (s SUBSEP "sdk manager.Uploader 16M x8") in W)
-        printf "%-9s the same with --checksum crc32c: cpu %.2fx, wall %.2fx\n", s, C[k] / C[s SUBSEP "sdk manager.Uploader 16M x8"], W[k] / W[s SUBSEP "sdk manager.Uploader 16M x8"]
+    for (o = 1; o <= m; o++) { k = order[o]; split(k, f, SUBSEP); s = f[1]; sdk = s SUBSEP "sdk manager.Uploader 16M x8"
+      if (f[2] == "zfs2s3 upload" && sdk in W)
+        printf "%-9s plain upload vs SDK manager.Uploader: cpu %.2fx, wall %.2fx\n", s, C[k] / C[sdk], W[k] / W[sdk]
+      if (f[2] == "zfs2s3 upload (crc32c)" && sdk in W)
+        printf "%-9s the same with --checksum crc32c: cpu %.2fx, wall %.2fx\n", s, C[k] / C[sdk], W[k] / W[sdk]
       if (f[2] == "zfs2s3 --compress zstd") { p = s SUBSEP "zfs send | zstd -T0 -3 | aws"
         printf "%-9s zstd upload vs zstd -T0 -3 pipe: wall %.2fx, cpu %.2fx; stored %+.1f%%\n", s, W[k] / W[p], C[k] / C[p], 100 * (st[f[2]] / st["zfs send | zstd -T0 -3 | aws"] - 1)
         a = s SUBSEP "zfs2s3 --compress zstd +age"
